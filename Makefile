@@ -1,0 +1,47 @@
+# sluice: see README.md.
+GO ?= go
+# Debian packages the test suite runs for real (strace proves the splice path).
+TEST_PACKAGES := strace
+
+.PHONY: all build run test test-deps vet bench bench-quick fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o sluice ./cmd/sluice
+
+# The demo: three backends on 127.0.0.1:7101-7103 behind 127.0.0.1:7000.
+run:
+	$(GO) run ./cmd/sluice demo
+
+# Installs what the tests need (apt-get, as root) when it is missing, then
+# runs the whole suite with the race detector.
+test: test-deps vet
+	$(GO) test -race -timeout 12m ./...
+	$(GO) run ./cmd/sluice check -c examples/sluice.toml
+
+test-deps:
+	@missing=""; for p in $(TEST_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing test dependencies:$$missing"; \
+		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+		$$SUDO apt-get install -y $$missing >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y $$missing; }; \
+	fi
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
+
+# Side by side with HAProxy and nginx; see README's performance section.
+bench:
+	$(GO) run ./bench
+
+bench-quick:
+	$(GO) run ./bench -quick
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./config
+
+clean:
+	rm -f sluice
