@@ -36,6 +36,7 @@ func TCP(ctx context.Context, addr netip.AddrPort, n int) ([]*net.TCPListener, e
 			return nil, fmt.Errorf("listening on %s: %w", addr, err)
 		}
 		lns = append(lns, ln.(*net.TCPListener))
+		addr = ln.Addr().(*net.TCPAddr).AddrPort()
 	}
 	return lns, nil
 }

@@ -12,19 +12,10 @@ import (
 func TestTCPSharesOneAddress(t *testing.T) {
 	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
 		t.Run(addr, func(t *testing.T) {
-			// Port 0 would give each socket its own port, so take one from a
-			// first socket and bind the rest to it explicitly.
-			first, err := TCP(context.Background(), netip.MustParseAddrPort(addr), 1)
+			lns, err := TCP(context.Background(), netip.MustParseAddrPort(addr), 4)
 			if err != nil {
 				t.Fatal(err)
 			}
-			ap := first[0].Addr().(*net.TCPAddr).AddrPort()
-			lns, err := TCP(context.Background(), ap, 3)
-			if err != nil {
-				first[0].Close()
-				t.Fatal(err)
-			}
-			lns = append(lns, first...)
 			defer func() {
 				for _, ln := range lns {
 					ln.Close()
@@ -33,7 +24,13 @@ func TestTCPSharesOneAddress(t *testing.T) {
 			if len(lns) != 4 {
 				t.Fatalf("got %d listeners, want 4", len(lns))
 			}
-			// Every connection must land on one of the sockets.
+			ap := lns[0].Addr().(*net.TCPAddr).AddrPort()
+			for _, ln := range lns[1:] {
+				if got := ln.Addr().(*net.TCPAddr).AddrPort(); got != ap {
+					t.Fatalf("sockets bound to %s and %s, want one address", ap, got)
+				}
+			}
+			// Every connection must be accepted by one of the sockets.
 			got := make(chan int, 64)
 			for i, ln := range lns {
 				go func() {
