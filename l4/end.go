@@ -1,0 +1,52 @@
+package l4
+
+// End says why a proxied connection ended. It is logged with every
+// connection, like the termination codes of HAProxy's tcplog.
+type End uint8
+
+const (
+	// EndNone means the connection has not ended yet.
+	EndNone End = iota
+	// EndClientClosed: the client sent FIN first and both sides finished.
+	EndClientClosed
+	// EndBackendClosed: the backend sent FIN first and both sides finished.
+	EndBackendClosed
+	// EndIdleTimeout: no bytes moved either way for the idle timeout.
+	EndIdleTimeout
+	// EndHalfClosedTimeout: one side had sent FIN and nothing moved for the
+	// half-closed timeout.
+	EndHalfClosedTimeout
+	// EndClientReset: the client reset the connection (or it failed on the
+	// client's side); the backend was reset in turn.
+	EndClientReset
+	// EndBackendReset: the backend reset the connection (or it failed on the
+	// backend's side); the client was reset in turn.
+	EndBackendReset
+	// EndDrain: the server shut down and the drain timeout ran out.
+	EndDrain
+	// EndConnectFailed: no connect attempt succeeded within the retries.
+	EndConnectFailed
+	// EndNoBackend: the pool had no backend to offer.
+	EndNoBackend
+)
+
+var endNames = [...]string{
+	EndNone:              "none",
+	EndClientClosed:      "client_closed",
+	EndBackendClosed:     "backend_closed",
+	EndIdleTimeout:       "idle_timeout",
+	EndHalfClosedTimeout: "half_closed_timeout",
+	EndClientReset:       "client_reset",
+	EndBackendReset:      "backend_reset",
+	EndDrain:             "drain",
+	EndConnectFailed:     "connect_failed",
+	EndNoBackend:         "no_backend",
+}
+
+// String returns the name logged for e.
+func (e End) String() string {
+	if int(e) < len(endNames) {
+		return endNames[e]
+	}
+	return "unknown"
+}

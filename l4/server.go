@@ -1,0 +1,188 @@
+package l4
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"sluice/internal/pool"
+)
+
+// Picker chooses backends for new connections. *pool.Pool implements it.
+type Picker interface {
+	// Pick returns a backend for client that is not in tried, or nil.
+	Pick(client netip.AddrPort, tried []*pool.Backend) *pool.Backend
+	// Retries is how many more backends to try after a failed connect.
+	Retries() int
+}
+
+var _ Picker = (*pool.Pool)(nil)
+
+// Defaults for the Server's zero-valued fields.
+const (
+	DefaultConnectTimeout    = 5 * time.Second
+	DefaultIdleTimeout       = 10 * time.Minute
+	DefaultHalfClosedTimeout = time.Minute
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("l4: server closed")
+
+// Server proxies the TCP connections accepted on its listeners to backends
+// picked from Pool. Set its fields before calling Serve; the zero value of
+// each optional field is documented.
+type Server struct {
+	// Name identifies the server (the configured listener) in logs.
+	Name string
+	// Pool picks backends. Required.
+	Pool Picker
+	// MaxConnections caps live proxied connections. A connection accepted
+	// beyond it waits, unanswered, until another one ends, and further
+	// ones wait in the kernel's accept queue, as with HAProxy's maxconn.
+	// Zero means no limit.
+	MaxConnections int
+	// ConnectTimeout bounds each connect attempt. Zero means 5s.
+	ConnectTimeout time.Duration
+	// IdleTimeout closes a connection on which no bytes moved either way
+	// for this long. Zero means 10m.
+	IdleTimeout time.Duration
+	// HalfClosedTimeout replaces IdleTimeout once one side has sent FIN,
+	// so half-closed connections do not linger. Zero means 1m.
+	HalfClosedTimeout time.Duration
+	// Logger receives one line per connection at close, at level Info, and
+	// accept errors. Nil means slog.Default().
+	Logger *slog.Logger
+
+	initOnce sync.Once
+	stop     chan struct{} // closed when shutdown begins
+	stopOnce sync.Once
+	force    context.Context // cancelled when live connections must go
+	cancel   context.CancelFunc
+	slots    limiter
+
+	mu     sync.Mutex
+	lns    []*net.TCPListener
+	shards []*shard
+
+	loops sync.WaitGroup // accept loops
+	conns sync.WaitGroup // connection goroutines
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		s.stop = make(chan struct{})
+		s.force, s.cancel = context.WithCancel(context.Background())
+		s.slots = limiter{max: int64(s.MaxConnections), wake: make(chan struct{}, 1)}
+	})
+}
+
+func (s *Server) connectTimeout() time.Duration {
+	return orDefault(s.ConnectTimeout, DefaultConnectTimeout)
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	return orDefault(s.IdleTimeout, DefaultIdleTimeout)
+}
+
+func (s *Server) halfClosedTimeout() time.Duration {
+	return orDefault(s.HalfClosedTimeout, DefaultHalfClosedTimeout)
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// Serve accepts connections on lns, one accept loop per listener, and
+// proxies them until Shutdown or Close. It takes ownership of lns and
+// returns ErrServerClosed once every accept loop has stopped.
+func (s *Server) Serve(lns []*net.TCPListener) error {
+	s.init()
+	s.mu.Lock()
+	select {
+	case <-s.stop:
+		s.mu.Unlock()
+		closeAll(lns)
+		return ErrServerClosed
+	default:
+	}
+	for _, ln := range lns {
+		sh := &shard{conns: make(map[*conn]struct{})}
+		s.lns = append(s.lns, ln)
+		s.shards = append(s.shards, sh)
+		s.loops.Go(func() { s.accept(ln, sh) })
+	}
+	s.mu.Unlock()
+	s.loops.Wait()
+	return ErrServerClosed
+}
+
+func closeAll[T io.Closer](cs []T) {
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// Shutdown stops accepting, then waits for live connections to finish. When
+// ctx ends first, it closes the remaining connections (logged as "drain"),
+// waits for them and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.stopAccepting()
+	done := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.closeConns()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops accepting and closes every connection at once.
+func (s *Server) Close() error {
+	s.init()
+	s.stopAccepting()
+	s.closeConns()
+	s.conns.Wait()
+	return nil
+}
+
+func (s *Server) stopAccepting() {
+	s.stopOnce.Do(func() {
+		s.mu.Lock()
+		close(s.stop)
+		closeAll(s.lns)
+		s.mu.Unlock()
+	})
+	s.loops.Wait()
+}
+
+func (s *Server) closeConns() {
+	s.cancel()
+	s.mu.Lock()
+	shards := s.shards
+	s.mu.Unlock()
+	for _, sh := range shards {
+		sh.each(func(c *conn) { c.abort(EndDrain, nil) })
+	}
+}
