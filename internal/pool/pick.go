@@ -1,0 +1,166 @@
+package pool
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+
+	"sluice/internal/maglev"
+)
+
+// Pick returns an up backend for a new connection from client, skipping the
+// backends in tried (those this connection already failed to connect to),
+// or nil if none is left. It does not allocate or take a lock: it runs for
+// every connection.
+func (p *Pool) Pick(client netip.AddrPort, tried []*Backend) *Backend {
+	s := p.sel.Load()
+	if len(s.up) == 0 {
+		return nil
+	}
+	// Retries are rare and tried is short, so this O(up*tried) check
+	// costs little, and it lets the probing loops below assume that an
+	// untried backend exists.
+	if len(tried) > 0 && allTried(s.up, tried) {
+		return nil
+	}
+	switch p.balance {
+	case LeastConn:
+		return leastLoaded(s.up, tried)
+	case Maglev:
+		return s.maglev(client, p.hashKey == ClientIPPort, tried)
+	case Random:
+		return s.random(tried)
+	default:
+		return s.roundRobin(&p.next, tried)
+	}
+}
+
+// roundRobin takes the next entry of the smooth sequence, or on a retry
+// the first one after it that was not tried.
+func (s *selection) roundRobin(next *atomic.Uint64, tried []*Backend) *Backend {
+	n := uint64(len(s.seq))
+	i := (next.Add(1) - 1) % n
+	for range n {
+		if b := s.seq[i]; !slices.Contains(tried, b) {
+			return b
+		}
+		if i++; i == n {
+			i = 0
+		}
+	}
+	return nil
+}
+
+// leastLoaded returns the backend of bs, not in tried, with the fewest
+// live connections per unit of weight, choosing uniformly among ties so
+// that an idle pool is not filled front to back.
+//
+// A first pass finds the least load and counts its ties, a second returns
+// the r-th tie: one random number per pick, where reservoir sampling would
+// draw one per tie (100 draws in an idle pool of 100). Loads may change
+// between the passes; then the first pass's choice stands.
+func leastLoaded(bs, tried []*Backend) *Backend {
+	best, bestActive, ties := minLoad(bs, tried)
+	if ties <= 1 {
+		return best
+	}
+	// math/rand/v2's top-level functions use the runtime's per-thread
+	// generator: no lock.
+	r := rand.IntN(ties)
+	for _, b := range bs {
+		if slices.Contains(tried, b) || compareLoad(b.active.Load(), b.Weight, bestActive, best.Weight) != 0 {
+			continue
+		}
+		if r == 0 {
+			return b
+		}
+		r--
+	}
+	return best
+}
+
+// minLoad returns the first least loaded backend of bs not in tried, its
+// live connections, and how many backends share its load.
+func minLoad(bs, tried []*Backend) (best *Backend, bestActive int64, ties int) {
+	for _, b := range bs {
+		if slices.Contains(tried, b) {
+			continue
+		}
+		active := b.active.Load()
+		c := -1
+		if best != nil {
+			c = compareLoad(active, b.Weight, bestActive, best.Weight)
+		}
+		switch {
+		case c < 0:
+			best, bestActive, ties = b, active, 1
+		case c == 0:
+			ties++
+		}
+	}
+	return best, bestActive, ties
+}
+
+// compareLoad compares the loads a/wa and b/wb, returning -1, 0 or +1. It
+// multiplies rather than divides, a*wb against b*wa, to stay exact without
+// floats; counts and weights (at most MaxWeight) are far too small to
+// overflow.
+func compareLoad(a int64, wa int, b int64, wb int) int {
+	l, r := a*int64(wb), b*int64(wa)
+	switch {
+	case l < r:
+		return -1
+	case l > r:
+		return 1
+	}
+	return 0
+}
+
+// maglev looks client up in the Maglev table; on a retry it probes the
+// following slots, so that every instance makes the same second choice.
+func (s *selection) maglev(client netip.AddrPort, withPort bool, tried []*Backend) *Backend {
+	h := maglev.HashAddr(client, withPort)
+	// Every backend owns a slot, so Size probes find any untried one.
+	for k := range s.table.Size() {
+		if b := s.up[s.table.Probe(h, k)]; !slices.Contains(tried, b) {
+			return b
+		}
+	}
+	return nil
+}
+
+// random draws two backends in proportion to weight and returns the less
+// loaded one: the power of two choices, which avoids herding onto the
+// least loaded backend when the loads seen by concurrent picks are stale.
+func (s *selection) random(tried []*Backend) *Backend {
+	a := s.seq[rand.IntN(len(s.seq))]
+	b := s.seq[rand.IntN(len(s.seq))]
+	if len(tried) > 0 {
+		aTried, bTried := slices.Contains(tried, a), slices.Contains(tried, b)
+		switch {
+		case aTried && bTried:
+			// Redrawing could loop long when most backends were
+			// tried; a scan is bounded.
+			return leastLoaded(s.up, tried)
+		case aTried:
+			return b
+		case bTried:
+			return a
+		}
+	}
+	if compareLoad(b.active.Load(), b.Weight, a.active.Load(), a.Weight) < 0 {
+		return b
+	}
+	return a
+}
+
+// allTried reports whether every backend of bs is in tried.
+func allTried(bs, tried []*Backend) bool {
+	for _, b := range bs {
+		if !slices.Contains(tried, b) {
+			return false
+		}
+	}
+	return true
+}

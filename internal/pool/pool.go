@@ -1,0 +1,228 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"sluice/internal/maglev"
+)
+
+// MaxWeight is the largest backend weight. It bounds the round robin
+// sequence (the sum of the weights) and keeps weighted load comparisons far
+// from overflow.
+const MaxWeight = 256
+
+// DefaultTableSize is the Maglev table size used when Options.TableSize is 0.
+const DefaultTableSize = maglev.DefaultSize
+
+// BackendOptions describes one backend of a pool.
+type BackendOptions struct {
+	// Addr is the backend's address. It must be valid, with a nonzero port.
+	Addr netip.AddrPort
+	// Weight is the backend's share of the pool's connections relative to
+	// the other backends, 1 to MaxWeight. Zero means 1; negative is an error.
+	Weight int
+}
+
+// weight returns the effective weight.
+func (o BackendOptions) weight() int {
+	if o.Weight == 0 {
+		return 1
+	}
+	return o.Weight
+}
+
+// Options configures a pool. The zero value, given backends, is a round
+// robin pool.
+type Options struct {
+	// Name names the pool in logs and metrics.
+	Name string
+	// Balance is the selection algorithm; zero is RoundRobin.
+	Balance Balance
+	// HashKey says what Maglev hashes; zero is ClientIP. Other algorithms
+	// ignore it.
+	HashKey HashKey
+	// TableSize is the Maglev table size: a prime, at least the number of
+	// backends, and at most maglev.MaxSize. Zero means DefaultTableSize;
+	// negative is an error. Other algorithms ignore it.
+	TableSize int
+	// Retries is the number of connect attempts, after the first, that a
+	// proxy may make to other backends of this pool. The pool only stores
+	// it. Zero means none; negative is an error.
+	Retries int
+	// Backends lists the pool's backends, at least one, with distinct
+	// addresses.
+	Backends []BackendOptions
+}
+
+// tableSize returns the effective Maglev table size.
+func (o Options) tableSize() int {
+	if o.TableSize == 0 {
+		return DefaultTableSize
+	}
+	return o.TableSize
+}
+
+// Backend is one backend of a pool. Its exported fields are set by New and
+// must not be changed afterwards.
+type Backend struct {
+	// Addr is the address to connect to.
+	Addr netip.AddrPort
+	// Weight is the effective weight, 1 to MaxWeight.
+	Weight int
+
+	active atomic.Int64 // live connections, for least_conn and random
+	up     atomic.Bool
+	index  int    // position in Pool.backends, to check SetUp's argument
+	id     string // Addr.String(), the stable Maglev id, computed once
+}
+
+// Acquire counts a new live connection to b. Call it once a backend picked
+// for a connection is being used, and Release when that connection ends, so
+// that least_conn and random see the load.
+func (b *Backend) Acquire() { b.active.Add(1) }
+
+// Release counts the end of a connection counted by Acquire.
+func (b *Backend) Release() {
+	if b.active.Add(-1) < 0 {
+		// As with sync.WaitGroup, an unbalanced Release is a bug in
+		// the caller that would skew every later pick.
+		panic("pool: Release without Acquire on backend " + b.id)
+	}
+}
+
+// Active returns the number of live connections counted by Acquire and
+// Release.
+func (b *Backend) Active() int64 { return b.active.Load() }
+
+// Up reports whether b may be picked.
+func (b *Backend) Up() bool { return b.up.Load() }
+
+// String returns b's address.
+func (b *Backend) String() string { return b.id }
+
+// Pool is a named set of backends and the state for picking one of them.
+// Its methods are safe for concurrent use.
+type Pool struct {
+	name     string
+	balance  Balance
+	hashKey  HashKey
+	table    int
+	retries  int
+	backends []*Backend
+
+	// sel is the selection state for the backends that are up. It is
+	// immutable and replaced whole by SetUp, so Pick reads it without a
+	// lock; mu only serialises the rebuilds.
+	sel atomic.Pointer[selection]
+	mu  sync.Mutex
+	// next is round robin's position in sel.seq. It survives rebuilds, so
+	// the rotation continues (at some offset) after a backend flaps.
+	next atomic.Uint64
+}
+
+// New checks o and builds a pool whose backends are all up. It reports
+// every problem in o at once.
+func New(o Options) (*Pool, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	p := &Pool{
+		name:     o.Name,
+		balance:  o.Balance,
+		hashKey:  o.HashKey,
+		table:    o.tableSize(),
+		retries:  o.Retries,
+		backends: make([]*Backend, len(o.Backends)),
+	}
+	for i, bo := range o.Backends {
+		b := &Backend{Addr: bo.Addr, Weight: bo.weight(), index: i, id: bo.Addr.String()}
+		b.up.Store(true)
+		p.backends[i] = b
+	}
+	sel, err := p.build()
+	if err != nil {
+		// Only Maglev's table size can fail here; check does not
+		// duplicate maglev's own validation of it.
+		return nil, fmt.Errorf("pool %q: %w", o.Name, err)
+	}
+	p.sel.Store(sel)
+	return p, nil
+}
+
+// check returns every problem in o, joined.
+func (o Options) check() error {
+	var errs []error
+	if o.Balance > Random {
+		errs = append(errs, fmt.Errorf("unknown balance %v", o.Balance))
+	}
+	if o.HashKey > ClientIPPort {
+		errs = append(errs, fmt.Errorf("unknown hash key %v", o.HashKey))
+	}
+	if o.TableSize < 0 {
+		errs = append(errs, fmt.Errorf("table size %d is negative", o.TableSize))
+	}
+	if o.Retries < 0 {
+		errs = append(errs, fmt.Errorf("retries %d is negative", o.Retries))
+	}
+	if len(o.Backends) == 0 {
+		errs = append(errs, errors.New("no backends"))
+	}
+	seen := make(map[netip.AddrPort]int, len(o.Backends))
+	for i, b := range o.Backends {
+		switch {
+		case !b.Addr.IsValid() || b.Addr.Port() == 0:
+			errs = append(errs, fmt.Errorf("backend %d: invalid address %q", i, b.Addr))
+		case seen[b.Addr] > 0:
+			// A duplicate would be two Maglev ids alike, and is a typo
+			// anyway: raise the weight instead.
+			errs = append(errs, fmt.Errorf("backend %d: %s duplicates backend %d", i, b.Addr, seen[b.Addr]-1))
+		default:
+			seen[b.Addr] = i + 1
+		}
+		if b.Weight < 0 || b.Weight > MaxWeight {
+			errs = append(errs, fmt.Errorf("backend %d (%s): weight %d, want 0 to %d", i, b.Addr, b.Weight, MaxWeight))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("pool %q: %w", o.Name, err)
+	}
+	return nil
+}
+
+// Name returns the pool's name.
+func (p *Pool) Name() string { return p.name }
+
+// Retries returns Options.Retries: how many more backends a proxy may try
+// after a failed connect.
+func (p *Pool) Retries() int { return p.retries }
+
+// Backends returns the pool's backends, up or down, in the order given to
+// New. The slice must not be modified.
+func (p *Pool) Backends() []*Backend { return p.backends }
+
+// SetUp marks b up or down. Down backends are never picked. It rebuilds the
+// selection state, which for Maglev costs milliseconds, so callers such as
+// health checking should call it on a change of state, not on every probe.
+// b must be one of p.Backends().
+func (p *Pool) SetUp(b *Backend, up bool) {
+	if b.index >= len(p.backends) || p.backends[b.index] != b {
+		panic("pool: SetUp of backend " + b.id + " that is not in pool " + p.name)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b.up.Load() == up {
+		return
+	}
+	b.up.Store(up)
+	sel, err := p.build()
+	if err != nil {
+		// New built a table over all the backends, so the size fits
+		// any subset of them.
+		panic("pool: rebuilding " + p.name + ": " + err.Error())
+	}
+	p.sel.Store(sel)
+}
