@@ -1,0 +1,167 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"sluice/internal/pool"
+)
+
+// Config is one loaded configuration file, with every default filled in.
+type Config struct {
+	// File is the path or name the configuration was parsed from.
+	File string
+	// DrainTimeout is how long live connections may finish after SIGTERM
+	// or SIGINT before they are closed; zero closes them at once.
+	DrainTimeout time.Duration
+	// Log says how sluice writes its log.
+	Log Log
+	// Listeners are the addresses sluice accepts connections on, sorted by
+	// Name; there is at least one.
+	Listeners []Listener
+	// Pools are the named backend sets listeners forward to, sorted by Name.
+	Pools []Pool
+}
+
+// Log is the [log] table.
+type Log struct {
+	// Format is LogText (the zero value) or LogJSON.
+	Format LogFormat
+	// Level is the least severe level written; the zero value is Info.
+	Level slog.Level
+}
+
+// LogFormat says how log records are written. The zero value is LogText.
+type LogFormat uint8
+
+const (
+	// LogText writes slog's key=value text format.
+	LogText LogFormat = iota
+	// LogJSON writes one JSON object per line.
+	LogJSON
+)
+
+var logFormatNames = [...]string{LogText: "text", LogJSON: "json"}
+
+// String returns the name used in the configuration file.
+func (f LogFormat) String() string {
+	if int(f) < len(logFormatNames) {
+		return logFormatNames[f]
+	}
+	return fmt.Sprintf("LogFormat(%d)", uint8(f))
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler, accepting "text" and
+// "json".
+func (f *LogFormat) UnmarshalText(text []byte) error {
+	for i, name := range logFormatNames {
+		if string(text) == name {
+			*f = LogFormat(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown log format %q: want \"text\" or \"json\"", text)
+}
+
+// Protocol is the transport a listener accepts. The zero value is TCP.
+type Protocol uint8
+
+const (
+	// TCP proxies TCP connections, splicing bytes in both directions.
+	TCP Protocol = iota
+)
+
+var protocolNames = [...]string{TCP: "tcp"}
+
+// String returns the name used in the configuration file.
+func (p Protocol) String() string {
+	if int(p) < len(protocolNames) {
+		return protocolNames[p]
+	}
+	return fmt.Sprintf("Protocol(%d)", uint8(p))
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler, accepting "tcp".
+func (p *Protocol) UnmarshalText(text []byte) error {
+	for i, name := range protocolNames {
+		if string(text) == name {
+			*p = Protocol(i)
+			return nil
+		}
+	}
+	if string(text) == "udp" {
+		// Named apart so users see it is planned, not misspelt.
+		return fmt.Errorf("protocol %q is not supported yet", text)
+	}
+	return fmt.Errorf("unknown protocol %q: want \"tcp\"", text)
+}
+
+// Listener is one [listeners.NAME] table.
+type Listener struct {
+	// Name is the table key, 1 to 64 characters of [A-Za-z0-9_.-].
+	Name string
+	// Bind is the address to listen on; [::] stands for every address
+	// (written ":PORT"). The port is never zero.
+	Bind netip.AddrPort
+	// BindText is bind as written, before any go-sockaddr template in it
+	// was resolved.
+	BindText string
+	// Protocol is the transport accepted; only TCP for now.
+	Protocol Protocol
+	// Pool names the pool connections are forwarded to; it is in
+	// Config.Pools.
+	Pool string
+	// MaxConnections caps live connections; zero means unlimited.
+	MaxConnections int
+	// Sockets is the number of SO_REUSEPORT listening sockets, 1 to 1024;
+	// zero in the file is replaced at load by runtime.GOMAXPROCS(0).
+	Sockets int
+	// ConnectTimeout bounds each dial to a backend; always > 0.
+	ConnectTimeout time.Duration
+	// IdleTimeout closes a connection after this long with no bytes in
+	// either direction; always > 0.
+	IdleTimeout time.Duration
+	// HalfClosedTimeout closes a connection after this long with no bytes
+	// once one side has sent FIN; always > 0.
+	HalfClosedTimeout time.Duration
+}
+
+// Pool is one [pools.NAME] table.
+type Pool struct {
+	// Name is the table key, 1 to 64 characters of [A-Za-z0-9_.-].
+	Name string
+	// Balance is the algorithm that picks a backend.
+	Balance pool.Balance
+	// HashKey is what Maglev hashes; meaningful only when Balance is
+	// pool.Maglev.
+	HashKey pool.HashKey
+	// TableSize is the Maglev lookup table size, a prime at least
+	// len(Backends) and at most 1000003; zero unless Balance is pool.Maglev.
+	TableSize int
+	// Retries is how many other backends are tried after a failed connect,
+	// 0 to 100.
+	Retries int
+	// Backends are in file order; there is at least one, and no address
+	// appears twice.
+	Backends []Backend
+}
+
+// Backend is one [[pools.NAME.backends]] entry.
+type Backend struct {
+	// Address is an IP address and a non-zero port.
+	Address netip.AddrPort
+	// Weight is the backend's share relative to the others, 1 to 256.
+	Weight int
+}
+
+// Pool returns the pool with the given name, or nil if there is none.
+func (c *Config) Pool(name string) *Pool {
+	for i := range c.Pools {
+		if c.Pools[i].Name == name {
+			return &c.Pools[i]
+		}
+	}
+	return nil
+}

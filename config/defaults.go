@@ -1,0 +1,53 @@
+package config
+
+import (
+	"runtime"
+	"time"
+
+	"sluice/internal/pool"
+)
+
+// Every default and limit lives here; the parser only applies them.
+const (
+	defaultDrainTimeout      = 30 * time.Second
+	defaultConnectTimeout    = 5 * time.Second
+	defaultIdleTimeout       = 10 * time.Minute
+	defaultHalfClosedTimeout = time.Minute
+	defaultTableSize         = 65537 // prime; see the field notes on Maglev
+	defaultRetries           = 3
+	defaultWeight            = 1
+
+	maxNameLen   = 64
+	maxSockets   = 1024
+	maxRetries   = 100
+	maxWeight    = 256
+	maxTableSize = 1000003 // prime
+)
+
+func defaultConfig(file string) *Config {
+	return &Config{
+		File:         file,
+		DrainTimeout: defaultDrainTimeout,
+		Log:          Log{Format: LogText, Level: 0}, // slog.LevelInfo is 0
+	}
+}
+
+func defaultListener(name string) Listener {
+	return Listener{
+		Name:              name,
+		Protocol:          TCP,
+		ConnectTimeout:    defaultConnectTimeout,
+		IdleTimeout:       defaultIdleTimeout,
+		HalfClosedTimeout: defaultHalfClosedTimeout,
+	}
+}
+
+// defaultSockets is what sockets = 0 means: one SO_REUSEPORT socket per
+// thread that can run Go code, so accepts spread over every core.
+func defaultSockets() int { return min(runtime.GOMAXPROCS(0), maxSockets) }
+
+func defaultPool(name string) Pool {
+	return Pool{Name: name, Balance: pool.RoundRobin, HashKey: pool.ClientIP, Retries: defaultRetries}
+}
+
+func defaultBackend() Backend { return Backend{Weight: defaultWeight} }

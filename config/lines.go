@@ -1,0 +1,176 @@
+package config
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// errProbe is what lineProbe returns. The TOML library has no public way
+// to give a key's position, but it wraps an error from a value's
+// UnmarshalTOML in a ParseError holding the line of the key being decoded.
+var errProbe = errors.New("config: line probe")
+
+type lineProbe struct{}
+
+func (*lineProbe) UnmarshalTOML(any) error { return errProbe }
+
+// probeLine returns the line of the key p was decoded from, or 0 if the
+// library does not know it (an implicit table such as [pools] when only
+// [pools.db] is written).
+func probeLine(md *toml.MetaData, p toml.Primitive) int {
+	var pe toml.ParseError
+	if errors.As(md.PrimitiveDecode(p, &lineProbe{}), &pe) && pe.Message == errProbe.Error() {
+		return pe.Position.Line
+	}
+	return 0
+}
+
+// tableArray decodes an array of tables, written [[a.b]] or inline; ok is
+// false for any other value.
+func tableArray(md *toml.MetaData, p toml.Primitive) (entries []map[string]toml.Primitive, ok bool) {
+	var v any
+	if md.PrimitiveDecode(p, &v) != nil {
+		return nil, false
+	}
+	switch v := v.(type) {
+	case []map[string]any:
+	case []any:
+		for _, e := range v {
+			if _, ok := e.(map[string]any); !ok {
+				return nil, false
+			}
+		}
+	default:
+		return nil, false
+	}
+	return entries, md.PrimitiveDecode(p, &entries) == nil
+}
+
+// entryLines finds the lines of keys inside the entries of one array of
+// tables. The library keeps one position per key path, that of the last
+// entry defining it, which is right only for the last entry. For an
+// earlier entry i, the file is parsed again cut just before entry i+1's
+// [[header]], where entry i is the last. Headers are trusted only if
+// exactly one line per entry parses as this array's header, and a cut only
+// if it parses and holds i+1 entries; otherwise lines are 0, never wrong.
+type entryLines struct {
+	d       *decoder
+	path    []string // the array's key, such as pools, db, backends
+	entries []map[string]toml.Primitive
+	headers []int // line of each entry's header; nil if not trusted
+	cuts    map[int]cut
+}
+
+// cut is the file parsed up to the end of one entry.
+type cut struct {
+	md      *toml.MetaData
+	entries []map[string]toml.Primitive
+}
+
+func newEntryLines(d *decoder, path []string, arrayLine int, entries []map[string]toml.Primitive) *entryLines {
+	e := &entryLines{d: d, path: path, entries: entries, cuts: map[int]cut{}}
+	h := headerLines(d.text, path)
+	// The library's line for the array itself is that of its last header.
+	if len(h) == len(entries) && len(h) > 0 && h[len(h)-1] == arrayLine {
+		e.headers = h
+	}
+	return e
+}
+
+// header returns the line of entry i's [[header]], or 0.
+func (e *entryLines) header(i int) int {
+	if e.headers == nil {
+		return 0
+	}
+	return e.headers[i]
+}
+
+// key returns the line of key k in entry i, or of the entry's header if k
+// is not there, or 0.
+func (e *entryLines) key(i int, k string) int {
+	c, ok := e.cut(i)
+	if !ok {
+		return 0
+	}
+	p, ok := c.entries[i][k]
+	if !ok {
+		return e.header(i)
+	}
+	return probeLine(c.md, p)
+}
+
+func (e *entryLines) cut(i int) (cut, bool) {
+	if i == len(e.entries)-1 {
+		return cut{md: &e.d.md, entries: e.entries}, true
+	}
+	if e.headers == nil {
+		return cut{}, false
+	}
+	if c, ok := e.cuts[i]; ok {
+		return c, c.md != nil
+	}
+	var c cut
+	prefix := e.d.text[:lineOffset(e.d.text, e.headers[i+1])]
+	var top map[string]toml.Primitive
+	if md, err := toml.Decode(prefix, &top); err == nil {
+		if entries, ok := lookupArray(&md, top, e.path); ok && len(entries) == i+1 {
+			c = cut{md: &md, entries: entries}
+		}
+	}
+	e.cuts[i] = c
+	return c, c.md != nil
+}
+
+// headerLines returns the lines that, parsed alone, are exactly the header
+// [[path]]. A line inside a multi-line string may look like one; the
+// caller's count check catches that.
+func headerLines(text string, path []string) []int {
+	var lines []int
+	for n, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "[[") {
+			continue
+		}
+		var top map[string]toml.Primitive
+		md, err := toml.Decode(strings.TrimSpace(line), &top)
+		if err != nil {
+			continue
+		}
+		if entries, ok := lookupArray(&md, top, path); ok && len(entries) == 1 {
+			lines = append(lines, n+1)
+		}
+	}
+	return lines
+}
+
+// lookupArray finds the array of tables at path.
+func lookupArray(md *toml.MetaData, top map[string]toml.Primitive, path []string) ([]map[string]toml.Primitive, bool) {
+	m := top
+	for _, k := range path[:len(path)-1] {
+		var next map[string]toml.Primitive
+		p, ok := m[k]
+		if !ok || md.PrimitiveDecode(p, &next) != nil {
+			return nil, false
+		}
+		m = next
+	}
+	p, ok := m[path[len(path)-1]]
+	if !ok {
+		return nil, false
+	}
+	return tableArray(md, p)
+}
+
+// lineOffset returns the byte offset at which 1-based line n starts.
+func lineOffset(text string, n int) int {
+	off := 0
+	for ; n > 1; n-- {
+		i := strings.IndexByte(text[off:], '\n')
+		if i < 0 {
+			return len(text)
+		}
+		off += i + 1
+	}
+	return off
+}

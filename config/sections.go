@@ -1,0 +1,208 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"net/netip"
+	"regexp"
+	"slices"
+
+	"sluice/internal/pool"
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// names returns the tables under key k of t (listeners or pools) in name
+// order, reporting bad names and non-tables; empty is true if k is absent
+// or an empty table.
+func (t *table) names(k string) (out []*table, empty bool) {
+	if !t.has(k) {
+		return nil, true
+	}
+	all := t.table(k)
+	if all == nil {
+		return nil, false
+	}
+	for _, name := range sortedKeys(all.keys) {
+		if !nameRE.MatchString(name) {
+			all.errorf(name, "name must be 1..%d characters of A-Z a-z 0-9 _ . -", maxNameLen)
+		}
+		if sub := all.table(name); sub != nil {
+			out = append(out, sub)
+		}
+	}
+	return out, len(all.keys) == 0
+}
+
+func (d *decoder) pools(top *table) []Pool {
+	var pools []Pool
+	tables, _ := top.names("pools")
+	for _, t := range tables {
+		pools = append(pools, d.pool(t))
+	}
+	return pools
+}
+
+func (d *decoder) pool(t *table) Pool {
+	p := defaultPool(t.name)
+	t.allow("balance", "hash_key", "table_size", "retries", "backends")
+	balanceOK := t.text("balance", &p.Balance) || !t.has("balance")
+	t.integer("retries", 0, maxRetries, &p.Retries)
+	p.Backends = d.backends(t)
+	if balanceOK { // else the errors below would only echo the bad balance
+		t.maglev(&p)
+	}
+	return p
+}
+
+// maglev checks and fills the keys that apply only to Maglev.
+func (t *table) maglev(p *Pool) {
+	if p.Balance != pool.Maglev {
+		for _, k := range []string{"hash_key", "table_size"} {
+			if t.has(k) {
+				t.errorf(k, "applies only to balance = \"maglev\", not %q", p.Balance)
+			}
+		}
+		return
+	}
+	t.text("hash_key", &p.HashKey)
+	p.TableSize = defaultTableSize
+	if !t.integer("table_size", 1, maxTableSize, &p.TableSize) && t.has("table_size") {
+		return
+	}
+	switch {
+	case !isPrime(p.TableSize):
+		t.errorf("table_size", "must be a prime number, such as 65537 or 655373, not %d", p.TableSize)
+	case p.TableSize < len(p.Backends):
+		t.errorf("table_size", "%d is less than the number of backends (%d)", p.TableSize, len(p.Backends))
+	}
+}
+
+func isPrime(n int) bool {
+	if n < 2 {
+		return false
+	}
+	for i := 2; i*i <= n; i++ {
+		if n%i == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// backends reads the [[pools.NAME.backends]] entries of pool table pt.
+func (d *decoder) backends(pt *table) []Backend {
+	prim, ok := pt.keys["backends"]
+	if !ok {
+		pt.errorf("backends", "no backends: add at least one [[%s.backends]] table", pt.path)
+		return nil
+	}
+	entries, ok := tableArray(&d.md, prim)
+	if !ok {
+		pt.errorf("backends", "must be an array of tables, such as [[%s.backends]]", pt.path)
+		return nil
+	}
+	if len(entries) == 0 {
+		pt.errorf("backends", "no backends: add at least one [[%s.backends]] table", pt.path)
+		return nil
+	}
+	lines := newEntryLines(d, []string{"pools", pt.name, "backends"}, probeLine(&d.md, prim), entries)
+	seen := make(map[netip.AddrPort]int, len(entries))
+	out := make([]Backend, len(entries))
+	for i, keys := range entries {
+		t := &table{d: d, path: fmt.Sprintf("%s.backends[%d]", pt.path, i), keys: keys,
+			line: lines.header(i), lineOf: func(k string) int { return lines.key(i, k) }}
+		out[i] = defaultBackend()
+		t.allow("address", "weight")
+		t.required("address")
+		t.integer("weight", 1, maxWeight, &out[i].Weight)
+		s, ok := t.str("address")
+		if !ok {
+			continue
+		}
+		a, err := parseAddrPort(s, false)
+		if err != nil {
+			t.errorf("address", "%v", err)
+		} else if j, dup := seen[a]; dup {
+			t.errorf("address", "%s is already backends[%d]", a, j)
+		} else {
+			seen[a] = i
+			out[i].Address = a
+		}
+	}
+	return out
+}
+
+func (d *decoder) listeners(top *table, pools []Pool) []Listener {
+	tables, empty := top.names("listeners")
+	if empty {
+		top.errorf("listeners", "no listeners: add at least one [listeners.NAME] table")
+	}
+	out := make([]Listener, len(tables))
+	for i, t := range tables {
+		out[i] = d.listener(t, pools)
+	}
+	for i := range out {
+		for j := range i {
+			a, b := out[i], out[j]
+			if a.Bind.IsValid() && b.Bind.IsValid() && a.Protocol == b.Protocol && bindsConflict(a.Bind, b.Bind) {
+				tables[i].errorf("bind", "%s conflicts with %s (%s)",
+					a.Bind, joinKey(joinKey("listeners", b.Name), "bind"), b.Bind)
+			}
+		}
+	}
+	return out
+}
+
+func (d *decoder) listener(t *table, pools []Pool) Listener {
+	l := defaultListener(t.name)
+	t.allow("bind", "protocol", "pool", "max_connections", "sockets",
+		"connect_timeout", "idle_timeout", "half_closed_timeout")
+	t.required("bind", "pool")
+	if s, ok := t.str("bind"); ok {
+		l.BindText = s
+		d.bind(t, &l)
+	}
+	t.text("protocol", &l.Protocol)
+	if s, ok := t.str("pool"); ok {
+		l.Pool = s
+		if !slices.ContainsFunc(pools, func(p Pool) bool { return p.Name == s }) {
+			t.errorf("pool", "no pool %q in this file", s)
+		}
+	}
+	t.integer("max_connections", 0, math.MaxInt, &l.MaxConnections)
+	t.integer("sockets", 0, maxSockets, &l.Sockets)
+	if l.Sockets == 0 {
+		l.Sockets = defaultSockets()
+	}
+	t.duration("connect_timeout", &l.ConnectTimeout, true)
+	t.duration("idle_timeout", &l.IdleTimeout, true)
+	t.duration("half_closed_timeout", &l.HalfClosedTimeout, true)
+	return l
+}
+
+func (d *decoder) bind(t *table, l *Listener) {
+	var h hostAddrs
+	if isTemplate(l.BindText) {
+		var err error
+		if h, err = d.hostAddrs(); err != nil {
+			t.errorf("bind", "%v", err)
+			return
+		}
+	}
+	ap, err := parseBind(l.BindText, h)
+	if err != nil {
+		t.errorf("bind", "%v", err)
+		return
+	}
+	l.Bind = ap
+}
+
+// level sets *dst from a level name such as "info" or "warn".
+func (t *table) level(k string, dst *slog.Level) {
+	s, ok := t.str(k)
+	if ok && dst.UnmarshalText([]byte(s)) != nil {
+		t.errorf(k, "unknown level %q: want debug, info, warn or error", s)
+	}
+}
