@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBytesMoveBySplice counts sluice's system calls under strace while 32
+// MiB go through it each way: the payload must move by splice(2), not by
+// read/write through user space.
+func TestBytesMoveBySplice(t *testing.T) {
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Fatal("strace is needed to count splice calls (make test installs it): ", err)
+	}
+	addr := freePort(t)
+	summary := filepath.Join(t.TempDir(), "strace.txt")
+	p := startSluice(t, []string{"strace", "-f", "-c", "-o", summary,
+		"-e", "trace=splice,read,write,recvfrom,sendto,readv,writev,recvmsg,sendmsg"},
+		"-c", writeFile(t, simpleConfig(addr, echoBackend(t), "1s")))
+	p.waitOutput(t, "listening")
+
+	c, r, _ := dialLine(t, addr)
+	payload := make([]byte, 32<<20)
+	rand.Read(payload)
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(payload)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		errc <- err
+	}()
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("echo through sluice differs: %d bytes, want %d", len(got), len(payload))
+	}
+	c.Close()
+
+	// Stop sluice itself (strace's child); strace then writes its summary.
+	pid := childOf(t, p.cmd.Process.Pid)
+	syscall.Kill(pid, syscall.SIGTERM)
+	if code := p.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d; output:\n%s", code, p.out)
+	}
+	calls := straceCalls(t, summary)
+	t.Logf("system calls for 64 MiB proxied: %v", calls)
+	copies := 0
+	for name, n := range calls {
+		if name != "splice" {
+			copies += n
+		}
+	}
+	// Each 64 KiB..1 MiB chunk is two splices; a user-space copy would
+	// need a read and a write per chunk of at most 32 KiB (4096 calls).
+	if calls["splice"] < 64 {
+		t.Fatalf("%d splice calls for 64 MiB", calls["splice"])
+	}
+	if copies > calls["splice"]/4 {
+		t.Fatalf("%d read/write-family calls against %d splices: bytes went through user space", copies, calls["splice"])
+	}
+}
+
+// childOf returns the pid of the (only) child of pid.
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	tasks, _ := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/children")
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		if fields := strings.Fields(string(b)); len(fields) > 0 {
+			child, err := strconv.Atoi(fields[0])
+			if err == nil {
+				return child
+			}
+		}
+	}
+	t.Fatalf("no child process of %d", pid)
+	return 0
+}
+
+// straceCalls parses the call counts of an `strace -c` summary.
+func straceCalls(t *testing.T, path string) map[string]int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]int{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		// % time, seconds, usecs/call, calls, [errors,] syscall
+		if len(f) < 5 || f[len(f)-1] == "total" || f[len(f)-1] == "syscall" {
+			continue
+		}
+		if n, err := strconv.Atoi(f[3]); err == nil {
+			calls[f[len(f)-1]] = n
+		}
+	}
+	if len(calls) == 0 {
+		t.Fatalf("no system call counts in strace's summary:\n%s", b)
+	}
+	return calls
+}
