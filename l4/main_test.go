@@ -22,8 +22,15 @@ import (
 
 // TestMain fails the package if goroutines outlive the tests: every
 // connection and accept loop must be joined.
+// It also fails it if fds are left open, once pooled pipes are collected.
 func TestMain(m *testing.M) {
+	// Let the runtime open its poller's fds (epoll, eventfd) before the
+	// count, so they are not taken for leaks.
+	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+		ln.Close()
+	}
 	base := runtime.NumGoroutine()
+	fds := countFDs()
 	code := m.Run()
 	if code == 0 {
 		if err := waitGoroutines(base, 10*time.Second); err != nil {
@@ -31,7 +38,34 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
+	if code == 0 {
+		if err := waitFDs(fds, 10*time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
 	os.Exit(code)
+}
+
+func countFDs() int {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	return len(ents)
+}
+
+func waitFDs(base int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		// Pipes dropped by the pool close in cleanups after a GC.
+		runtime.GC()
+		n := countFDs()
+		if n <= base {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("fd leak: %d open, %d at start", n, base)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func waitGoroutines(base int, d time.Duration) error {

@@ -6,11 +6,14 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"net/netip"
 	"syscall"
 	"testing"
 	"time"
 
+	"sluice/internal/listen"
 	"sluice/internal/pool"
 )
 
@@ -319,4 +322,32 @@ func TestShutdownForcesAfterDeadline(t *testing.T) {
 		t.Fatal("connection still open after the drain deadline")
 	}
 	p.log.waitEnd(t, EndDrain)
+}
+
+func TestIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{addr: ln.Addr().String(), ln: ln}
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			greeter("six")(c.(*net.TCPConn))
+			c.Close()
+		}
+	}()
+	defer ln.Close()
+	lns, err := listen.TCP(context.Background(), netip.MustParseAddrPort("[::1]:0"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr), Logger: slog.New(slog.DiscardHandler)}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(lns) }()
+	defer func() { s.Close(); <-done }()
+	c := dial(t, lns[0].Addr().String(), "")
+	if got := readLine(t, c); got != "six" {
+		t.Fatalf("greeting over IPv6 %q", got)
+	}
 }
