@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// idleDialers is how many clients open the held connections at once.
+const idleDialers = 32
+
+// idle holds n connections through t, each proven established end to end
+// by one echo, and reports per connection: the proxy's RSS and fd growth,
+// and the machine's memory growth less the bench process's own, so that
+// what remains is the kernel's socket memory plus the proxy's.
+//
+// The proxy should be fresh: a proxy that held connections before keeps
+// its freed memory in pools (HAProxy) or its heap (Go), and a second run
+// would show almost nothing.
+func idle(ctx context.Context, t target, n int, settle time.Duration) (map[string]float64, error) {
+	if err := waitBackendIdle(ctx, t.be, 10*time.Second); err != nil {
+		return nil, err
+	}
+	if err := sleepCtx(ctx, settle/2); err != nil {
+		return nil, err
+	}
+	before, err := snapshot(t)
+	if err != nil {
+		return nil, err
+	}
+	conns := make([]*net.TCPConn, n)
+	stops := make([]func() bool, n)
+	defer func() {
+		for i, c := range conns {
+			if c != nil {
+				stops[i]()
+				c.Close()
+			}
+		}
+	}()
+	var next atomic.Int64
+	err = workers(ctx, idleDialers, func(ctx context.Context, _ int) error {
+		buf := make([]byte, 8)
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= n || ctx.Err() != nil {
+				return nil
+			}
+			c, stop, err := dial(ctx, t.addr, modeEcho, buf)
+			if err != nil {
+				return fmt.Errorf("holding connection %d: %w", i, err)
+			}
+			conns[i], stops[i] = c, stop
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return fmt.Errorf("echo on held connection %d: %w", i, err)
+			}
+		}
+	})
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := sleepCtx(ctx, settle); err != nil {
+		return nil, err
+	}
+	after, err := snapshot(t)
+	if err != nil {
+		return nil, err
+	}
+	return after.perConn(before, n, t.proc != nil), nil
+}
+
+// idleState is what idle compares before and after opening connections.
+type idleState struct {
+	proxy    procUsage
+	machine  int64 // MemTotal-MemAvailable, KB
+	benchRSS int64 // this process's VmRSS, KB
+}
+
+func snapshot(t target) (idleState, error) {
+	var s idleState
+	var err error
+	if s.proxy, err = usage(t); err != nil {
+		return s, err
+	}
+	if s.machine, err = machineUsedKB(); err != nil {
+		return s, err
+	}
+	if s.benchRSS, err = selfRSSKB(); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// perConn turns two snapshots into per-connection metrics.
+func (s idleState) perConn(before idleState, n int, proxied bool) map[string]float64 {
+	per := func(d int64) float64 { return float64(d) / float64(n) }
+	m := map[string]float64{
+		"machine_kb": per((s.machine - before.machine) - (s.benchRSS - before.benchRSS)),
+	}
+	if proxied {
+		m["rss_kb"] = per(s.proxy.rssKB - before.proxy.rssKB)
+		m["fds"] = per(s.proxy.fds - before.proxy.fds)
+	}
+	return m
+}
+
+// waitBackendIdle waits until the backend has no open connection left
+// from an earlier run, so that one system's closing connections do not
+// count in the next one's baseline.
+func waitBackendIdle(ctx context.Context, be *backend, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for be.active.Load() > 0 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("waiting for the backend to go idle: %d connections still open", be.active.Load())
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,196 @@
+// Command bench compares sluice with HAProxy and nginx, and with no proxy
+// at all, on the same machine in the same run, and writes the table and
+// chart under bench/results.
+//
+//	go run ./bench            # make bench: 3 interleaved repetitions
+//	go run ./bench -quick     # one short repetition
+//	go run ./bench -pin -systems direct,sluice -scenarios tcp1,latency
+//
+// The backends and the load generators run in this process; each proxy
+// runs as its own process from a config written next to the results.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// flags are the command line, before they are turned into settings.
+type flags struct {
+	quick     bool
+	pin       bool
+	reps      int
+	dur       time.Duration
+	idle      int
+	cores     int
+	systems   string
+	scenarios string
+	out       string
+	sluice    string
+}
+
+func parseFlags(args []string) (flags, error) {
+	var f flags
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.BoolVar(&f.quick, "quick", false, "one short repetition (make bench-quick)")
+	fs.BoolVar(&f.pin, "pin", false, "pin the proxies to CPU 0 and the load and backends to the other CPUs")
+	fs.IntVar(&f.reps, "reps", 0, "repetitions (0: 3, or 1 with -quick)")
+	fs.DurationVar(&f.dur, "dur", 0, "measured window of each timed scenario (0: 3s, or 1s with -quick)")
+	fs.IntVar(&f.idle, "idle", 5000, "connections held by the idle scenario")
+	fs.IntVar(&f.cores, "cores", 1, "proxy threads: HAProxy nbthread, nginx worker_processes, sluice GOMAXPROCS")
+	fs.StringVar(&f.systems, "systems", "all", "comma-separated: direct,sluice,haproxy,nginx")
+	fs.StringVar(&f.scenarios, "scenarios", "all", "comma-separated: idle,tcp1,tcp4,keepalive,newconn,latency")
+	fs.StringVar(&f.out, "out", "", "results directory (default: bench/results of the module)")
+	fs.StringVar(&f.sluice, "sluice", "", "a sluice binary to use instead of building ./cmd/sluice")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("parsing flags: unexpected argument %q", fs.Arg(0))
+	}
+	return f, nil
+}
+
+// settings turns flags into settings, with the -quick defaults.
+func (f flags) settings() (settings, error) {
+	s := settings{reps: 3, warm: 500 * time.Millisecond, dur: 3 * time.Second,
+		idleConns: f.idle, settle: 1500 * time.Millisecond, cores: f.cores}
+	if f.quick {
+		s.reps, s.warm, s.dur, s.settle = 1, 300*time.Millisecond, time.Second, time.Second
+	}
+	if f.reps > 0 {
+		s.reps = f.reps
+	}
+	if f.dur > 0 {
+		s.dur = f.dur
+	}
+	if s.cores < 1 || s.idleConns < 1 {
+		return s, errors.New("parsing flags: -cores and -idle must be at least 1")
+	}
+	if f.pin {
+		n := runtime.NumCPU()
+		if s.cores >= n {
+			return s, fmt.Errorf("parsing flags: -pin needs a CPU left for the load: -cores %d of %d", s.cores, n)
+		}
+		s.proxyCPUs = fmt.Sprintf("0-%d", s.cores-1)
+	}
+	return s, nil
+}
+
+// run is the whole bench: prepare, measure, report.
+func run(ctx context.Context, args []string) error {
+	f, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	set, err := f.settings()
+	if err != nil {
+		return err
+	}
+	systems, err := pickSystems(strings.Split(f.systems, ","))
+	if err != nil {
+		return err
+	}
+	scens, err := pickScenarios(strings.Split(f.scenarios, ","))
+	if err != nil {
+		return err
+	}
+	if _, err := raiseFDLimit(); err != nil {
+		return err
+	}
+	if f.pin {
+		var load []int
+		for c := set.cores; c < runtime.NumCPU(); c++ {
+			load = append(load, c)
+		}
+		if err := pinSelf(load); err != nil {
+			return err
+		}
+		progress("pinned: proxies on CPU %s, load and backends on CPU %v", set.proxyCPUs, load)
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "sluice-bench-")
+	if err != nil {
+		return fmt.Errorf("creating run directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	env, err := prepare(root, dir, f.sluice, systems)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res, cfgs, err := measureAll(ctx, env, set, scens)
+	if err != nil {
+		return err
+	}
+	progress("measured in %v", time.Since(start).Round(time.Second))
+	out := f.out
+	if out == "" {
+		out = root + "/bench/results"
+	}
+	rep := &report{res: res, set: set, pinned: f.pin, args: args, start: start,
+		versions: versions(root, env.bins), configs: cfgs}
+	return rep.write(out)
+}
+
+// env is what the run prepared: the systems that can run and their
+// binaries.
+type env struct {
+	dir     string
+	systems []*system
+	bins    map[string]string
+}
+
+// prepare installs the peers, builds sluice and drops systems that cannot
+// run, saying why.
+func prepare(root, dir, sluiceBin string, systems []*system) (*env, error) {
+	bins, err := ensurePeers(progress, systems)
+	if err != nil {
+		return nil, err
+	}
+	e := &env{dir: dir, bins: bins}
+	for _, s := range systems {
+		if s == sluiceSystem {
+			if sluiceBin == "" {
+				progress("building sluice")
+				sluiceBin, err = buildSluice(root, dir)
+			}
+			if errors.Is(err, errNoSluice) {
+				progress("skipping sluice: %v", err)
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			bins[s.key] = sluiceBin
+		}
+		e.systems = append(e.systems, s)
+	}
+	return e, nil
+}
+
+// progress prints one line of progress on stderr.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,27 @@
+//go:build !linux
+
+package main
+
+import (
+	"errors"
+	"syscall"
+)
+
+// errNotLinux says what is missing: the bench reads /proc and sets CPU
+// affinity, which only Linux has.
+var errNotLinux = errors.New("bench: measuring processes needs Linux /proc")
+
+const clockTicks = 100
+
+type procUsage struct{ cpuTicks, rssKB, fds int64 }
+
+func readUsage(int) (procUsage, error) { return procUsage{}, errNotLinux }
+func machineUsedKB() (int64, error)    { return 0, errNotLinux }
+func selfRSSKB() (int64, error)        { return 0, errNotLinux }
+func raiseFDLimit() (uint64, error)    { return 0, errNotLinux }
+func pinSelf([]int) error              { return errNotLinux }
+func cpuModel() string                 { return "unknown" }
+func kernelRelease() string            { return "unknown" }
+func childAttr() *syscall.SysProcAttr  { return &syscall.SysProcAttr{Setpgid: true} }
+
+func keyKB(string, string) (int64, error) { return 0, errNotLinux }

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"encoding/csv"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// report renders a run's results as Markdown, CSV and SVG.
+type report struct {
+	res      *results
+	set      settings
+	pinned   bool
+	args     []string
+	start    time.Time
+	versions map[string]string
+	configs  map[string]string // system key -> config text
+}
+
+// write saves the dated and latest copies of every output under dir and
+// prints the Markdown table on stdout.
+func (r *report) write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("writing results: %w", err)
+	}
+	stamp := r.start.UTC().Format("2006-01-02-1504")
+	svg := r.chart()
+	md := r.markdown(stamp + ".svg")
+	files := map[string][]byte{
+		stamp + ".md": []byte(md), stamp + ".csv": r.csv(), stamp + ".svg": svg,
+		"latest.md": []byte(r.markdown("latest.svg")), "latest.csv": r.csv(), "latest.svg": svg,
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return fmt.Errorf("writing results: %w", err)
+		}
+	}
+	for key, text := range r.configs {
+		for _, s := range allSystems {
+			if s.key == key {
+				if err := os.WriteFile(filepath.Join(dir, "latest-"+s.file), []byte(text), 0o644); err != nil {
+					return fmt.Errorf("writing results: %w", err)
+				}
+			}
+		}
+	}
+	fmt.Println(md)
+	progress("wrote %s/%s.{md,csv,svg} and latest.{md,csv,svg}", dir, stamp)
+	return nil
+}
+
+// markdown is the whole report; chart is the SVG file name to link.
+func (r *report) markdown(chart string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# sluice benchmark, %s\n\n", r.start.UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&b, "Command: `go run ./bench%s`. %s\n\n", argString(r.args), r.setup())
+	fmt.Fprintf(&b, "- Machine: %s, %d CPUs, %s memory, Linux %s\n", cpuModel(), runtime.NumCPU(), memTotal(), kernelRelease())
+	fmt.Fprintf(&b, "- Versions: %s\n\n", r.versionLine())
+	b.WriteString("Medians over the repetitions, with the range (min-max) when there are several. " +
+		"↑: higher is better, ↓: lower is better. Ratios divide medians; the best peer is the better of HAProxy and nginx on that row.\n\n")
+	b.WriteString(r.table())
+	fmt.Fprintf(&b, "\n![sluice ratios](%s)\n", chart)
+	if t := r.targets(); t != "" {
+		b.WriteString("\n## Targets of issue 3\n\n" + t)
+	}
+	if len(r.res.failures) > 0 {
+		b.WriteString("\n## Failed runs\n\n")
+		for _, f := range r.res.failures {
+			fmt.Fprintf(&b, "- %s\n", f)
+		}
+	}
+	b.WriteString(r.configSection())
+	return b.String()
+}
+
+// setup says how the run was shaped.
+func (r *report) setup() string {
+	pin := "not pinned"
+	if r.pinned {
+		pin = fmt.Sprintf("proxies pinned to CPU %s, load and backends to the rest", r.set.proxyCPUs)
+	}
+	return fmt.Sprintf("%d repetition(s) with the systems interleaved; %v measured per timed scenario after %v of warm-up; "+
+		"each proxy gets %d core(s) (HAProxy nbthread, nginx worker_processes, sluice GOMAXPROCS); %s. "+
+		"Backends and load generators are Go code in the bench process, on loopback.",
+		r.set.reps, r.set.dur, r.set.warm, r.set.cores, pin)
+}
+
+func (r *report) versionLine() string {
+	var parts []string
+	for _, k := range []string{"sluice", "haproxy", "nginx", "go"} {
+		if v, ok := r.versions[k]; ok {
+			parts = append(parts, fmt.Sprintf("%s: %s", k, v))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// table is the Markdown table of absolute figures and ratios.
+func (r *report) table() string {
+	var b strings.Builder
+	b.WriteString("| scenario | metric |")
+	for _, s := range r.res.systems {
+		b.WriteString(" " + s.name + " |")
+	}
+	b.WriteString(" sluice / best peer | sluice / direct |\n|---|---|")
+	b.WriteString(strings.Repeat("---:|", len(r.res.systems)+2) + "\n")
+	for _, sc := range r.res.scens {
+		for _, m := range sc.metrics {
+			arrow := "↑"
+			if m.lowerBetter {
+				arrow = "↓"
+			}
+			fmt.Fprintf(&b, "| %s | %s, %s %s |", sc.title(r.set), m.label, m.unit, arrow)
+			for _, s := range r.res.systems {
+				b.WriteString(" " + cell(m, r.res.summary(s.key, sc.key, m.key)) + " |")
+			}
+			vsPeer, vsDirect := r.res.ratios(sc, m)
+			peer, _ := r.res.bestPeer(sc, m)
+			peerCell := fmtRatio(vsPeer)
+			if peer != nil && !math.IsNaN(vsPeer) {
+				peerCell += " (" + peer.name + ")"
+			}
+			fmt.Fprintf(&b, " %s | %s |\n", peerCell, fmtRatio(vsDirect))
+		}
+	}
+	return b.String()
+}
+
+// cell formats a median and its range.
+func cell(m metric, s summary) string {
+	if !s.ok() {
+		return "-"
+	}
+	out := fmt.Sprintf(m.format, s.med)
+	if s.n > 1 {
+		out += fmt.Sprintf(" ("+m.format+"-"+m.format+")", s.lo, s.hi)
+	}
+	return out
+}
+
+func fmtRatio(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// configSection shows each proxy's config, so a reader can check that the
+// peers were set up fairly.
+func (r *report) configSection() string {
+	var b strings.Builder
+	b.WriteString("\n## Configs\n\nPorts change from run to run; the rest is what ran.\n")
+	for _, s := range allSystems {
+		text, ok := r.configs[s.key]
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(&b, "\n<details><summary>%s (%s)</summary>\n\n```\n%s```\n</details>\n", s.name, s.file, text)
+	}
+	return b.String()
+}
+
+// csv has one row per system and metric, with every repetition's value,
+// then the two ratio rows of each metric.
+func (r *report) csv() []byte {
+	var b strings.Builder
+	w := csv.NewWriter(&b)
+	w.Write([]string{"scenario", "metric", "unit", "lower_is_better", "system", "median", "min", "max", "reps", "values"})
+	num := func(v float64) string {
+		if math.IsNaN(v) {
+			return ""
+		}
+		return strconv.FormatFloat(v, 'g', 6, 64)
+	}
+	for _, sc := range r.res.scens {
+		for _, m := range sc.metrics {
+			row := func(sys string, s summary, vals []float64) {
+				var vs []string
+				for _, v := range vals {
+					vs = append(vs, num(v))
+				}
+				w.Write([]string{sc.key, m.key, m.unit, strconv.FormatBool(m.lowerBetter), sys,
+					num(s.med), num(s.lo), num(s.hi), strconv.Itoa(s.n), strings.Join(vs, ";")})
+			}
+			for _, s := range r.res.systems {
+				vals := r.res.vals[valKey{s.key, sc.key, m.key}]
+				row(s.key, summarize(vals), vals)
+			}
+			vsPeer, vsDirect := r.res.ratios(sc, m)
+			row("sluice/best_peer", summary{med: vsPeer, lo: math.NaN(), hi: math.NaN()}, nil)
+			row("sluice/direct", summary{med: vsDirect, lo: math.NaN(), hi: math.NaN()}, nil)
+		}
+	}
+	w.Flush()
+	return []byte(b.String())
+}
+
+func argString(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return " " + strings.Join(slices.Clone(args), " ")
+}
+
+// memTotal is the machine's memory, rounded to GiB.
+func memTotal() string {
+	kb, err := keyKB("/proc/meminfo", "MemTotal")
+	if err != nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+)
+
+// measureAll runs every scenario on every system for each repetition,
+// with the systems interleaved (A B C D, then B C D A, ...) so that a
+// noisy minute on the shared machine hits them all alike, and returns the
+// results and the config each proxy ran with.
+func measureAll(ctx context.Context, e *env, set settings, scens []*scenario) (*results, map[string]string, error) {
+	be, err := startBackend()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer be.Close()
+	// Scenarios that measure memory growth run first, on fresh proxies.
+	scens = slices.Clone(scens)
+	slices.SortStableFunc(scens, func(a, b *scenario) int { return boolCmp(b.fresh, a.fresh) })
+	res := newResults(set.reps, e.systems, scens)
+	cfgs := map[string]string{}
+	for rep := range set.reps {
+		order := rotate(e.systems, rep)
+		if err := measureRep(ctx, e, set, be, scens, order, rep, res, cfgs); err != nil {
+			return nil, nil, err
+		}
+	}
+	res.derive()
+	return res, cfgs, nil
+}
+
+// measureRep is one repetition: start every proxy afresh, run the
+// scenarios, stop the proxies.
+func measureRep(ctx context.Context, e *env, set settings, be *backend, scens []*scenario,
+	order []*system, rep int, res *results, cfgs map[string]string) error {
+	procs := map[*system]*proxyProc{}
+	defer func() {
+		for s, p := range procs {
+			if err := p.stop(); err != nil {
+				progress("warning: %v", err)
+			}
+			delete(procs, s)
+		}
+	}()
+	for _, sc := range scens {
+		for _, sys := range order {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			t, err := ensureRunning(ctx, e, set, be, sys, procs, cfgs)
+			var m map[string]float64
+			if err == nil {
+				m, err = sc.run(ctx, t, set)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				msg := fmt.Sprintf("rep %d, %s, %s: %v", rep+1, sc.key, sys.name, err)
+				res.failures = append(res.failures, msg)
+				progress("FAILED %s", msg)
+				continue
+			}
+			res.add(sys.key, sc.key, rep, m)
+			progress("rep %d/%d  %-9s %-8s %s", rep+1, set.reps, sc.key, sys.name, describe(sc, m))
+		}
+	}
+	return nil
+}
+
+// ensureRunning returns the target for sys, starting its proxy when it is
+// not running (first use in a repetition, or after it died).
+func ensureRunning(ctx context.Context, e *env, set settings, be *backend, sys *system,
+	procs map[*system]*proxyProc, cfgs map[string]string) (target, error) {
+	if sys == directSystem {
+		return target{addr: be.addr(), be: be}, nil
+	}
+	if p := procs[sys]; p != nil {
+		select {
+		case <-p.done:
+			progress("warning: %s exited (%v), restarting it: %s", sys.name, p.waitErr, tail(p.logPath))
+			delete(procs, sys)
+		default:
+			return target{addr: p.addr, proc: p, be: be}, nil
+		}
+	}
+	listen, err := freePort()
+	if err != nil {
+		return target{}, err
+	}
+	params := proxyParams{listen: listen, backend: be.addr(), cores: set.cores, dir: e.dir}
+	p, err := startProxy(ctx, sys, e.bins[sys.key], params, set.proxyCPUs)
+	if err != nil {
+		return target{}, err
+	}
+	procs[sys] = p
+	cfgs[sys.key] = sys.config(params)
+	return target{addr: p.addr, proc: p, be: be}, nil
+}
+
+// rotate returns systems starting at index rep, wrapping around.
+func rotate(systems []*system, rep int) []*system {
+	k := rep % len(systems)
+	return append(slices.Clone(systems[k:]), systems[:k]...)
+}
+
+// describe formats one run's metrics for a progress line.
+func describe(sc *scenario, m map[string]float64) string {
+	var parts []string
+	for _, mt := range sc.metrics {
+		v, ok := m[mt.key]
+		if !ok || math.IsNaN(v) {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s "+mt.format+" %s", mt.label, v, mt.unit))
+	}
+	if late := m["late"]; late > 0 {
+		parts = append(parts, fmt.Sprintf("(%.0f requests sent late)", late))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}

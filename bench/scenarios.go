@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// settings are the knobs of one bench run, from the flags.
+type settings struct {
+	reps      int
+	warm, dur time.Duration
+	idleConns int
+	settle    time.Duration // wait before reading memory in the idle scenario
+	cores     int           // proxy threads, workers or GOMAXPROCS
+	proxyCPUs string        // taskset list for the proxies when pinned
+}
+
+// scenario is one kind of load. Each yields one or more metrics (rows of
+// the report). UDP and L7 scenarios of later issues are added to
+// scenarios with their own proto; a system without that protocol is
+// skipped for them.
+type scenario struct {
+	key   string
+	title func(s settings) string
+	proto string // "tcp"; later "udp", "l7"
+	// fresh scenarios run first in a repetition, on proxies started for
+	// that repetition, because they measure memory growth.
+	fresh   bool
+	run     func(ctx context.Context, t target, s settings) (map[string]float64, error)
+	metrics []metric
+}
+
+// metric is one row of the report.
+type metric struct {
+	key         string // key in the scenario's result map
+	label       string
+	unit        string
+	format      string // fmt verb for one value
+	lowerBetter bool
+	proxyOnly   bool // direct has no proxy process, so no value
+	// overDirect derives the row from another metric of the same
+	// scenario minus direct's value in the same repetition.
+	overDirect string
+}
+
+func (m metric) better(a, b float64) bool {
+	if m.lowerBetter {
+		return a < b
+	}
+	return a > b
+}
+
+// Load shapes, fixed so that runs compare.
+const (
+	keepAliveConns = 32
+	newConnClients = 16
+	latencyRate    = 2000 // requests per second, in total
+	latencyConns   = 8
+)
+
+// cpuMetric is the proxy's CPU over a load scenario's window.
+var cpuMetric = metric{key: "cpu", label: "proxy CPU", unit: "% of a core", format: "%.0f", lowerBetter: true, proxyOnly: true}
+
+// scenarios are run in this order in every repetition.
+var scenarios = []*scenario{
+	{
+		key:   "idle",
+		title: func(s settings) string { return fmt.Sprintf("idle connections (%d held)", s.idleConns) },
+		proto: "tcp", fresh: true,
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return idle(ctx, t, s.idleConns, s.settle)
+		},
+		metrics: []metric{
+			{key: "rss_kb", label: "proxy RSS per connection", unit: "KB", format: "%.1f", lowerBetter: true, proxyOnly: true},
+			{key: "fds", label: "proxy fds per connection", unit: "fds", format: "%.2f", lowerBetter: true, proxyOnly: true},
+			{key: "machine_kb", label: "machine memory per connection", unit: "KB", format: "%.1f", lowerBetter: true},
+			{key: "machine_added_kb", label: "machine memory per connection, added over direct", unit: "KB", format: "%.1f", lowerBetter: true, proxyOnly: true, overDirect: "machine_kb"},
+		},
+	},
+	{
+		key:   "tcp1",
+		title: func(settings) string { return "TCP throughput, 1 stream" },
+		proto: "tcp",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return throughput(ctx, t, s.opts(), 1)
+		},
+		metrics: []metric{{key: "gbps", label: "throughput", unit: "Gbit/s", format: "%.2f"}, cpuMetric},
+	},
+	{
+		key:   "tcp4",
+		title: func(settings) string { return "TCP throughput, 4 streams" },
+		proto: "tcp",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return throughput(ctx, t, s.opts(), 4)
+		},
+		metrics: []metric{{key: "gbps", label: "throughput", unit: "Gbit/s", format: "%.2f"}, cpuMetric},
+	},
+	{
+		key: "keepalive",
+		title: func(settings) string {
+			return fmt.Sprintf("keep-alive requests, %d connections, %d B each way", keepAliveConns, reqSize)
+		},
+		proto: "tcp",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return keepAlive(ctx, t, s.opts(), keepAliveConns)
+		},
+		metrics: []metric{{key: "rps", label: "requests", unit: "req/s", format: "%.0f"}, cpuMetric},
+	},
+	{
+		key: "newconn",
+		title: func(settings) string {
+			return fmt.Sprintf("new connections, %d clients, one exchange each", newConnClients)
+		},
+		proto: "tcp",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return newConns(ctx, t, s.opts(), newConnClients)
+		},
+		metrics: []metric{{key: "cps", label: "connections", unit: "conn/s", format: "%.0f"}, cpuMetric},
+	},
+	{
+		key: "latency",
+		title: func(settings) string {
+			return fmt.Sprintf("latency at %d req/s, %d keep-alive connections", latencyRate, latencyConns)
+		},
+		proto: "tcp",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return latency(ctx, t, s.opts(), latencyRate, latencyConns)
+		},
+		metrics: []metric{
+			{key: "p50", label: "p50", unit: "µs", format: "%.0f", lowerBetter: true},
+			{key: "p99", label: "p99", unit: "µs", format: "%.0f", lowerBetter: true},
+			{key: "p99_added", label: "p99 added over direct", unit: "µs", format: "%.0f", lowerBetter: true, proxyOnly: true, overDirect: "p99"},
+		},
+	},
+}
+
+// opts are the load lengths of the timed scenarios.
+func (s settings) opts() runOpts { return runOpts{warm: s.warm, dur: s.dur} }
+
+// pickScenarios returns the scenarios named in keys ("all" for every one),
+// in their run order.
+func pickScenarios(keys []string) ([]*scenario, error) {
+	return pick(scenarios, keys, func(s *scenario) string { return s.key })
+}
+
+// pickSystems returns the systems named in keys ("all" for every one).
+func pickSystems(keys []string) ([]*system, error) {
+	return pick(allSystems, keys, func(s *system) string { return s.key })
+}
+
+// pick selects items by key, keeping their order in all.
+func pick[T any](all []T, keys []string, key func(T) string) ([]T, error) {
+	want := map[string]bool{}
+	for _, k := range keys {
+		want[k] = true
+	}
+	var out []T
+	for _, it := range all {
+		if want["all"] || want[key(it)] {
+			out = append(out, it)
+			delete(want, key(it))
+		}
+	}
+	delete(want, "all")
+	for k := range want {
+		return nil, fmt.Errorf("picking %q: no such name", k)
+	}
+	return out, nil
+}
