@@ -1,6 +1,7 @@
 package config
 
 import (
+	"log/slog"
 	"runtime"
 	"time"
 
@@ -28,7 +29,7 @@ func defaultConfig(file string) *Config {
 	return &Config{
 		File:         file,
 		DrainTimeout: defaultDrainTimeout,
-		Log:          Log{Format: LogText, Level: 0}, // slog.LevelInfo is 0
+		Log:          Log{Format: LogText, Level: slog.LevelInfo},
 	}
 }
 

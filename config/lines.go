@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -18,13 +19,33 @@ func (*lineProbe) UnmarshalTOML(any) error { return errProbe }
 
 // probeLine returns the line of the key p was decoded from, or 0 if the
 // library does not know it (an implicit table such as [pools] when only
-// [pools.db] is written).
-func probeLine(md *toml.MetaData, p toml.Primitive) int {
+// [pools.db] is written). text is what md was parsed from.
+func probeLine(md *toml.MetaData, p toml.Primitive, text string) int {
 	var pe toml.ParseError
-	if errors.As(md.PrimitiveDecode(p, &lineProbe{}), &pe) && pe.Message == errProbe.Error() {
-		return pe.Position.Line
+	if !errors.As(md.PrimitiveDecode(p, &lineProbe{}), &pe) || pe.Message != errProbe.Error() {
+		return 0
+	}
+	// The library's Line for a multi-line string is the line it ends on;
+	// its Start offset is just inside the opening quotes, on the key's line.
+	pos := pe.Position
+	if pos.Line <= 0 || pos.Start < 0 || pos.Start > len(text) {
+		return 0
+	}
+	if line := 1 + strings.Count(text[:pos.Start], "\n"); line <= pos.Line {
+		return line
 	}
 	return 0
+}
+
+// trimBOM drops a byte order mark as the TOML library does before it
+// parses, so that offsets it reports index the text we keep.
+func trimBOM(text string) string {
+	for _, bom := range []string{"\xff\xfe", "\xfe\xff", "\xef\xbb\xbf"} {
+		if strings.HasPrefix(text, bom) {
+			return text[len(bom):]
+		}
+	}
+	return text
 }
 
 // tableArray decodes an array of tables, written [[a.b]] or inline; ok is
@@ -50,9 +71,9 @@ func tableArray(md *toml.MetaData, p toml.Primitive) (entries []map[string]toml.
 
 // entryLines finds the lines of keys inside the entries of one array of
 // tables. The library keeps one position per key path, that of the last
-// entry defining it, which is right only for the last entry. For an
-// earlier entry i, the file is parsed again cut just before entry i+1's
-// [[header]], where entry i is the last. Headers are trusted only if
+// entry defining it. When a later entry redefines a key of entry i, the
+// file is parsed again cut just before entry i+1's [[header]], where entry
+// i is the last. Headers are trusted only if
 // exactly one line per entry parses as this array's header, and a cut only
 // if it parses and holds i+1 entries; otherwise lines are 0, never wrong.
 type entryLines struct {
@@ -90,21 +111,24 @@ func (e *entryLines) header(i int) int {
 // key returns the line of key k in entry i, or of the entry's header if k
 // is not there, or 0.
 func (e *entryLines) key(i int, k string) int {
+	p, ok := e.entries[i][k]
+	if !ok {
+		return e.header(i)
+	}
+	if !slices.ContainsFunc(e.entries[i+1:], func(m map[string]toml.Primitive) bool { _, ok := m[k]; return ok }) {
+		// No later entry redefined k, so the library's line is entry i's.
+		return probeLine(&e.d.md, p, e.d.text)
+	}
 	c, ok := e.cut(i)
 	if !ok {
 		return 0
 	}
-	p, ok := c.entries[i][k]
-	if !ok {
-		return e.header(i)
-	}
-	return probeLine(c.md, p)
+	return probeLine(c.md, c.entries[i][k], e.d.text)
 }
 
+// cut returns the file parsed up to the end of entry i, which is not the
+// last.
 func (e *entryLines) cut(i int) (cut, bool) {
-	if i == len(e.entries)-1 {
-		return cut{md: &e.d.md, entries: e.entries}, true
-	}
 	if e.headers == nil {
 		return cut{}, false
 	}

@@ -33,7 +33,7 @@ func Parse(file string, data []byte) (*Config, error) {
 // parseWith is Parse with the host's interfaces supplied by host, which is
 // called at most once and only if a bind is a template.
 func parseWith(file string, data []byte, host func() (hostAddrs, error)) (*Config, error) {
-	d := &decoder{file: file, text: string(data), host: host}
+	d := &decoder{file: file, text: trimBOM(string(data)), host: host}
 	cfg := d.config()
 	if len(d.errs) > 0 {
 		d.errs.sort()
@@ -89,7 +89,11 @@ func (d *decoder) config() *Config {
 		lt.level("level", &cfg.Log.Level)
 	}
 	cfg.Pools = d.pools(t)
-	cfg.Listeners = d.listeners(t, cfg.Pools)
+	var pools map[string]any
+	if v, ok := t.value("pools"); ok {
+		pools, _ = v.(map[string]any)
+	}
+	cfg.Listeners = d.listeners(t, sortedKeys(pools))
 	return cfg
 }
 
@@ -122,7 +126,7 @@ func (t *table) errorf(k, format string, args ...any) {
 	} else if t.lineOf != nil {
 		line = t.lineOf(k)
 	} else {
-		line = probeLine(&t.d.md, p)
+		line = probeLine(&t.d.md, p, t.d.text)
 	}
 	t.d.errorf(line, t.key(k), format, args...)
 }
@@ -243,7 +247,7 @@ func (t *table) table(k string) *table {
 		t.errorf(k, "must be a table, not %s", typeName(v))
 		return nil
 	}
-	sub := &table{d: t.d, name: k, path: t.key(k), keys: keys, line: probeLine(&t.d.md, t.keys[k])}
+	sub := &table{d: t.d, name: k, path: t.key(k), keys: keys, line: probeLine(&t.d.md, t.keys[k], t.d.text)}
 	if t.lineOf != nil { // an entry of an array of tables: the library's lines are wrong
 		sub.line = t.lineOf(k)
 		sub.lineOf = func(string) int { return 0 }

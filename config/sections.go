@@ -11,7 +11,7 @@ import (
 	"sluice/internal/pool"
 )
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+var nameRE = regexp.MustCompile(fmt.Sprintf(`^[A-Za-z0-9_.-]{1,%d}$`, maxNameLen))
 
 // names returns the tables under key k of t (listeners or pools) in name
 // order, reporting bad names and non-tables; empty is true if k is absent
@@ -107,7 +107,7 @@ func (d *decoder) backends(pt *table) []Backend {
 		pt.errorf("backends", "no backends: add at least one [[%s.backends]] table", pt.path)
 		return nil
 	}
-	lines := newEntryLines(d, []string{"pools", pt.name, "backends"}, probeLine(&d.md, prim), entries)
+	lines := newEntryLines(d, []string{"pools", pt.name, "backends"}, probeLine(&d.md, prim, d.text), entries)
 	seen := make(map[netip.AddrPort]int, len(entries))
 	out := make([]Backend, len(entries))
 	for i, keys := range entries {
@@ -134,7 +134,9 @@ func (d *decoder) backends(pt *table) []Backend {
 	return out
 }
 
-func (d *decoder) listeners(top *table, pools []Pool) []Listener {
+// listeners reads the [listeners.NAME] tables; pools are the names under
+// [pools], valid or not, so a listener is not blamed for a broken pool.
+func (d *decoder) listeners(top *table, pools []string) []Listener {
 	tables, empty := top.names("listeners")
 	if empty {
 		top.errorf("listeners", "no listeners: add at least one [listeners.NAME] table")
@@ -155,7 +157,7 @@ func (d *decoder) listeners(top *table, pools []Pool) []Listener {
 	return out
 }
 
-func (d *decoder) listener(t *table, pools []Pool) Listener {
+func (d *decoder) listener(t *table, pools []string) Listener {
 	l := defaultListener(t.name)
 	t.allow("bind", "protocol", "pool", "max_connections", "sockets",
 		"connect_timeout", "idle_timeout", "half_closed_timeout")
@@ -167,7 +169,7 @@ func (d *decoder) listener(t *table, pools []Pool) Listener {
 	t.text("protocol", &l.Protocol)
 	if s, ok := t.str("pool"); ok {
 		l.Pool = s
-		if !slices.ContainsFunc(pools, func(p Pool) bool { return p.Name == s }) {
+		if !slices.Contains(pools, s) {
 			t.errorf("pool", "no pool %q in this file", s)
 		}
 	}

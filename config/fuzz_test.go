@@ -1,0 +1,83 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func FuzzParse(f *testing.F) {
+	example, err := os.ReadFile("../examples/sluice.toml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(string(example))
+	f.Add(listenerPG + poolDB)
+	for _, tc := range badConfigs {
+		f.Add(tc.toml)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		cfg, err := parseFake(text)
+		if err != nil {
+			if cfg != nil {
+				t.Errorf("config returned with error %v", err)
+			}
+			for _, e := range err.(Errors) {
+				if e.Line < 0 || e.Line > strings.Count(text, "\n")+1 {
+					t.Errorf("line %d outside the file: %v", e.Line, e)
+				}
+			}
+			return
+		}
+		checkInvariants(t, cfg)
+	})
+}
+
+// checkInvariants fails t unless cfg is what Parse promises.
+func checkInvariants(t *testing.T, cfg *Config) {
+	t.Helper()
+	if cfg.DrainTimeout < 0 || len(cfg.Listeners) == 0 {
+		t.Errorf("drain %v, %d listeners", cfg.DrainTimeout, len(cfg.Listeners))
+	}
+	byName := func(a, b string) int { return strings.Compare(a, b) }
+	if !slices.IsSortedFunc(cfg.Listeners, func(a, b Listener) int { return byName(a.Name, b.Name) }) ||
+		!slices.IsSortedFunc(cfg.Pools, func(a, b Pool) int { return byName(a.Name, b.Name) }) {
+		t.Errorf("not sorted by name")
+	}
+	for i, l := range cfg.Listeners {
+		if !nameRE.MatchString(l.Name) || cfg.Pool(l.Pool) == nil || !l.Bind.IsValid() || l.Bind.Port() == 0 ||
+			l.Sockets < 1 || l.Sockets > maxSockets || l.MaxConnections < 0 ||
+			l.ConnectTimeout <= 0 || l.IdleTimeout <= 0 || l.HalfClosedTimeout <= 0 {
+			t.Errorf("bad listener %+v", l)
+		}
+		for _, o := range cfg.Listeners[:i] {
+			if bindsConflict(l.Bind, o.Bind) {
+				t.Errorf("listeners %s and %s conflict", l.Name, o.Name)
+			}
+		}
+	}
+	for _, p := range cfg.Pools {
+		checkPool(t, p)
+	}
+}
+
+func checkPool(t *testing.T, p Pool) {
+	t.Helper()
+	if !nameRE.MatchString(p.Name) || len(p.Backends) == 0 || p.Retries < 0 || p.Retries > maxRetries {
+		t.Errorf("bad pool %+v", p)
+	}
+	if maglev := p.Balance.String() == "maglev"; maglev != (p.TableSize != 0) ||
+		maglev && (!isPrime(p.TableSize) || p.TableSize < len(p.Backends) || p.TableSize > maxTableSize) {
+		t.Errorf("pool %s: table size %d with balance %v", p.Name, p.TableSize, p.Balance)
+	}
+	seen := map[netip.AddrPort]bool{}
+	for _, b := range p.Backends {
+		if !b.Address.IsValid() || b.Address.Port() == 0 ||
+			b.Weight < 1 || b.Weight > maxWeight || seen[b.Address] {
+			t.Errorf("pool %s: bad backend %+v", p.Name, b)
+		}
+		seen[b.Address] = true
+	}
+}
