@@ -113,6 +113,9 @@ func (r *report) table() string {
 	b.WriteString(strings.Repeat("---:|", len(r.res.systems)+2) + "\n")
 	for _, sc := range r.res.scens {
 		for _, m := range sc.metrics {
+			if !r.res.measured(sc, m) {
+				continue
+			}
 			arrow := "↑"
 			if m.lowerBetter {
 				arrow = "↓"
@@ -139,7 +142,7 @@ func cell(m metric, s summary) string {
 		return "-"
 	}
 	out := fmt.Sprintf(m.format, s.med)
-	if s.n > 1 {
+	if s.n > 1 && s.lo != s.hi {
 		out += fmt.Sprintf(" ("+m.format+"-"+m.format+")", s.lo, s.hi)
 	}
 	return out

@@ -135,3 +135,13 @@ func ratio(a, b summary) float64 {
 	}
 	return a.med / b.med
 }
+
+// measured says whether any system has a value for the metric.
+func (r *results) measured(sc *scenario, m metric) bool {
+	for _, s := range r.systems {
+		if r.summary(s.key, sc.key, m.key).ok() {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain fails the run if a test leaves goroutines behind: every load
+// worker, backend connection and process waiter must be joined.
+func TestMain(m *testing.M) {
+	base := runtime.NumGoroutine()
+	code := m.Run()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); code == 0 && n > base {
+		buf := make([]byte, 1<<20)
+		fmt.Fprintf(os.Stderr, "leaked %d goroutines:\n%s\n", n-base, buf[:runtime.Stack(buf, true)])
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// TestScenarios runs every scenario for about a second against direct and
+// sluice (built from ./cmd/sluice), so that the harness keeps working as
+// sluice changes. It checks the harness, not sluice's performance.
+func TestScenarios(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the load for about 15 s")
+	}
+	if _, err := raiseFDLimit(); err != nil {
+		t.Fatal(err)
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{dir: t.TempDir(), systems: []*system{directSystem}, bins: map[string]string{}}
+	// BENCH_SLUICE names a prebuilt binary, for testing the harness while
+	// the checkout's sluice does not build.
+	bin, err := os.Getenv("BENCH_SLUICE"), error(nil)
+	if bin == "" {
+		bin, err = buildSluice(root, e.dir)
+	}
+	switch {
+	case errors.Is(err, errNoSluice):
+		t.Log("no cmd/sluice yet: testing direct only")
+	case err != nil:
+		t.Fatal(err)
+	default:
+		e.systems, e.bins["sluice"] = append(e.systems, sluiceSystem), bin
+	}
+	set := settings{reps: 1, warm: 200 * time.Millisecond, dur: 700 * time.Millisecond,
+		idleConns: 500, settle: 200 * time.Millisecond, cores: 1}
+	be, err := startBackend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	procs := map[*system]*proxyProc{}
+	defer func() {
+		for _, p := range procs {
+			if err := p.stop(); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	ctx := t.Context()
+	for _, sc := range scenarios {
+		for _, sys := range e.systems {
+			t.Run(sc.key+"/"+sys.key, func(t *testing.T) {
+				tg, err := ensureRunning(ctx, e, set, be, sys, procs, map[string]string{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := sc.run(ctx, tg, set)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkMetrics(t, sc, sys, m)
+			})
+		}
+	}
+}
+
+// checkMetrics wants every metric a system should have, and sane values
+// where the harness itself guarantees them.
+func checkMetrics(t *testing.T, sc *scenario, sys *system, m map[string]float64) {
+	t.Helper()
+	for _, mt := range sc.metrics {
+		v, ok := m[mt.key]
+		want := mt.overDirect == "" && (!mt.proxyOnly || sys != directSystem)
+		if want && (!ok || math.IsNaN(v)) {
+			t.Errorf("%s: no value (got %v)", mt.key, m)
+		}
+	}
+	for _, k := range []string{"gbps", "rps", "cps", "p50", "p99"} {
+		if v, ok := m[k]; ok && !(v > 0) {
+			t.Errorf("%s = %v, want > 0", k, v)
+		}
+	}
+	// Each held connection is two sockets in any proxy at least.
+	if v, ok := m["fds"]; ok && v < 1.9 {
+		t.Errorf("fds per connection = %.2f, want at least 2: connections were not all held", v)
+	}
+}
+
+// TestReport renders a made-up run and checks the outputs' shape.
+func TestReport(t *testing.T) {
+	systems := []*system{directSystem, sluiceSystem, haproxySystem, nginxSystem}
+	res := newResults(2, systems, scenarios)
+	for i, s := range systems {
+		for rep := range 2 {
+			res.add(s.key, "tcp1", rep, map[string]float64{"gbps": float64(10 + i + rep), "cpu": 40})
+			res.add(s.key, "latency", rep, map[string]float64{"p50": 50, "p99": float64(100 + 10*i)})
+		}
+	}
+	res.derive()
+	r := &report{res: res, set: settings{reps: 2, dur: time.Second, cores: 1}, start: time.Now(),
+		versions: map[string]string{"go": "go1.26"}, configs: map[string]string{"haproxy": "global\n"}}
+	md := r.markdown("latest.svg")
+	for _, want := range []string{
+		"| scenario | metric | direct | sluice | HAProxy | nginx | sluice / best peer | sluice / direct |",
+		"| TCP throughput, 1 stream | throughput, Gbit/s ↑ | 10.50 (10.00-11.00) | 11.50 (11.00-12.00) |",
+		"0.85 (nginx) | 1.10 |", // 11.5 / 13.5 and 11.5 / 10.5
+		"p99 added over direct, µs ↓ | - | 10 | 20 | 30 | 0.50 (HAProxy) | - |",
+		"TCP throughput, 1 stream, at least 1.2x HAProxy: **NOT met**",
+		"<summary>HAProxy (haproxy.cfg)</summary>",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if c := string(r.csv()); !strings.Contains(c, "tcp1,gbps,Gbit/s,false,sluice,11.5,11,12,2,11;12") {
+		t.Errorf("csv lacks sluice's tcp1 row:\n%s", c)
+	}
+	dec := xml.NewDecoder(bytes.NewReader(r.chart()))
+	for {
+		if _, err := dec.Token(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("chart is not well-formed XML: %v", err)
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	nan := math.NaN()
+	for _, tc := range []struct {
+		name string
+		in   []float64
+		want summary
+	}{
+		{"empty", nil, summary{}},
+		{"all missing", []float64{nan, nan}, summary{}},
+		{"odd", []float64{3, 1, 2}, summary{med: 2, lo: 1, hi: 3, n: 3}},
+		{"even", []float64{4, 1, 2, 3}, summary{med: 2.5, lo: 1, hi: 4, n: 4}},
+		{"skips missing", []float64{nan, 5, 7}, summary{med: 6, lo: 5, hi: 7, n: 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := summarize(tc.in); got != tc.want {
+				t.Errorf("summarize(%v) = %+v, want %+v", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	xs := make([]time.Duration, 100)
+	for i := range xs {
+		xs[i] = time.Duration(i + 1)
+	}
+	for _, tc := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 50}, {0.99, 99}, {1, 100}, {0, 1}} {
+		if got := percentile(xs, tc.q); got != tc.want {
+			t.Errorf("percentile(1..100, %v) = %v, want %v", tc.q, got, tc.want)
+		}
+	}
+}
+
+func TestPickAndRotate(t *testing.T) {
+	got, err := pickSystems([]string{"nginx", "direct"})
+	if err != nil || len(got) != 2 || got[0] != directSystem || got[1] != nginxSystem {
+		t.Errorf("pickSystems(nginx,direct) = %v, %v; want direct, nginx in run order", got, err)
+	}
+	if _, err := pickScenarios([]string{"tcp9"}); err == nil {
+		t.Error("pickScenarios(tcp9) succeeded, want an error")
+	}
+	r := rotate(allSystems, 5)
+	if r[0] != sluiceSystem || r[3] != directSystem {
+		t.Errorf("rotate(all, 5) starts with %s, ends with %s; want sluice, direct", r[0].key, r[3].key)
+	}
+}
+
+// TestWorkersStopOnError checks that one failing worker stops the others
+// and that its error, not the cancellation, is returned.
+func TestWorkersStopOnError(t *testing.T) {
+	boom := errors.New("boom")
+	err := workers(context.Background(), 4, func(ctx context.Context, i int) error {
+		if i == 2 {
+			return boom
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if !errors.Is(err, boom) {
+		t.Errorf("workers = %v, want boom", err)
+	}
+}
