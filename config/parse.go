@@ -67,6 +67,9 @@ func (d *decoder) hostAddrs() (hostAddrs, error) {
 	return *d.hosts, d.hostErr
 }
 
+// config decodes the file into plain values. The TOML is decoded only
+// into Primitives and leaves of type any, and every type and value check is
+// ours, so no check stops the others and each knows its key's line.
 func (d *decoder) config() *Config {
 	var top map[string]toml.Primitive
 	md, err := toml.Decode(d.text, &top)
