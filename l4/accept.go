@@ -39,11 +39,16 @@ func (s *Server) accept(ln *net.TCPListener, sh *shard) {
 			c.Close()
 			return
 		}
-		s.conns.Go(func() {
-			defer s.slots.release()
-			s.serve(c, sh)
-		})
+		s.conns.Add(1)
+		go s.serve(c, sh)
 	}
+}
+
+// done releases what an accepted connection held in the server, once it
+// has ended one way or another.
+func (s *Server) done() {
+	s.slots.release()
+	s.conns.Done()
 }
 
 // sleep waits for d, or reports false at once if the server is stopping.
@@ -58,13 +63,18 @@ func (s *Server) sleep(d time.Duration) bool {
 	}
 }
 
-// serve proxies one accepted connection from start to log line.
+// serve connects an accepted client to a backend, then proxies it.
 func (s *Server) serve(client *net.TCPConn, sh *shard) {
-	c := &conn{s: s, start: time.Now()}
+	c := &conn{s: s, sh: sh, start: time.Now()}
 	c.peer = client.RemoteAddr().(*net.TCPAddr).AddrPort()
-	be, bc, retries, err := s.dial(s.force, c.peer)
-	if err != nil {
+	fail := func(backend string, e End, err error) {
 		client.Close()
+		s.logEnd(c, backend, e, 0, 0, c.retries, err)
+		s.done()
+	}
+	be, bc, retries, err := s.dial(s.force, c.peer)
+	c.retries = retries
+	if err != nil {
 		e := EndConnectFailed
 		switch {
 		case errors.Is(err, ErrNoBackend):
@@ -72,39 +82,40 @@ func (s *Server) serve(client *net.TCPConn, sh *shard) {
 		case s.force.Err() != nil:
 			e = EndDrain
 		}
-		s.logEnd(c, "", e, 0, 0, retries, err)
+		fail("", e, err)
 		return
 	}
-	defer be.Release()
 	c.be = be
 	var err1, err2 error
 	c.client, err1 = newSide(client)
 	c.backend, err2 = newSide(bc)
 	if err := errors.Join(err1, err2); err != nil {
-		client.Close()
 		bc.Close()
-		s.logEnd(c, be.String(), EndClientReset, 0, 0, retries, err)
+		be.Release()
+		fail(be.String(), EndClientReset, err)
 		return
 	}
+	c.init()
 	if !sh.add(c) {
 		// Shutdown's force phase already swept this shard.
-		client.Close()
 		bc.Close()
-		s.logEnd(c, be.String(), EndDrain, 0, 0, retries, nil)
+		be.Release()
+		fail(be.String(), EndDrain, nil)
 		return
 	}
-	in, out := c.proxy()
-	sh.remove(c)
-	s.logEnd(c, be.String(), c.ended(), in, out, retries, nil)
+	c.run()
 }
 
-// shard tracks the live connections of one accept loop, so shutdown can
-// close them. One shard per loop keeps connections of different loops off
-// each other's lock.
+// shard tracks the live connections of one accept loop, so that shutdown
+// can close them and the parker can find the ones it wakes. One shard per
+// loop keeps connections of different loops off each other's lock.
 type shard struct {
+	parker *parker // nil: connections never park
+
 	mu     sync.Mutex
 	closed bool
-	conns  map[*conn]struct{}
+	nextID uint64
+	conns  map[uint64]*conn
 }
 
 func (sh *shard) add(c *conn) bool {
@@ -113,14 +124,27 @@ func (sh *shard) add(c *conn) bool {
 	if sh.closed {
 		return false
 	}
-	sh.conns[c] = struct{}{}
+	sh.nextID++
+	c.id = sh.nextID
+	sh.conns[c.id] = c
 	return true
 }
 
 func (sh *shard) remove(c *conn) {
 	sh.mu.Lock()
-	delete(sh.conns, c)
+	delete(sh.conns, c.id)
 	sh.mu.Unlock()
+}
+
+// wake resumes the parked direction that key names, if its connection
+// still exists.
+func (sh *shard) wake(key uint64) {
+	sh.mu.Lock()
+	c := sh.conns[key>>1]
+	sh.mu.Unlock()
+	if c != nil {
+		c.dirs[key&1].wake()
+	}
 }
 
 // each calls f on every live connection and refuses new ones from then on.
@@ -128,7 +152,7 @@ func (sh *shard) each(f func(*conn)) {
 	sh.mu.Lock()
 	sh.closed = true
 	cs := make([]*conn, 0, len(sh.conns))
-	for c := range sh.conns {
+	for _, c := range sh.conns {
 		cs = append(cs, c)
 	}
 	sh.mu.Unlock()

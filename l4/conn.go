@@ -6,22 +6,29 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"sluice/internal/pool"
 )
 
-// conn is one proxied connection. It holds what an idle connection needs
-// and nothing more: its two sockets, its backend and a few counters.
+// conn is one proxied connection. While both directions are idle it is
+// parked: no goroutine and no pipe, only this struct, its two sockets and a
+// timer.
 type conn struct {
 	s       *Server
+	sh      *shard
+	id      uint64 // key in sh.conns and in the parker's events
 	client  side
 	backend side
 	be      *pool.Backend
 	peer    netip.AddrPort
 	start   time.Time
+	retries int
+	timer   atomic.Pointer[time.Timer] // idle and half-closed timeouts
+
+	dirs [2]dir       // client to backend, backend to client
+	live atomic.Int32 // directions not yet done
 
 	last atomic.Int64  // nanoseconds after start when bytes last moved
 	half atomic.Bool   // one side has sent FIN
@@ -29,12 +36,30 @@ type conn struct {
 	fin  atomic.Uint32 // EndClientClosed or EndBackendClosed: who sent FIN first
 }
 
-// touch records that bytes moved, which pushes the idle deadline back. It
-// is an atomic store rather than a SetDeadline call per read, which would
-// reset runtime timers on every chunk; deadlines are moved only when they
-// fire (see extend).
-func (c *conn) touch() {
-	c.last.Store(int64(time.Since(c.start)))
+// init sets up the directions. It runs before the connection is added to
+// its shard, whose lock then orders these writes before any wake-up.
+func (c *conn) init() {
+	c.dirs[0] = dir{c: c, src: &c.client, dst: &c.backend, index: 0}
+	c.dirs[1] = dir{c: c, src: &c.backend, dst: &c.client, index: 1}
+	c.live.Store(2)
+}
+
+// run proxies both directions from the calling goroutine and one more; each
+// may park and resume on other goroutines, and the last to finish
+// finalizes the connection.
+func (c *conn) run() {
+	// The timer is created far in the future and only then armed, so its
+	// callback can never see it unset.
+	c.timer.Store(time.AfterFunc(time.Duration(1<<62), c.checkIdle))
+	c.timer.Load().Reset(c.s.idleTimeout())
+	go c.dirs[1].run()
+	c.dirs[0].run()
+}
+
+// touch records that bytes moved, which pushes the idle timeout back. The
+// timer is not reset per chunk: checkIdle looks at this when it fires.
+func (c *conn) touch(now time.Duration) {
+	c.last.Store(int64(now))
 }
 
 // timeout is the inactivity the connection is allowed in its current state.
@@ -45,27 +70,25 @@ func (c *conn) timeout() time.Duration {
 	return c.s.idleTimeout()
 }
 
-// arm sets the read and write deadlines of both sockets.
-func (c *conn) arm(t time.Time) {
-	c.client.c.SetDeadline(t)
-	c.backend.c.SetDeadline(t)
-}
-
-// extend is called when a deadline fires. If bytes moved since it was set,
-// it moves the deadlines to the new end of the allowed inactivity and reports
-// true; otherwise the connection has timed out.
-func (c *conn) extend() bool {
+// checkIdle runs when the timer fires: it re-arms the timer if bytes moved
+// since it was set, and otherwise ends the connection.
+func (c *conn) checkIdle() {
 	due := time.Duration(c.last.Load()) + c.timeout()
-	if time.Since(c.start) >= due {
-		return false
+	if left := due - time.Since(c.start); left > 0 {
+		c.timer.Load().Reset(left)
+		return
 	}
-	c.arm(c.start.Add(due))
-	return true
+	if c.half.Load() {
+		c.abort(EndHalfClosedTimeout, nil)
+	} else {
+		c.abort(EndIdleTimeout, nil)
+	}
 }
 
 // abort ends the connection at once for reason e, resetting rst (if not
 // nil) so that a reset seen on one side reaches the other as a reset rather
-// than as a FIN. Only the first abort counts.
+// than as a FIN. Only the first abort counts. Running directions see their
+// sockets closed and finish; parked ones are finished here.
 func (c *conn) abort(e End, rst *side) {
 	if !c.end.CompareAndSwap(uint32(EndNone), uint32(e)) {
 		return
@@ -75,55 +98,29 @@ func (c *conn) abort(e End, rst *side) {
 	}
 	c.client.c.Close()
 	c.backend.c.Close()
+	for i := range c.dirs {
+		if c.dirs[i].state.CompareAndSwap(dirParked, dirDone) {
+			c.finishOne()
+		}
+	}
 }
 
-// proxy runs both directions and returns the bytes each carried.
-func (c *conn) proxy() (in, out int64) {
-	c.arm(c.start.Add(c.s.idleTimeout()))
-	var wg sync.WaitGroup
-	wg.Go(func() { out = c.direction(&c.backend, &c.client, false) })
-	in = c.direction(&c.client, &c.backend, true)
-	wg.Wait()
+// finishOne counts a finished direction and finalizes after the second.
+func (c *conn) finishOne() {
+	if c.live.Add(-1) == 0 {
+		c.finalize()
+	}
+}
+
+// finalize closes the connection and releases what it held.
+func (c *conn) finalize() {
+	c.timer.Load().Stop()
 	c.client.c.Close()
 	c.backend.c.Close()
-	return in, out
-}
-
-// direction copies src to dst and then acts on how the copy ended.
-func (c *conn) direction(src, dst *side, fromClient bool) int64 {
-	n, why, _ := c.pump(src, dst)
-	srcEnd, dstEnd := EndBackendReset, EndClientReset
-	if fromClient {
-		srcEnd, dstEnd = EndClientReset, EndBackendReset
-	}
-	switch why {
-	case stopEOF:
-		fin := EndBackendClosed
-		if fromClient {
-			fin = EndClientClosed
-		}
-		c.fin.CompareAndSwap(uint32(EndNone), uint32(fin))
-		// Pass the FIN on and keep the other direction flowing: the peer
-		// may still be answering (half-close, RFC 9293 section 3.6).
-		if err := dst.c.CloseWrite(); err != nil {
-			c.abort(dstEnd, src)
-			return n
-		}
-		c.half.Store(true)
-		c.touch()
-		c.arm(time.Now().Add(c.s.halfClosedTimeout()))
-	case stopSrcErr:
-		c.abort(srcEnd, dst)
-	case stopDstErr:
-		c.abort(dstEnd, src)
-	case stopTimeout:
-		if c.half.Load() {
-			c.abort(EndHalfClosedTimeout, nil)
-		} else {
-			c.abort(EndIdleTimeout, nil)
-		}
-	}
-	return n
+	c.sh.remove(c)
+	c.be.Release()
+	c.s.logEnd(c, c.be.String(), c.ended(), c.dirs[0].n, c.dirs[1].n, c.retries, nil)
+	c.s.done()
 }
 
 // ended returns why the connection ended, once both directions are done.

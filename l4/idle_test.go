@@ -1,6 +1,8 @@
 package l4
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -56,5 +58,31 @@ func TestIdleConnectionsHoldNoPipes(t *testing.T) {
 	t.Logf("%d idle connections: %d more fds, %d more pipe fds", n, fds, pipes)
 	if fds > 4*n+16 {
 		t.Fatalf("%d fds for %d idle connections, want at most %d", fds, n, 4*n+16)
+	}
+}
+
+func TestIdleConnectionsParkWithoutGoroutines(t *testing.T) {
+	b := startBackend(t, greeter("b"))
+	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr)})
+	const n = 200
+	base := runtime.NumGoroutine()
+	conns := make([]*net.TCPConn, n)
+	for i := range conns {
+		conns[i] = dial(t, p.addr, "")
+		readLine(t, conns[i])
+	}
+	// The test's backend keeps one goroutine per connection; sluice's two
+	// per connection must go once the connections are idle.
+	eventually(t, 10*time.Second, "idle connections to park", func() bool {
+		return runtime.NumGoroutine()-base <= n+8
+	})
+	// Parked connections wake up and carry bytes both ways.
+	for i, c := range conns {
+		fmt.Fprintf(c, "ping %d\n", i)
+	}
+	for i, c := range conns {
+		if got, want := readLine(t, c), fmt.Sprintf("ping %d", i); got != want {
+			t.Fatalf("echo %q, want %q", got, want)
+		}
 	}
 }

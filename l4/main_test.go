@@ -158,6 +158,11 @@ func startProxy(t *testing.T, s *Server) *proxy {
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.NewJSONHandler(p.log, nil))
 	}
+	if s.parkAfter == 0 {
+		// Park early, so that every test also runs connections through
+		// parking and waking.
+		s.parkAfter = 20 * time.Millisecond
+	}
 	go func() { p.done <- s.Serve(lns) }()
 	t.Cleanup(func() {
 		s.Close()

@@ -58,6 +58,11 @@ type Server struct {
 	// accept errors. Nil means slog.Default().
 	Logger *slog.Logger
 
+	// parkAfter is how long a direction's source must be silent before
+	// its goroutine exits and the parker watches the socket instead.
+	// Zero means defaultParkAfter; tests shorten it.
+	parkAfter time.Duration
+
 	initOnce sync.Once
 	stop     chan struct{} // closed when shutdown begins
 	stopOnce sync.Once
@@ -69,8 +74,18 @@ type Server struct {
 	lns    []*net.TCPListener
 	shards []*shard
 
-	loops sync.WaitGroup // accept loops
-	conns sync.WaitGroup // connection goroutines
+	loops   sync.WaitGroup // accept loops
+	parkers sync.WaitGroup // parker loops
+	conns   sync.WaitGroup // accepted connections not yet finalized
+}
+
+// defaultParkAfter trades a little CPU for memory: a connection silent
+// this long gives up its goroutine stacks (several KB) until it is woken,
+// while one that is busy never pays for parking and waking.
+const defaultParkAfter = time.Second
+
+func (s *Server) parkDelay() time.Duration {
+	return orDefault(s.parkAfter, defaultParkAfter)
 }
 
 func (s *Server) init() {
@@ -121,7 +136,15 @@ func (s *Server) Serve(lns []*net.TCPListener) error {
 	default:
 	}
 	for _, ln := range lns {
-		sh := &shard{conns: make(map[*conn]struct{})}
+		sh := &shard{conns: make(map[uint64]*conn)}
+		if p, err := newParker(); err == nil {
+			sh.parker = p
+			s.parkers.Go(func() { p.loop(sh.wake) })
+		} else {
+			// Connections still work; idle ones keep their goroutines.
+			s.logger().Warn("idle connections will not park", slog.String("listener", s.Name),
+				slog.String("error", err.Error()))
+		}
 		s.lns = append(s.lns, ln)
 		s.shards = append(s.shards, sh)
 		s.loops.Go(func() { s.accept(ln, sh) })
@@ -150,10 +173,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		s.closeParkers()
 		return nil
 	case <-ctx.Done():
 		s.closeConns()
 		<-done
+		s.closeParkers()
 		return ctx.Err()
 	}
 }
@@ -164,7 +189,21 @@ func (s *Server) Close() error {
 	s.stopAccepting()
 	s.closeConns()
 	s.conns.Wait()
+	s.closeParkers()
 	return nil
+}
+
+// closeParkers stops the parker loops once no connection is left to wake.
+func (s *Server) closeParkers() {
+	s.mu.Lock()
+	for _, sh := range s.shards {
+		if sh.parker != nil {
+			sh.parker.close()
+			sh.parker = nil
+		}
+	}
+	s.mu.Unlock()
+	s.parkers.Wait()
 }
 
 func (s *Server) stopAccepting() {

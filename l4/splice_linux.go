@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,12 +28,12 @@ func newSide(c *net.TCPConn) (side, error) {
 type stop uint8
 
 const (
-	stopNone    stop = iota // still running
-	stopEOF                 // the source sent FIN
-	stopSrcErr              // reading the source failed (reset, keepalive timeout)
-	stopDstErr              // writing the destination failed (reset, broken pipe)
-	stopTimeout             // the connection was idle past its timeout
-	stopClosed              // the connection was closed under us (abort, drain)
+	stopNone   stop = iota // still running
+	stopEOF                // the source sent FIN
+	stopSrcErr             // reading the source failed (reset, keepalive timeout)
+	stopDstErr             // writing the destination failed (reset, broken pipe)
+	stopClosed             // the connection was closed under us (abort, timeout, drain)
+	stopPark               // the source has been idle long enough to park
 )
 
 const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
@@ -40,14 +41,14 @@ const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
 // errNoPipe marks a read that found no pipe to splice into.
 var errNoPipe = errors.New("l4: no pipe for splice")
 
-// pump moves bytes from src to dst until src ends or something fails, and
-// returns how many bytes reached dst.
+// pump moves bytes from d.src to d.dst until the source ends, something
+// fails, or the source has been idle for the park delay.
 //
 // Unlike io.Copy's splice path, which holds a pipe pair for as long as the
-// copy runs, pump takes a pipe only once src has data and gives it back as
-// soon as src runs dry, before waiting on the poller again: an idle
-// connection then holds no pipe fds and no pipe memory.
-func (c *conn) pump(src, dst *side) (n int64, why stop, err error) {
+// copy runs, pump takes a pipe only once the source has data and gives it
+// back as soon as the source runs dry, before waiting on the poller again:
+// an idle connection holds no pipe fds and no pipe memory.
+func (c *conn) pump(d *dir) stop {
 	var (
 		p    *pipe
 		got  int
@@ -82,7 +83,7 @@ func (c *conn) pump(src, dst *side) (n int64, why stop, err error) {
 			switch e {
 			case nil:
 				p.n -= int(m)
-				n += m
+				d.n += m
 			case unix.EINTR:
 			case unix.EAGAIN:
 				return false
@@ -98,70 +99,84 @@ func (c *conn) pump(src, dst *side) (n int64, why stop, err error) {
 			putPipe(p)
 		}
 	}()
+	d.armParkDeadline()
 	for {
 		rerr = nil
-		if err := src.raw.Read(read); err != nil {
-			if why, ok := c.waitFailed(err); !ok {
-				return n, why, err
+		if err := d.src.raw.Read(read); err != nil {
+			if why, again := d.readWaitFailed(err); !again {
+				return why
 			}
 			continue
 		}
 		if rerr == errNoPipe {
-			m, why, err := c.copyChunk(src, dst)
-			n += m
-			if err != nil || why == stopEOF {
-				return n, why, err
+			if why := c.copyChunk(d); why != stopNone {
+				return why
 			}
 			continue
 		}
 		if rerr != nil {
-			return n, stopSrcErr, rerr
+			return stopSrcErr
 		}
 		if got == 0 {
-			return n, stopEOF, nil
+			return stopEOF
 		}
 		p.n = got
-		c.touch()
+		d.moved()
 		for p.n > 0 {
 			werr = nil
-			if err := dst.raw.Write(write); err != nil {
-				if why, ok := c.waitFailed(err); !ok {
-					return n, why, err
-				}
-				continue
+			if err := d.dst.raw.Write(write); err != nil {
+				return stopClosed
 			}
 			if werr != nil {
-				return n, stopDstErr, werr
+				return stopDstErr
 			}
 		}
 	}
 }
 
-// waitFailed classifies an error from waiting on the poller. It reports
-// ok when the wait only hit a deadline that activity has since pushed back,
-// so the caller should wait again.
-func (c *conn) waitFailed(err error) (stop, bool) {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		if c.extend() {
-			return stopNone, true
-		}
-		return stopTimeout, false
+// armParkDeadline sets the source's read deadline to when the direction
+// may park, if this server parks at all.
+func (d *dir) armParkDeadline() {
+	if d.c.sh.parker != nil {
+		d.read = time.Since(d.c.start)
+		d.src.c.SetReadDeadline(d.c.start.Add(d.read + d.c.s.parkDelay()))
 	}
-	return stopClosed, false
+}
+
+// moved records that the source gave bytes.
+func (d *dir) moved() {
+	now := time.Since(d.c.start)
+	d.read = now
+	d.c.touch(now)
+}
+
+// readWaitFailed classifies an error from waiting for the source to become
+// readable. The only deadline on a source is the park deadline, which is
+// moved lazily: when it fires after reads, it is pushed back (again).
+func (d *dir) readWaitFailed(err error) (why stop, again bool) {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return stopClosed, false
+	}
+	delay := d.c.s.parkDelay()
+	if time.Since(d.c.start)-d.read >= delay {
+		return stopPark, false
+	}
+	d.src.c.SetReadDeadline(d.c.start.Add(d.read + delay))
+	return stopNone, true
 }
 
 // chunks are the buffers of the user-space fallback, used only when no pipe
 // can be had (the process is out of fds): slower, but nothing is dropped.
 var chunks = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
-// copyChunk moves one read's worth of bytes from src to dst in user space.
-func (c *conn) copyChunk(src, dst *side) (int64, stop, error) {
+// copyChunk moves one read's worth of bytes in user space.
+func (c *conn) copyChunk(d *dir) stop {
 	buf := chunks.Get().(*[32 << 10]byte)
 	defer chunks.Put(buf)
 	var got int
 	var rerr error
 	for {
-		err := src.raw.Read(func(fd uintptr) bool {
+		err := d.src.raw.Read(func(fd uintptr) bool {
 			for {
 				got, rerr = unix.Read(int(fd), buf[:])
 				if rerr != unix.EINTR {
@@ -174,26 +189,27 @@ func (c *conn) copyChunk(src, dst *side) (int64, stop, error) {
 		if err == nil {
 			break
 		}
-		if why, ok := c.waitFailed(err); !ok {
-			return 0, why, err
+		if why, again := d.readWaitFailed(err); !again {
+			return why
 		}
 	}
 	switch {
 	case rerr != nil:
-		return 0, stopSrcErr, rerr
+		return stopSrcErr
 	case got == 0:
-		return 0, stopEOF, nil
+		return stopEOF
 	}
-	c.touch()
+	d.moved()
 	var sent int
 	var werr error
 	for sent < got {
-		err := dst.raw.Write(func(fd uintptr) bool {
+		err := d.dst.raw.Write(func(fd uintptr) bool {
 			for sent < got {
 				m, e := unix.Write(int(fd), buf[sent:got])
 				switch e {
 				case nil:
 					sent += m
+					d.n += int64(m)
 				case unix.EINTR:
 				case unix.EAGAIN:
 					return false
@@ -205,13 +221,11 @@ func (c *conn) copyChunk(src, dst *side) (int64, stop, error) {
 			return true
 		})
 		if werr != nil {
-			return int64(sent), stopDstErr, werr
+			return stopDstErr
 		}
 		if err != nil {
-			if why, ok := c.waitFailed(err); !ok {
-				return int64(sent), why, err
-			}
+			return stopClosed
 		}
 	}
-	return int64(sent), stopNone, nil
+	return stopNone
 }
