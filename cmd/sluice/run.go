@@ -145,6 +145,16 @@ func serve(cfg *config.Config, log *slog.Logger, ready func()) error {
 	if ready != nil {
 		ready()
 	}
+	trimCtx, stopTrim := context.WithCancel(context.Background())
+	trimDone := make(chan struct{})
+	go func() {
+		defer close(trimDone)
+		trimMemory(trimCtx)
+	}()
+	defer func() {
+		stopTrim()
+		<-trimDone
+	}()
 	sig := <-sigs
 	log.Info("shutting down", slog.String("signal", sig.String()),
 		slog.Duration("drain_timeout", cfg.DrainTimeout))
