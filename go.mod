@@ -4,9 +4,17 @@ go 1.26.8
 
 require (
 	github.com/BurntSushi/toml v1.6.0
+	github.com/go-sql-driver/mysql v1.10.1
 	github.com/hashicorp/go-sockaddr v1.0.7
+	github.com/jackc/pgx/v5 v5.13.0
 	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.50.0
 )
 
-require github.com/hashicorp/errwrap v1.1.0 // indirect
+require (
+	filippo.io/edwards25519 v1.2.0 // indirect
+	github.com/hashicorp/errwrap v1.1.0 // indirect
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	golang.org/x/text v0.43.0 // indirect
+)
