@@ -14,8 +14,8 @@ const idleDialers = 32
 
 // idle holds n connections through t, each proven established end to end
 // by one echo, and reports per connection: the proxy's RSS and fd growth,
-// and the machine's memory growth less the bench process's own, so that
-// what remains is the kernel's socket memory plus the proxy's.
+// and the machine's: the kernel's memory growth (sockets, pipes, slab)
+// plus the proxy's anonymous memory growth.
 //
 // The proxy should be fresh: a proxy that held connections before keeps
 // its freed memory in pools (HAProxy) or its heap (Go), and a second run
@@ -27,7 +27,7 @@ func idle(ctx context.Context, t target, n int, settle time.Duration) (map[strin
 	if err := sleepCtx(ctx, settle/2); err != nil {
 		return nil, err
 	}
-	before, err := snapshot(t)
+	before, err := snapshot(ctx, t)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +68,7 @@ func idle(ctx context.Context, t target, n int, settle time.Duration) (map[strin
 	if err := sleepCtx(ctx, settle); err != nil {
 		return nil, err
 	}
-	after, err := snapshot(t)
+	after, err := snapshot(ctx, t)
 	if err != nil {
 		return nil, err
 	}
@@ -77,31 +77,42 @@ func idle(ctx context.Context, t target, n int, settle time.Duration) (map[strin
 
 // idleState is what idle compares before and after opening connections.
 type idleState struct {
-	proxy    procUsage
-	machine  int64 // MemTotal-MemAvailable, KB
-	benchRSS int64 // this process's VmRSS, KB
+	proxy  procUsage
+	kernel int64 // kernelKB
 }
 
-func snapshot(t target) (idleState, error) {
+// snapshot reads the proxy's usage and the kernel's memory, the latter as
+// the median of a few readings, with empty slabs freed first.
+func snapshot(ctx context.Context, t target) (idleState, error) {
 	var s idleState
 	var err error
+	shrinkSlabs()
+	var ks []float64
+	for range 3 {
+		k, err := kernelKB()
+		if err != nil {
+			return s, err
+		}
+		ks = append(ks, float64(k))
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return s, err
+		}
+	}
+	s.kernel = int64(summarize(ks).med)
 	if s.proxy, err = usage(t); err != nil {
-		return s, err
-	}
-	if s.machine, err = machineUsedKB(); err != nil {
-		return s, err
-	}
-	if s.benchRSS, err = selfRSSKB(); err != nil {
 		return s, err
 	}
 	return s, nil
 }
 
-// perConn turns two snapshots into per-connection metrics.
+// perConn turns two snapshots into per-connection metrics. The machine
+// figure is the kernel's growth plus the proxy's anonymous memory growth;
+// the in-process clients and backends are the same for every system, and
+// their kernel sockets are what direct's row shows.
 func (s idleState) perConn(before idleState, n int, proxied bool) map[string]float64 {
 	per := func(d int64) float64 { return float64(d) / float64(n) }
 	m := map[string]float64{
-		"machine_kb": per((s.machine - before.machine) - (s.benchRSS - before.benchRSS)),
+		"machine_kb": per(s.kernel - before.kernel + s.proxy.anonKB - before.proxy.anonKB),
 	}
 	if proxied {
 		m["rss_kb"] = per(s.proxy.rssKB - before.proxy.rssKB)

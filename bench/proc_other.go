@@ -13,11 +13,11 @@ var errNotLinux = errors.New("bench: measuring processes needs Linux /proc")
 
 const clockTicks = 100
 
-type procUsage struct{ cpuTicks, rssKB, fds int64 }
+type procUsage struct{ cpuTicks, rssKB, anonKB, fds int64 }
 
 func readUsage(int) (procUsage, error) { return procUsage{}, errNotLinux }
-func machineUsedKB() (int64, error)    { return 0, errNotLinux }
-func selfRSSKB() (int64, error)        { return 0, errNotLinux }
+func kernelKB() (int64, error)         { return 0, errNotLinux }
+func shrinkSlabs()                     {}
 func raiseFDLimit() (uint64, error)    { return 0, errNotLinux }
 func pinSelf([]int) error              { return errNotLinux }
 func cpuModel() string                 { return "unknown" }

@@ -23,6 +23,15 @@ func measureAll(ctx context.Context, e *env, set settings, scens []*scenario) (*
 	slices.SortStableFunc(scens, func(a, b *scenario) int { return boolCmp(b.fresh, a.fresh) })
 	res := newResults(set.reps, e.systems, scens)
 	cfgs := map[string]string{}
+	if slices.ContainsFunc(scens, func(sc *scenario) bool { return sc.key == "idle" }) {
+		// The first idle run on a machine grows kernel tables (the bench's
+		// fd table, slab caches' per-CPU parts) that later runs reuse; let
+		// no system pay for that.
+		progress("warming up: holding %d direct connections once", set.idleConns)
+		if _, err := idle(ctx, target{addr: be.addr(), be: be}, set.idleConns, 0); err != nil {
+			return nil, nil, fmt.Errorf("warming up: %w", err)
+		}
+	}
 	for rep := range set.reps {
 		order := rotate(e.systems, rep)
 		if err := measureRep(ctx, e, set, be, scens, order, rep, res, cfgs); err != nil {
