@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -17,8 +16,15 @@ const (
 	maxBackoff = time.Second
 )
 
+// acceptor is what an accept loop needs of its listener.
+type acceptor interface {
+	AcceptTCP() (*net.TCPConn, error)
+}
+
+var _ acceptor = (*net.TCPListener)(nil)
+
 // accept runs one accept loop until the listener is closed.
-func (s *Server) accept(ln *net.TCPListener, sh *shard) {
+func (s *Server) accept(ln acceptor, sh *shard) {
 	var backoff time.Duration
 	for {
 		c, err := ln.AcceptTCP()
@@ -39,6 +45,11 @@ func (s *Server) accept(ln *net.TCPListener, sh *shard) {
 			c.Close()
 			return
 		}
+		if !s.Limiter.acquire(s.stop) {
+			s.slots.release()
+			c.Close()
+			return
+		}
 		s.conns.Add(1)
 		go s.serve(c, sh)
 	}
@@ -47,6 +58,7 @@ func (s *Server) accept(ln *net.TCPListener, sh *shard) {
 // done releases what an accepted connection held in the server, once it
 // has ended one way or another.
 func (s *Server) done() {
+	s.Limiter.release()
 	s.slots.release()
 	s.conns.Done()
 }
@@ -158,53 +170,5 @@ func (sh *shard) each(f func(*conn)) {
 	sh.mu.Unlock()
 	for _, c := range cs {
 		f(c)
-	}
-}
-
-// limiter caps live connections without a lock on the fast path: a
-// connection takes a slot with one atomic add. Only when the cap is reached
-// does an accept loop wait, on wake.
-type limiter struct {
-	max  int64 // zero: no limit
-	n    atomic.Int64
-	wake chan struct{} // buffered, size 1
-}
-
-// acquire takes a slot, waiting while none is free. It reports false if
-// stop closes first.
-func (l *limiter) acquire(stop <-chan struct{}) bool {
-	if l.max <= 0 {
-		return true
-	}
-	for {
-		if n := l.n.Add(1); n <= l.max {
-			if n < l.max {
-				// Several releases may have left only one token in
-				// wake; pass the turn on to any other waiter.
-				l.signal()
-			}
-			return true
-		}
-		l.n.Add(-1)
-		select {
-		case <-l.wake:
-		case <-stop:
-			return false
-		}
-	}
-}
-
-func (l *limiter) release() {
-	if l.max <= 0 {
-		return
-	}
-	l.n.Add(-1)
-	l.signal()
-}
-
-func (l *limiter) signal() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
 	}
 }

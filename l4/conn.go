@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"sluice/internal/pool"
@@ -152,7 +153,9 @@ func (s *Server) dial(ctx context.Context, client netip.AddrPort) (*pool.Backend
 		b.Release()
 		lastErr = err
 		tried = append(tried, b)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || localFailure(err) {
+			// Out of fds or memory here: other backends would fail
+			// the same way, and this one is not to blame.
 			break
 		}
 	}
@@ -160,6 +163,13 @@ func (s *Server) dial(ctx context.Context, client netip.AddrPort) (*pool.Backend
 		return nil, nil, len(tried), ErrNoBackend
 	}
 	return nil, nil, len(tried) - 1, lastErr
+}
+
+// localFailure reports whether a connect failed for want of a local
+// resource rather than because of the backend.
+func localFailure(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // ErrNoBackend is returned (and logged) when a pool has no backend to try.

@@ -54,6 +54,10 @@ type Server struct {
 	// HalfClosedTimeout replaces IdleTimeout once one side has sent FIN,
 	// so half-closed connections do not linger. Zero means 1m.
 	HalfClosedTimeout time.Duration
+	// Limiter, if not nil, is a cap shared with other servers, such as the
+	// connections the process's file descriptor limit allows. A connection
+	// must have a slot of both MaxConnections and Limiter.
+	Limiter *Limiter
 	// Logger receives one line per connection at close, at level Info, and
 	// accept errors. Nil means slog.Default().
 	Logger *slog.Logger
@@ -68,7 +72,7 @@ type Server struct {
 	stopOnce sync.Once
 	force    context.Context // cancelled when live connections must go
 	cancel   context.CancelFunc
-	slots    limiter
+	slots    *Limiter
 
 	mu     sync.Mutex
 	lns    []*net.TCPListener
@@ -92,7 +96,7 @@ func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.stop = make(chan struct{})
 		s.force, s.cancel = context.WithCancel(context.Background())
-		s.slots = limiter{max: int64(s.MaxConnections), wake: make(chan struct{}, 1)}
+		s.slots = NewLimiter(s.MaxConnections)
 	})
 }
 

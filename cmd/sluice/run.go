@@ -68,6 +68,14 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 		}
 		pools[pc.Name] = p
 	}
+	fdCap, fdLimit, err := fdLimiter(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if fdCap != nil {
+		log.Info("connections capped by the file descriptor limit",
+			slog.Uint64("fd_limit", fdLimit), slog.Int("max_connections", fdCap.Max()))
+	}
 	type pending struct {
 		srv *l4.Server
 		lns []*net.TCPListener
@@ -88,6 +96,7 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 			ConnectTimeout:    lc.ConnectTimeout,
 			IdleTimeout:       lc.IdleTimeout,
 			HalfClosedTimeout: lc.HalfClosedTimeout,
+			Limiter:           fdCap,
 			Logger:            log,
 		}
 		all = append(all, pending{srv, lns})

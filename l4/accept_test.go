@@ -1,0 +1,73 @@
+package l4
+
+import (
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// failingListener fails every accept as a process out of fds does, and
+// records when it was called.
+type failingListener struct {
+	mu    sync.Mutex
+	calls []time.Time
+}
+
+func (f *failingListener) AcceptTCP() (*net.TCPConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, time.Now())
+	return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+}
+
+func (f *failingListener) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+func TestAcceptErrorsBackOff(t *testing.T) {
+	s := &Server{Logger: slog.New(slog.DiscardHandler)}
+	s.init()
+	ln := &failingListener{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.accept(ln, &shard{conns: map[uint64]*conn{}})
+	}()
+	eventually(t, 10*time.Second, "six accept attempts", func() bool { return ln.count() >= 6 })
+	s.stopAccepting()
+	<-done
+	// Retrying at once would make six calls in microseconds; backing off
+	// from 5 ms, doubling, spaces them by 5+10+20+40+80 ms at least.
+	ln.mu.Lock()
+	spread := ln.calls[5].Sub(ln.calls[0])
+	ln.mu.Unlock()
+	if spread < 150*time.Millisecond {
+		t.Fatalf("six failing accepts within %v: the loop does not back off", spread)
+	}
+}
+
+func TestLimiterSharedAcrossServers(t *testing.T) {
+	b := startBackend(t, greeter("b"))
+	shared := NewLimiter(2)
+	p1 := startProxy(t, &Server{Pool: newPool(t, 0, 0, b.addr), Limiter: shared})
+	p2 := startProxy(t, &Server{Pool: newPool(t, 0, 0, b.addr), Limiter: shared})
+	c1 := dial(t, p1.addr, "")
+	readLine(t, c1)
+	c2 := dial(t, p2.addr, "")
+	readLine(t, c2)
+	// Two live connections use the shared cap, whichever server has them.
+	c3 := dial(t, p2.addr, "")
+	c3.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := c3.Read(make([]byte, 1)); n != 0 || !isTimeout(err) {
+		t.Fatalf("third connection served beyond the shared cap: %d bytes, %v", n, err)
+	}
+	c1.Close()
+	if got := readLine(t, c3); got != "b" {
+		t.Fatalf("third connection greeted %q after a slot freed", got)
+	}
+}
