@@ -1,6 +1,8 @@
 package l4
 
 import (
+	"errors"
+	"os"
 	"sync/atomic"
 	"time"
 )
@@ -101,4 +103,35 @@ func (d *dir) ended(why stop) {
 	case stopDstErr:
 		c.abort(dstEnd, d.src)
 	}
+}
+
+// armParkDeadline sets the source's read deadline to when the direction
+// may park, if this server parks at all.
+func (d *dir) armParkDeadline() {
+	if d.c.sh.parker != nil {
+		d.read = time.Since(d.c.start)
+		d.src.c.SetReadDeadline(d.c.start.Add(d.read + d.c.s.parkDelay()))
+	}
+}
+
+// moved records that the source gave bytes.
+func (d *dir) moved() {
+	now := time.Since(d.c.start)
+	d.read = now
+	d.c.touch(now)
+}
+
+// readWaitFailed classifies an error from waiting for the source to become
+// readable. The only deadline on a source is the park deadline, which is
+// moved lazily: when it fires after reads, it is pushed back (again).
+func (d *dir) readWaitFailed(err error) (why stop, again bool) {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return stopClosed, false
+	}
+	delay := d.c.s.parkDelay()
+	if time.Since(d.c.start)-d.read >= delay {
+		return stopPark, false
+	}
+	d.src.c.SetReadDeadline(d.c.start.Add(d.read + delay))
+	return stopNone, true
 }

@@ -2,38 +2,9 @@ package l4
 
 import (
 	"errors"
-	"net"
-	"os"
 	"sync"
-	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
-)
-
-// side is one socket of a proxied connection: the raw *net.TCPConn (never a
-// wrapper, which would hide the fd from splice) and its syscall.RawConn,
-// through which the copy loop waits on Go's poller.
-type side struct {
-	c   *net.TCPConn
-	raw syscall.RawConn
-}
-
-func newSide(c *net.TCPConn) (side, error) {
-	raw, err := c.SyscallConn()
-	return side{c: c, raw: raw}, err
-}
-
-// stop says how one direction's copy ended.
-type stop uint8
-
-const (
-	stopNone   stop = iota // still running
-	stopEOF                // the source sent FIN
-	stopSrcErr             // reading the source failed (reset, keepalive timeout)
-	stopDstErr             // writing the destination failed (reset, broken pipe)
-	stopClosed             // the connection was closed under us (abort, timeout, drain)
-	stopPark               // the source has been idle long enough to park
 )
 
 const spliceFlags = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
@@ -132,37 +103,6 @@ func (c *conn) pump(d *dir) stop {
 			}
 		}
 	}
-}
-
-// armParkDeadline sets the source's read deadline to when the direction
-// may park, if this server parks at all.
-func (d *dir) armParkDeadline() {
-	if d.c.sh.parker != nil {
-		d.read = time.Since(d.c.start)
-		d.src.c.SetReadDeadline(d.c.start.Add(d.read + d.c.s.parkDelay()))
-	}
-}
-
-// moved records that the source gave bytes.
-func (d *dir) moved() {
-	now := time.Since(d.c.start)
-	d.read = now
-	d.c.touch(now)
-}
-
-// readWaitFailed classifies an error from waiting for the source to become
-// readable. The only deadline on a source is the park deadline, which is
-// moved lazily: when it fires after reads, it is pushed back (again).
-func (d *dir) readWaitFailed(err error) (why stop, again bool) {
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return stopClosed, false
-	}
-	delay := d.c.s.parkDelay()
-	if time.Since(d.c.start)-d.read >= delay {
-		return stopPark, false
-	}
-	d.src.c.SetReadDeadline(d.c.start.Add(d.read + delay))
-	return stopNone, true
 }
 
 // chunks are the buffers of the user-space fallback, used only when no pipe
