@@ -1,0 +1,44 @@
+package udp
+
+// End says why a session ended. It is logged with every session.
+type End uint8
+
+const (
+	// EndNone means the session has not ended yet.
+	EndNone End = iota
+	// EndIdleTimeout: no datagram either way for the session timeout.
+	EndIdleTimeout
+	// EndResponses: the backend sent the replies the listener allows per
+	// session (Server.Responses, such as one for DNS).
+	EndResponses
+	// EndBackendDown: the backend was marked down; the client's datagram
+	// that noticed it opened a new session with another backend.
+	EndBackendDown
+	// EndBackendRefused: the backend's host answered with ICMP port
+	// unreachable (nothing listens there), so the next datagram of the
+	// flow picks a backend afresh.
+	EndBackendRefused
+	// EndBackendError: sending to or reading from the backend failed
+	// otherwise; the error is logged.
+	EndBackendError
+	// EndDrain: the server shut down and the drain timeout ran out.
+	EndDrain
+)
+
+var endNames = [...]string{
+	EndNone:           "none",
+	EndIdleTimeout:    "idle_timeout",
+	EndResponses:      "responses",
+	EndBackendDown:    "backend_down",
+	EndBackendRefused: "backend_refused",
+	EndBackendError:   "backend_error",
+	EndDrain:          "drain",
+}
+
+// String returns the name logged for e.
+func (e End) String() string {
+	if int(e) < len(endNames) {
+		return endNames[e]
+	}
+	return "unknown"
+}

@@ -1,0 +1,258 @@
+package udp
+
+import (
+	"context"
+	"log/slog"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// readClients reads one batch from the listening socket and sends each
+// datagram on through its flow's session, opening sessions for new flows.
+// Consecutive datagrams of one flow go to the backend in one sendmmsg.
+func (l *loop) readClients() {
+	l.in.forReceive(0, batchSize, true, l.pktinfo)
+	n, errno := recvmmsg(l.fd, l.in.hs)
+	if errno != 0 {
+		// EAGAIN: another round already emptied the queue. Other
+		// errors on an unconnected socket are ICMP reports about a
+		// reply we sent; they concern no flow here.
+		return
+	}
+	l.stats.fromClients.Add(uint64(n))
+	var cur *session // the flow of datagrams start..i
+	start := 0
+	for i := range n {
+		k, ifindex, ok := parseKey(l.in, i, l.pktinfo)
+		if !ok || cur == nil || k != cur.key || !cur.be.Up() {
+			l.forward(cur, start, i)
+			cur, start = nil, i
+			if ok {
+				cur = l.session(k, ifindex, i)
+			}
+			if cur == nil {
+				continue
+			}
+		}
+		cur.dgIn++
+		cur.in += int64(l.in.hs[i].n)
+		l.idle.touch(cur, l.now)
+	}
+	l.forward(cur, start, n)
+}
+
+// session returns the live session of flow k, replacing it if its backend
+// is down, or opens one for datagram i. It returns nil if the datagram is
+// to be dropped.
+func (l *loop) session(k flowKey, ifindex uint32, i int) *session {
+	s := l.flows[k]
+	if s != nil && s.be.Up() {
+		return s
+	}
+	if s != nil {
+		l.end(s, EndBackendDown, nil)
+	}
+	switch {
+	case l.draining:
+		l.stats.droppedDraining.Add(1)
+		return nil
+	case l.s.live.Add(1) > l.s.maxSessions():
+		l.s.live.Add(-1)
+		l.stats.droppedCap.Add(1)
+		return nil
+	}
+	s, err := l.open(k, ifindex, i)
+	if s == nil {
+		l.s.live.Add(-1)
+		if err != nil {
+			l.stats.droppedSocket.Add(1)
+			l.warn(err)
+		} else {
+			l.stats.droppedNoBackend.Add(1)
+		}
+	}
+	return s
+}
+
+// open picks a backend for flow k and opens the session's socket to it.
+// It returns nil, nil if the pool has no backend up.
+func (l *loop) open(k flowKey, ifindex uint32, i int) (*session, error) {
+	be := l.s.Pool.Pick(k.clientAddr(), nil)
+	if be == nil {
+		return nil, nil
+	}
+	fd, err := dialBackend(be.Addr)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{key: k, be: be, fd: fd, start: l.now,
+		name: l.in.names[i], namelen: l.in.hs[i].hdr.Namelen}
+	s.setSource(l.family, k.local, ifindex)
+	if len(l.free) > 0 {
+		s.slot, l.free = l.free[len(l.free)-1], l.free[:len(l.free)-1]
+	} else {
+		s.slot = int32(len(l.slots))
+		l.slots, l.gens = append(l.slots, nil), append(l.gens, 0)
+	}
+	l.gens[s.slot]++
+	s.gen = l.gens[s.slot]
+	if err := l.watch(fd, s.slot, s.gen); err != nil {
+		unix.Close(fd)
+		l.free = append(l.free, s.slot)
+		return nil, err
+	}
+	l.slots[s.slot] = s
+	l.flows[k] = s
+	l.idle.pushBack(s)
+	be.Acquire()
+	return s, nil
+}
+
+// forward sends datagrams from..to of the client batch to s's backend.
+func (l *loop) forward(s *session, from, to int) {
+	if s == nil || from >= to {
+		return
+	}
+	for i := from; i < to; i++ {
+		l.fwd.forward(i, l.in)
+	}
+	for from < to {
+		n, errno := sendmmsg(s.fd, l.fwd.hs[from:to])
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			l.stats.sendFailed.Add(uint64(to - from))
+			l.sendError(s, errno)
+			return
+		}
+		l.stats.toBackends.Add(uint64(n))
+		from += n
+	}
+}
+
+// sendError handles a failed send to s's backend. A full buffer loses the
+// datagrams alone; an error from the backend's side ends the session, so
+// that the flow's next datagram picks a backend afresh.
+func (l *loop) sendError(s *session, errno syscall.Errno) {
+	switch errno {
+	case unix.EAGAIN, unix.ENOBUFS:
+	case unix.ECONNREFUSED:
+		l.end(s, EndBackendRefused, nil)
+	default:
+		l.end(s, EndBackendError, errno)
+	}
+}
+
+// readReplies reads one batch of s's backend's replies into the reply
+// batch, up to what Responses still allows.
+func (l *loop) readReplies(s *session) {
+	if l.out.used == batchSize {
+		l.flush()
+	}
+	from := l.out.used
+	to := batchSize
+	if r := l.s.Responses; r > 0 {
+		to = min(to, from+r-s.replies)
+	}
+	l.out.forReceive(from, to, false, false)
+	n, errno := recvmmsg(s.fd, l.out.hs[from:to])
+	switch errno {
+	case 0:
+	case unix.EAGAIN, unix.EINTR:
+		return
+	case unix.ECONNREFUSED:
+		// ICMP port unreachable for an earlier datagram.
+		l.end(s, EndBackendRefused, nil)
+		return
+	default:
+		l.end(s, EndBackendError, errno)
+		return
+	}
+	l.stats.fromBackends.Add(uint64(n))
+	for i := from; i < from+n; i++ {
+		l.out.reply(i, s)
+		s.dgOut++
+		s.out += int64(l.out.hs[i].n)
+	}
+	l.out.used = from + n
+	s.replies += n
+	l.idle.touch(s, l.now)
+	if l.s.Responses > 0 && s.replies >= l.s.Responses {
+		// The replies stay queued: they point at the session, which
+		// nothing reuses.
+		l.end(s, EndResponses, nil)
+	}
+}
+
+// flush sends the queued replies to their clients. Datagrams that cannot
+// be sent at once are dropped: waiting would stall every other flow of
+// the loop.
+func (l *loop) flush() {
+	hs := l.out.hs[:l.out.used]
+	for len(hs) > 0 {
+		n, errno := sendmmsg(l.fd, hs)
+		switch errno {
+		case 0:
+			l.stats.toClients.Add(uint64(n))
+		case unix.EINTR:
+			continue
+		default:
+			// This message could not go (the client's address
+			// unreachable, or the buffer full); the rest may.
+			l.stats.sendFailed.Add(1)
+			n = 1
+		}
+		hs = hs[n:]
+	}
+	l.out.used = 0
+}
+
+// end closes s's socket, forgets it and logs its line. Ending a session
+// twice does nothing.
+func (l *loop) end(s *session, e End, err error) {
+	if s.fd < 0 {
+		return
+	}
+	delete(l.flows, s.key)
+	l.idle.remove(s)
+	l.slots[s.slot] = nil
+	l.free = append(l.free, s.slot)
+	unix.Close(s.fd)
+	s.fd = -1
+	s.be.Release()
+	l.s.live.Add(-1)
+	log := l.s.logger()
+	if !log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("listener", l.s.Name),
+		slog.String("client", s.key.clientAddr().String()),
+		slog.String("backend", s.be.String()),
+		slog.Int64("datagrams_in", s.dgIn),
+		slog.Int64("bytes_in", s.in),
+		slog.Int64("datagrams_out", s.dgOut),
+		slog.Int64("bytes_out", s.out),
+		slog.Duration("duration", l.now-s.start),
+		slog.String("end", e.String()),
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	log.LogAttrs(context.Background(), slog.LevelInfo, "session", attrs...)
+}
+
+// warn logs a session that could not be opened, at most once a second:
+// running out of fds or ports fails every new flow at once.
+func (l *loop) warn(err error) {
+	if l.warned != 0 && l.now-l.warned < time.Second {
+		l.unwarned++
+		return
+	}
+	l.s.logger().Warn("udp session not opened", slog.String("listener", l.s.Name),
+		slog.String("error", err.Error()), slog.Int("also_dropped", l.unwarned))
+	l.warned, l.unwarned = l.now, 0
+}

@@ -1,0 +1,212 @@
+package udp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Epoll events carry a slot in their Fd field: a session's index in
+// loop.slots, or one of these. The Pad field carries the slot's generation,
+// so an event still queued for a session that has just ended is not taken
+// for the session that reuses its slot.
+const (
+	slotWake     = -1
+	slotListener = -2
+)
+
+// loop is the event loop of one listening socket. It alone touches the
+// socket's sessions, so no lock is taken per datagram: the kernel's
+// reuse-port hash sends every datagram of a flow to the same socket.
+//
+// It waits in epoll_wait on its own epoll set, which holds the listening
+// socket, every session's backend socket and an eventfd that the Server
+// writes to when it shuts down. Backend sockets stay out of Go's poller: a
+// reply costs no goroutine wake-up, and an idle session costs its socket
+// and a few hundred bytes, no goroutine.
+type loop struct {
+	s       *Server
+	conn    *net.UDPConn // closed by close, when the loop ends
+	fd      int          // conn's socket, used directly while conn is open
+	family  int          // conn's address family
+	pktinfo bool         // datagrams carry their destination (wildcard bind)
+	ep      int          // epoll
+	efd     int          // eventfd the Server wakes the loop with
+	closed  bool         // efd is closed; guarded by s.mu
+
+	events []unix.EpollEvent
+	in     *batch // datagrams from clients
+	fwd    *batch // headers (no buffers) for sending in's datagrams on
+	out    *batch // replies, received from backends and sent to clients
+
+	flows map[flowKey]*session
+	slots []*session // by epoll slot; nil when free
+	gens  []uint32   // each slot's generation
+	free  []int32    // free slots
+	idle  idleList
+
+	base     time.Time     // the loop's clock starts here
+	now      time.Duration // read once per wake-up
+	draining bool
+	warned   time.Duration // when socket errors were last logged
+	unwarned int           // socket errors not logged since
+
+	stats counters
+}
+
+// newLoop prepares the loop for conn. It does not close conn on failure.
+func newLoop(s *Server, conn *net.UDPConn) (*loop, error) {
+	l := &loop{s: s, conn: conn, ep: -1, efd: -1, flows: make(map[flowKey]*session),
+		events: make([]unix.EpollEvent, 128), base: time.Now()}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	if err := rc.Control(func(fd uintptr) { l.fd = int(fd) }); err != nil {
+		return nil, err
+	}
+	if l.family, err = unix.GetsockoptInt(l.fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil {
+		return nil, fmt.Errorf("reading the socket's family: %w", err)
+	}
+	l.pktinfo = conn.LocalAddr().(*net.UDPAddr).IP.IsUnspecified()
+	if err := l.openEpoll(); err != nil {
+		l.closeFDs()
+		return nil, err
+	}
+	l.in, l.fwd, l.out = newBatch(), &batch{hs: make([]mmsghdr, batchSize),
+		iovs: make([]unix.Iovec, batchSize)}, newBatch()
+	return l, nil
+}
+
+func (l *loop) openEpoll() error {
+	var err error
+	if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		return fmt.Errorf("creating epoll: %w", err)
+	}
+	if l.efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		return fmt.Errorf("creating eventfd: %w", err)
+	}
+	if err := l.watch(l.efd, slotWake, 0); err != nil {
+		return err
+	}
+	// Level-triggered: a batch leaves the rest of the queue for the next
+	// round, after the other sockets have had their turn.
+	return l.watch(l.fd, slotListener, 0)
+}
+
+func (l *loop) watch(fd int, slot int32, gen uint32) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: slot, Pad: int32(gen)}
+	if err := unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("adding a socket to epoll: %w", err)
+	}
+	return nil
+}
+
+// wake makes the loop look at the server's state. The caller holds s.mu.
+func (l *loop) wake() {
+	if l.closed {
+		return
+	}
+	one := [8]byte{1}
+	unix.Write(l.efd, one[:])
+}
+
+// run serves until the server closes, or drains and no session is left.
+func (l *loop) run() {
+	defer l.close()
+	for {
+		n, err := unix.EpollWait(l.ep, l.events, l.waitMillis())
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			l.s.logger().Error("udp loop stopped", "listener", l.s.Name, "error", err.Error())
+			l.endAll(EndDrain)
+			return
+		}
+		l.now = time.Since(l.base)
+		for _, ev := range l.events[:max(n, 0)] {
+			switch ev.Fd {
+			case slotWake:
+				var buf [8]byte
+				unix.Read(l.efd, buf[:])
+			case slotListener:
+				l.readClients()
+			default:
+				if s := l.slots[ev.Fd]; s != nil && s.gen == uint32(ev.Pad) {
+					l.readReplies(s)
+				}
+			}
+		}
+		l.flush()
+		l.expire()
+		switch l.s.state.Load() {
+		case closing:
+			l.endAll(EndDrain)
+			return
+		case draining:
+			l.draining = true
+			if len(l.flows) == 0 {
+				return
+			}
+		}
+	}
+}
+
+// waitMillis returns how long epoll_wait may sleep: until the least
+// recently active session expires, or for ever if there is none.
+func (l *loop) waitMillis() int {
+	s := l.idle.front
+	if s == nil {
+		return -1
+	}
+	left := s.last + l.s.sessionTimeout() - time.Since(l.base)
+	if left <= 0 {
+		return 0
+	}
+	return int((left + time.Millisecond - 1) / time.Millisecond)
+}
+
+// expire ends the sessions idle for the session timeout: those at the
+// front of the idle list.
+func (l *loop) expire() {
+	timeout := l.s.sessionTimeout()
+	for s := l.idle.front; s != nil && l.now-s.last >= timeout; s = l.idle.front {
+		l.end(s, EndIdleTimeout, nil)
+	}
+}
+
+func (l *loop) endAll(e End) {
+	l.now = time.Since(l.base)
+	for s := l.idle.front; s != nil; s = l.idle.front {
+		l.end(s, e, nil)
+	}
+}
+
+// close ends what is left and releases the loop's sockets once it has
+// stopped.
+func (l *loop) close() {
+	l.endAll(EndDrain)
+	l.conn.Close()
+	// Under s.mu, so that wake never writes to a closed (or reused) fd.
+	l.s.mu.Lock()
+	l.closeFDs()
+	l.s.mu.Unlock()
+}
+
+// discard releases a loop that never ran and that the server does not
+// know of.
+func (l *loop) discard() {
+	l.conn.Close()
+	l.closeFDs()
+}
+
+func (l *loop) closeFDs() {
+	if l.efd >= 0 {
+		unix.Close(l.efd)
+	}
+	if l.ep >= 0 {
+		unix.Close(l.ep)
+	}
+	l.closed = true
+}

@@ -1,0 +1,237 @@
+package udp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"sluice/internal/pool"
+)
+
+// Picker chooses the backend for a new flow. *pool.Pool implements it.
+type Picker interface {
+	// Pick returns a backend for client that is not in tried, or nil.
+	Pick(client netip.AddrPort, tried []*pool.Backend) *pool.Backend
+}
+
+var _ Picker = (*pool.Pool)(nil)
+
+// Defaults for the Server's zero-valued fields.
+const (
+	DefaultSessionTimeout = 30 * time.Second
+	DefaultMaxSessions    = 65536
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("l4/udp: server closed")
+
+// Server balances the UDP flows received on its sockets over backends
+// picked from Pool. Set its fields before calling Serve; the zero value of
+// each optional field is documented.
+type Server struct {
+	// Name identifies the server (the configured listener) in logs.
+	Name string
+	// Pool picks the backend of each new flow. Required.
+	Pool Picker
+	// SessionTimeout ends a session after this long without a datagram
+	// either way. Zero or negative means DefaultSessionTimeout (30s).
+	SessionTimeout time.Duration
+	// Responses ends a session once its backend has sent this many
+	// datagrams back, as nginx's proxy_responses: 1 suits DNS. Later
+	// replies are dropped by the kernel with the session's socket. Zero or
+	// negative means no limit.
+	Responses int
+	// MaxSessions caps live sessions across all of the server's sockets.
+	// Datagrams that would open a session beyond it are dropped and
+	// counted (Stats.DroppedSessionCap). Each session holds one file
+	// descriptor and one local port. Zero or negative means
+	// DefaultMaxSessions (65536).
+	MaxSessions int
+	// Logger receives one line per session when it ends, at level Info,
+	// and warnings about sockets that could not be opened. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+
+	// state is running, draining or closing; it only moves forward.
+	// Loops read it when woken, never per datagram.
+	state atomic.Int32
+	live  atomic.Int64 // sessions, for MaxSessions
+
+	mu    sync.Mutex
+	loops []*loop
+	wg    sync.WaitGroup // loop goroutines
+}
+
+const (
+	running int32 = iota
+	draining
+	closing
+)
+
+func (s *Server) sessionTimeout() time.Duration {
+	if s.SessionTimeout <= 0 {
+		return DefaultSessionTimeout
+	}
+	return s.SessionTimeout
+}
+
+func (s *Server) maxSessions() int64 {
+	if s.MaxSessions <= 0 {
+		return DefaultMaxSessions
+	}
+	return int64(s.MaxSessions)
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// Serve runs one event loop per socket of conns until Shutdown or Close.
+// It takes ownership of conns (each loop closes its socket when it ends)
+// and returns ErrServerClosed once every loop has stopped, or at once if a
+// loop could not be set up.
+func (s *Server) Serve(conns []*net.UDPConn) error {
+	s.mu.Lock()
+	if s.state.Load() != running {
+		s.mu.Unlock()
+		closeConns(conns)
+		return ErrServerClosed
+	}
+	var loops []*loop
+	for i, c := range conns {
+		l, err := newLoop(s, c)
+		if err != nil {
+			s.mu.Unlock()
+			for _, l := range loops {
+				l.discard()
+			}
+			closeConns(conns[i:])
+			return fmt.Errorf("serving udp %s: %w", c.LocalAddr(), err)
+		}
+		loops = append(loops, l)
+	}
+	s.loops = append(s.loops, loops...)
+	for _, l := range loops {
+		s.wg.Go(l.run)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return ErrServerClosed
+}
+
+func closeConns(conns []*net.UDPConn) {
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// Shutdown stops opening sessions: datagrams of new flows are dropped
+// (Stats.DroppedDraining) while live sessions go on both ways until they
+// end. It waits for them; when ctx ends first, it ends the rest (logged as
+// "drain"), waits for the loops to stop and returns ctx's error.
+//
+// The sockets stay open while sessions drain because replies must leave
+// from the address the clients sent to.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.setState(draining)
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.setState(closing)
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close ends every session at once (logged as "drain") and waits for the
+// loops to stop.
+func (s *Server) Close() error {
+	s.setState(closing)
+	s.wg.Wait()
+	return nil
+}
+
+// setState moves the state forward and wakes every loop to act on it.
+func (s *Server) setState(st int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state.Load() >= st {
+		return
+	}
+	s.state.Store(st)
+	for _, l := range s.loops {
+		l.wake()
+	}
+}
+
+// Stats counts what a Server has done since it started. Datagram counts
+// are updated once per batch, so a reading taken while datagrams move may
+// lag by a batch.
+type Stats struct {
+	// Sessions is the number of live sessions.
+	Sessions int64
+	// FromClients counts datagrams received from clients, ToBackends
+	// those sent on to backends, FromBackends replies received and
+	// ToClients replies sent on to clients.
+	FromClients, ToBackends, FromBackends, ToClients uint64
+	// DroppedSessionCap counts datagrams of new flows dropped because
+	// MaxSessions sessions were live.
+	DroppedSessionCap uint64
+	// DroppedNoBackend counts datagrams of new flows dropped because the
+	// pool had no backend up.
+	DroppedNoBackend uint64
+	// DroppedSocket counts datagrams of new flows dropped because no
+	// socket to the backend could be opened (out of file descriptors or
+	// local ports); each is also logged, at most once a second per socket.
+	DroppedSocket uint64
+	// DroppedDraining counts datagrams of new flows dropped during
+	// Shutdown.
+	DroppedDraining uint64
+	// SendFailed counts datagrams the kernel would not send on (a full
+	// socket buffer, or an error from the backend's side).
+	SendFailed uint64
+}
+
+// Stats returns the server's counters, summed over its sockets.
+func (s *Server) Stats() Stats {
+	st := Stats{Sessions: s.live.Load()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.loops {
+		c := &l.stats
+		st.FromClients += c.fromClients.Load()
+		st.ToBackends += c.toBackends.Load()
+		st.FromBackends += c.fromBackends.Load()
+		st.ToClients += c.toClients.Load()
+		st.DroppedSessionCap += c.droppedCap.Load()
+		st.DroppedNoBackend += c.droppedNoBackend.Load()
+		st.DroppedSocket += c.droppedSocket.Load()
+		st.DroppedDraining += c.droppedDraining.Load()
+		st.SendFailed += c.sendFailed.Load()
+	}
+	return st
+}
+
+// counters are one loop's share of Stats, written by the loop alone.
+type counters struct {
+	fromClients, toBackends, fromBackends, toClients atomic.Uint64
+	droppedCap, droppedNoBackend, droppedSocket      atomic.Uint64
+	droppedDraining, sendFailed                      atomic.Uint64
+	// Keeps the next loop's counters off this cache line.
+	_ [64]byte
+}
