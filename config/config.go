@@ -71,9 +71,11 @@ type Protocol uint8
 const (
 	// TCP proxies TCP connections, splicing bytes in both directions.
 	TCP Protocol = iota
+	// UDP balances UDP flows, each with a session to one backend.
+	UDP
 )
 
-var protocolNames = [...]string{TCP: "tcp"}
+var protocolNames = [...]string{TCP: "tcp", UDP: "udp"}
 
 // String returns the name used in the configuration file.
 func (p Protocol) String() string {
@@ -83,7 +85,8 @@ func (p Protocol) String() string {
 	return fmt.Sprintf("Protocol(%d)", uint8(p))
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler, accepting "tcp".
+// UnmarshalText implements encoding.TextUnmarshaler, accepting "tcp" and
+// "udp".
 func (p *Protocol) UnmarshalText(text []byte) error {
 	for i, name := range protocolNames {
 		if string(text) == name {
@@ -91,11 +94,7 @@ func (p *Protocol) UnmarshalText(text []byte) error {
 			return nil
 		}
 	}
-	if string(text) == "udp" {
-		// Named apart so users see it is planned, not misspelt.
-		return fmt.Errorf("protocol %q is not supported yet", text)
-	}
-	return fmt.Errorf("unknown protocol %q: want \"tcp\"", text)
+	return fmt.Errorf("unknown protocol %q: want \"tcp\" or \"udp\"", text)
 }
 
 // Listener is one [listeners.NAME] table.
@@ -108,24 +107,34 @@ type Listener struct {
 	// BindText is bind as written, before any go-sockaddr template in it
 	// was resolved.
 	BindText string
-	// Protocol is the transport accepted; only TCP for now.
+	// Protocol is the transport accepted. The fields below marked TCP or
+	// UDP are zero for a listener of the other protocol.
 	Protocol Protocol
 	// Pool names the pool connections are forwarded to; it is in
 	// Config.Pools.
 	Pool string
-	// MaxConnections caps live connections; zero means unlimited.
+	// MaxConnections (TCP) caps live connections; zero means unlimited.
 	MaxConnections int
 	// Sockets is the number of SO_REUSEPORT listening sockets, 1 to 1024;
 	// zero in the file is replaced at load by runtime.GOMAXPROCS(0).
 	Sockets int
-	// ConnectTimeout bounds each dial to a backend; always > 0.
+	// ConnectTimeout (TCP) bounds each dial to a backend; > 0.
 	ConnectTimeout time.Duration
-	// IdleTimeout closes a connection after this long with no bytes in
-	// either direction; always > 0.
+	// IdleTimeout (TCP) closes a connection after this long with no bytes
+	// in either direction; > 0.
 	IdleTimeout time.Duration
-	// HalfClosedTimeout closes a connection after this long with no bytes
-	// once one side has sent FIN; always > 0.
+	// HalfClosedTimeout (TCP) closes a connection after this long with no
+	// bytes once one side has sent FIN; > 0.
 	HalfClosedTimeout time.Duration
+	// SessionTimeout (UDP) ends a session after this long with no
+	// datagram either way; > 0.
+	SessionTimeout time.Duration
+	// Responses (UDP) ends a session once its backend has sent this many
+	// datagrams back; zero means no limit.
+	Responses int
+	// MaxSessions (UDP) caps live sessions; datagrams of new flows beyond
+	// it are dropped. 1 to 1048576.
+	MaxSessions int
 }
 
 // Pool is one [pools.NAME] table.

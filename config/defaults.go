@@ -2,6 +2,7 @@ package config
 
 import (
 	"log/slog"
+	"math"
 	"runtime"
 	"time"
 
@@ -17,12 +18,18 @@ const (
 	defaultTableSize         = 65537 // prime; see the field notes on Maglev
 	defaultRetries           = 3
 	defaultWeight            = 1
+	defaultSessionTimeout    = 30 * time.Second
+	defaultMaxSessions       = 65536
 
 	maxNameLen   = 64
 	maxSockets   = 1024
 	maxRetries   = 100
 	maxWeight    = 256
 	maxTableSize = 1000003 // prime
+	maxResponses = math.MaxInt32
+	// Each UDP session holds a socket, and no process may open more fds
+	// than fs.nr_open, 1048576 by default.
+	maxSessions = 1 << 20
 )
 
 func defaultConfig(file string) *Config {
@@ -33,7 +40,16 @@ func defaultConfig(file string) *Config {
 	}
 }
 
-func defaultListener(name string) Listener {
+// defaultListener returns a listener of protocol p with its defaults.
+func defaultListener(name string, p Protocol) Listener {
+	if p == UDP {
+		return Listener{
+			Name:           name,
+			Protocol:       UDP,
+			SessionTimeout: defaultSessionTimeout,
+			MaxSessions:    defaultMaxSessions,
+		}
+	}
 	return Listener{
 		Name:              name,
 		Protocol:          TCP,

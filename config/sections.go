@@ -158,26 +158,30 @@ func (d *decoder) listeners(top *table, pools []string) []Listener {
 }
 
 func (d *decoder) listener(t *table, pools []string) Listener {
-	l := defaultListener(t.name)
-	t.allow("bind", "protocol", "pool", "max_connections", "sockets",
-		"connect_timeout", "idle_timeout", "half_closed_timeout")
+	var proto Protocol
+	protoOK := t.text("protocol", &proto) || !t.has("protocol")
+	l := defaultListener(t.name, proto)
+	t.allowListener(proto, protoOK)
 	t.required("bind", "pool")
 	if s, ok := t.str("bind"); ok {
 		l.BindText = s
 		d.bind(t, &l)
 	}
-	t.text("protocol", &l.Protocol)
 	if s, ok := t.str("pool"); ok {
 		l.Pool = s
 		if !slices.Contains(pools, s) {
 			t.errorf("pool", "no pool %q in this file", s)
 		}
 	}
-	t.integer("max_connections", 0, math.MaxInt, &l.MaxConnections)
 	t.integer("sockets", 0, maxSockets, &l.Sockets)
 	if l.Sockets == 0 {
 		l.Sockets = defaultSockets()
 	}
+	if proto == UDP {
+		t.udpKeys(&l)
+		return l
+	}
+	t.integer("max_connections", 0, math.MaxInt, &l.MaxConnections)
 	t.duration("connect_timeout", &l.ConnectTimeout, true)
 	t.duration("idle_timeout", &l.IdleTimeout, true)
 	t.duration("half_closed_timeout", &l.HalfClosedTimeout, true)

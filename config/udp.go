@@ -1,0 +1,50 @@
+package config
+
+import (
+	"maps"
+	"slices"
+)
+
+// Keys of a listener table: those every protocol has, then each protocol's
+// own, in the order errors list them.
+var (
+	listenerKeys = []string{"bind", "protocol", "pool"}
+	protocolKeys = [...][]string{
+		TCP: {"max_connections", "sockets", "connect_timeout", "idle_timeout", "half_closed_timeout"},
+		UDP: {"sockets", "session_timeout", "responses", "max_sessions"},
+	}
+)
+
+// allowListener reports the keys of listener table t that protocol p does
+// not have: a key of another protocol says which one it belongs to, any
+// other key is unknown. If the protocol itself was invalid (known is
+// false), only keys of no protocol are reported, so the errors do not echo
+// the bad protocol.
+func (t *table) allowListener(p Protocol, known bool) {
+	own := slices.Concat(listenerKeys, protocolKeys[p])
+	if !known {
+		for _, keys := range protocolKeys {
+			own = append(own, keys...)
+		}
+		t.allow(own...)
+		return
+	}
+	rest := *t
+	rest.keys = maps.Clone(t.keys)
+	for q, keys := range protocolKeys {
+		for _, k := range keys {
+			if t.has(k) && !slices.Contains(own, k) {
+				t.errorf(k, "applies only to protocol = %q, not %q", Protocol(q), p)
+				delete(rest.keys, k)
+			}
+		}
+	}
+	rest.allow(own...)
+}
+
+// udpKeys reads the keys of a UDP listener.
+func (t *table) udpKeys(l *Listener) {
+	t.duration("session_timeout", &l.SessionTimeout, true)
+	t.integer("responses", 0, maxResponses, &l.Responses)
+	t.integer("max_sessions", 1, maxSessions, &l.MaxSessions)
+}
