@@ -45,7 +45,7 @@ func (r *report) chart() []byte {
 			if m.lowerBetter {
 				arrow = "↓"
 			}
-			labels = append(labels, fmt.Sprintf("%s: %s %s", shortTitle(sc), m.label, arrow))
+			labels = append(labels, fmt.Sprintf("%s: %s %s", sc.short, m.label, arrow))
 			series[0].vals = append(series[0].vals, a)
 			series[1].vals = append(series[1].vals, b)
 		}
@@ -53,16 +53,10 @@ func (r *report) chart() []byte {
 	return drawBars("sluice benchmark ratios ("+r.start.UTC().Format("2006-01-02")+"; ↑ higher is better, ↓ lower is better)", labels, series)
 }
 
-// shortTitle is a scenario's name without its load details.
-func shortTitle(sc *scenario) string {
-	t, _, _ := strings.Cut(sc.title(settings{idleConns: 5000}), ",")
-	return t
-}
-
 // Chart geometry, in SVG user units.
 const (
 	chartW    = 960
-	labelW    = 420
+	labelW    = 330
 	plotX0    = labelW + 10
 	plotX1    = chartW - 60
 	barH      = 12
@@ -106,8 +100,7 @@ func drawBars(title string, labels []string, series []chartSeries) []byte {
 			v := s.vals[i]
 			by := y + j*barH
 			if math.IsNaN(v) || math.IsInf(v, 0) {
-				fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#718096" font-size="10">n/a</text>`+"\n", plotX0+4, by+barH-2)
-				continue
+				continue // no such ratio: direct has no proxy CPU, say
 			}
 			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>`, plotX0, by, x(v)-plotX0, barH-2, s.color)
 			fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="10">%.2f</text>`+"\n", math.Min(x(v), plotX1)+4, by+barH-3, v)

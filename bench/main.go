@@ -45,6 +45,7 @@ type flags struct {
 	scenarios string
 	out       string
 	sluice    string
+	nice      int
 }
 
 func parseFlags(args []string) (flags, error) {
@@ -60,6 +61,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.StringVar(&f.scenarios, "scenarios", "all", "comma-separated: idle,tcp1,tcp4,keepalive,newconn,latency")
 	fs.StringVar(&f.out, "out", "", "results directory (default: bench/results of the module)")
 	fs.StringVar(&f.sluice, "sluice", "", "a sluice binary to use instead of building ./cmd/sluice")
+	fs.IntVar(&f.nice, "nice", -10, "nice value for the bench and the proxies, so other work on a shared machine disturbs them less (0: leave it)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -116,6 +118,12 @@ func run(ctx context.Context, args []string) error {
 	if _, err := raiseFDLimit(); err != nil {
 		return err
 	}
+	if f.nice != 0 {
+		if err := reniceSelf(f.nice); err != nil {
+			progress("warning: running at the inherited priority: %v", err)
+			f.nice = 0
+		}
+	}
 	if f.pin {
 		var load []int
 		for c := set.cores; c < runtime.NumCPU(); c++ {
@@ -149,7 +157,7 @@ func run(ctx context.Context, args []string) error {
 	if out == "" {
 		out = root + "/bench/results"
 	}
-	rep := &report{res: res, set: set, pinned: f.pin, args: args, start: start,
+	rep := &report{res: res, set: set, pinned: f.pin, nice: f.nice, args: args, start: start,
 		versions: versions(root, env.bins), configs: cfgs}
 	return rep.write(out)
 }

@@ -204,7 +204,7 @@ func pinSelf(cpus []int) error {
 		return fmt.Errorf("listing threads: %w", err)
 	}
 	for _, t := range tasks {
-		tid, err := strconv.Atoi(filepath.Base(t.Name()))
+		tid, err := strconv.Atoi(t.Name())
 		if err != nil {
 			continue
 		}
@@ -213,6 +213,26 @@ func pinSelf(cpus []int) error {
 		}
 	}
 	runtime.GOMAXPROCS(len(cpus))
+	return nil
+}
+
+// reniceSelf sets the nice value of every thread of this process (nice
+// is per thread on Linux); threads started later and the proxies, forked
+// from these threads, inherit it.
+func reniceSelf(nice int) error {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return fmt.Errorf("listing threads: %w", err)
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil {
+			return fmt.Errorf("setting nice %d on thread %d: %w", nice, tid, err)
+		}
+	}
 	return nil
 }
 

@@ -25,3 +25,4 @@ func kernelRelease() string            { return "unknown" }
 func childAttr() *syscall.SysProcAttr  { return &syscall.SysProcAttr{Setpgid: true} }
 
 func keyKB(string, string) (int64, error) { return 0, errNotLinux }
+func reniceSelf(int) error                { return errNotLinux }

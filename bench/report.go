@@ -18,6 +18,7 @@ type report struct {
 	res      *results
 	set      settings
 	pinned   bool
+	nice     int
 	args     []string
 	start    time.Time
 	versions map[string]string
@@ -67,6 +68,7 @@ func (r *report) markdown(chart string) string {
 		"↑: higher is better, ↓: lower is better. Ratios divide medians; the best peer is the better of HAProxy and nginx on that row.\n\n")
 	b.WriteString(r.table())
 	fmt.Fprintf(&b, "\n![sluice ratios](%s)\n", chart)
+	b.WriteString(r.method())
 	if t := r.targets(); t != "" {
 		b.WriteString("\n## Targets of issue 3\n\n" + t)
 	}
@@ -80,11 +82,27 @@ func (r *report) markdown(chart string) string {
 	return b.String()
 }
 
+// method says how each figure is measured.
+func (r *report) method() string {
+	return fmt.Sprintf(`
+## How each figure is measured
+
+- Throughput: clients write 256 KiB buffers as fast as they can; the backend counts what it receives over the window. Proxy CPU: utime+stime of the proxy and its children (/proc/PID/stat) over the same window, in %% of one core.
+- Keep-alive requests: %d connections, each writing a %d-byte request and waiting for its echo before the next.
+- New connections: %d clients, each connecting, writing %d bytes, reading the answer and the backend's close, then closing.
+- Latency: %d keep-alive connections on fixed, staggered schedules, %d requests/s in all. A round trip is timed from the write, or from when the request was due if the previous answer came back too late to send it on time (wrk2's correction for coordinated omission).
+- Idle connections: %d connections opened through the system, each proven end to end by one echo, then held. Proxy RSS and fds: growth of VmRSS and of /proc/PID/fd of the proxy and its children, on a proxy started afresh for the repetition. Machine memory: growth of the kernel's Slab + KernelStack + PageTables (after freeing empty slabs) plus the proxy's RssAnon; MemAvailable moves by tens of MB on its own on this kernel. Direct's row is the kernel memory of the client's and backend's sockets; "added over direct" subtracts it, repetition by repetition, leaving what the proxy costs.
+`, keepAliveConns, reqSize, newConnClients, reqSize, latencyConns, latencyRate, r.set.idleConns)
+}
+
 // setup says how the run was shaped.
 func (r *report) setup() string {
 	pin := "not pinned"
 	if r.pinned {
 		pin = fmt.Sprintf("proxies pinned to CPU %s, load and backends to the rest", r.set.proxyCPUs)
+	}
+	if r.nice != 0 {
+		pin += fmt.Sprintf("; bench and proxies at nice %d", r.nice)
 	}
 	return fmt.Sprintf("%d repetition(s) with the systems interleaved; %v measured per timed scenario after %v of warm-up; "+
 		"each proxy gets %d core(s) (HAProxy nbthread, nginx worker_processes, sluice GOMAXPROCS); %s. "+

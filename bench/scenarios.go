@@ -22,6 +22,7 @@ type settings struct {
 // skipped for them.
 type scenario struct {
 	key   string
+	short string // chart label
 	title func(s settings) string
 	proto string // "tcp"; later "udp", "l7"
 	// fresh scenarios run first in a repetition, on proxies started for
@@ -66,6 +67,7 @@ var cpuMetric = metric{key: "cpu", label: "proxy CPU", unit: "% of a core", form
 var scenarios = []*scenario{
 	{
 		key:   "idle",
+		short: "idle",
 		title: func(s settings) string { return fmt.Sprintf("idle connections (%d held)", s.idleConns) },
 		proto: "tcp", fresh: true,
 		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
@@ -80,6 +82,7 @@ var scenarios = []*scenario{
 	},
 	{
 		key:   "tcp1",
+		short: "TCP 1 stream",
 		title: func(settings) string { return "TCP throughput, 1 stream" },
 		proto: "tcp",
 		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
@@ -89,6 +92,7 @@ var scenarios = []*scenario{
 	},
 	{
 		key:   "tcp4",
+		short: "TCP 4 streams",
 		title: func(settings) string { return "TCP throughput, 4 streams" },
 		proto: "tcp",
 		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
@@ -97,7 +101,8 @@ var scenarios = []*scenario{
 		metrics: []metric{{key: "gbps", label: "throughput", unit: "Gbit/s", format: "%.2f"}, cpuMetric},
 	},
 	{
-		key: "keepalive",
+		key:   "keepalive",
+		short: "keep-alive",
 		title: func(settings) string {
 			return fmt.Sprintf("keep-alive requests, %d connections, %d B each way", keepAliveConns, reqSize)
 		},
@@ -108,7 +113,8 @@ var scenarios = []*scenario{
 		metrics: []metric{{key: "rps", label: "requests", unit: "req/s", format: "%.0f"}, cpuMetric},
 	},
 	{
-		key: "newconn",
+		key:   "newconn",
+		short: "new connections",
 		title: func(settings) string {
 			return fmt.Sprintf("new connections, %d clients, one exchange each", newConnClients)
 		},
@@ -119,7 +125,8 @@ var scenarios = []*scenario{
 		metrics: []metric{{key: "cps", label: "connections", unit: "conn/s", format: "%.0f"}, cpuMetric},
 	},
 	{
-		key: "latency",
+		key:   "latency",
+		short: "latency",
 		title: func(settings) string {
 			return fmt.Sprintf("latency at %d req/s, %d keep-alive connections", latencyRate, latencyConns)
 		},
