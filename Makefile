@@ -1,7 +1,10 @@
 # sluice: see README.md.
 GO ?= go
-# Debian packages the test suite runs for real (strace proves the splice path).
-TEST_PACKAGES := strace
+# Programs the test suite runs for real, as program:Debian-package pairs:
+# strace proves the splice path; dig queries dnsmasq backends through UDP
+# listeners. dnsmasq-base is the dnsmasq binary without the system service
+# the dnsmasq package would start on port 53.
+TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base
 
 .PHONY: all build run test test-deps vet bench bench-quick fuzz clean
 
@@ -10,7 +13,8 @@ all: build
 build:
 	$(GO) build -o sluice ./cmd/sluice
 
-# The demo: three backends on 127.0.0.1:7101-7103 behind 127.0.0.1:7000.
+# The demo: three backends on 127.0.0.1:7101-7103 behind 127.0.0.1:7000
+# (TCP) and 127.0.0.1:7001 (UDP).
 run:
 	$(GO) run ./cmd/sluice demo
 
@@ -21,7 +25,9 @@ test: test-deps vet
 	$(GO) run ./cmd/sluice check -c examples/sluice.toml
 
 test-deps:
-	@missing=""; for p in $(TEST_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(TEST_PACKAGES); do \
+		command -v $${p%%:*} >/dev/null || test -x /usr/sbin/$${p%%:*} || missing="$$missing $${p#*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing test dependencies:$$missing"; \
 		if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO=sudo; fi; \

@@ -30,32 +30,48 @@ func demoCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("built-in demo configuration: %w", err)
 	}
-	backends, err := startDemoBackends(cfg)
+	tcp, udp := demoListener(cfg, config.TCP), demoListener(cfg, config.UDP)
+	backends, err := startDemoBackends(cfg.Pool(tcp.Pool).Backends, cfg.Pool(udp.Pool).Backends)
 	if err != nil {
 		return err
 	}
 	defer backends.close()
 	ready := func() {
-		fmt.Fprintf(stdout, "sluice demo: balancing %s across %d demo backends.\n",
-			cfg.Listeners[0].Bind, len(cfg.Pools[0].Backends))
-		fmt.Fprintf(stdout, "Try it: nc %s %d   (each connection is greeted by the backend it reached)\n",
-			cfg.Listeners[0].Bind.Addr(), cfg.Listeners[0].Bind.Port())
+		fmt.Fprintf(stdout, "sluice demo: balancing TCP on %s and UDP on %s across %d demo backends.\n",
+			tcp.Bind, udp.Bind, len(cfg.Pool(tcp.Pool).Backends))
+		fmt.Fprintf(stdout, "Try it: nc %s %d      (each connection is greeted by the backend it reached)\n",
+			tcp.Bind.Addr(), tcp.Bind.Port())
+		fmt.Fprintf(stdout, "        nc -u %s %d   (each line is a datagram; the backend of your flow answers with its name)\n",
+			udp.Bind.Addr(), udp.Bind.Port())
 		fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
 	}
 	return serve(cfg, newLogger(cfg.Log, stderr), ready)
 }
 
-// demoBackends are the echo servers behind the demo's pool.
-type demoBackends struct {
-	lns []net.Listener
-	wg  sync.WaitGroup
-	mu  sync.Mutex
-	cs  map[net.Conn]struct{}
+// demoListener returns the demo's listener of protocol p.
+func demoListener(cfg *config.Config, p config.Protocol) config.Listener {
+	for _, l := range cfg.Listeners {
+		if l.Protocol == p {
+			return l
+		}
+	}
+	panic("demo.toml has no " + p.String() + " listener")
 }
 
-func startDemoBackends(cfg *config.Config) (*demoBackends, error) {
+// demoBackends are the echo servers behind the demo's pools.
+type demoBackends struct {
+	lns   []net.Listener
+	conns []*net.UDPConn
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	cs    map[net.Conn]struct{}
+}
+
+// startDemoBackends starts a TCP backend on each address of tcp and a UDP
+// backend on each of udp.
+func startDemoBackends(tcp, udp []config.Backend) (*demoBackends, error) {
 	d := &demoBackends{cs: make(map[net.Conn]struct{})}
-	for i, b := range cfg.Pools[0].Backends {
+	for i, b := range tcp {
 		ln, err := net.Listen("tcp", b.Address.String())
 		if err != nil {
 			d.close()
@@ -65,7 +81,31 @@ func startDemoBackends(cfg *config.Config) (*demoBackends, error) {
 		name := fmt.Sprintf("demo backend %d (%s)", i+1, b.Address)
 		d.wg.Go(func() { d.accept(ln, name) })
 	}
+	for i, b := range udp {
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(b.Address))
+		if err != nil {
+			d.close()
+			return nil, fmt.Errorf("starting demo backend udp %s: %w", b.Address, err)
+		}
+		d.conns = append(d.conns, c)
+		name := fmt.Sprintf("demo backend %d (udp %s)", i+1, b.Address)
+		d.wg.Go(func() { answer(c, name) })
+	}
 	return d, nil
+}
+
+// answer replies to each datagram on c with name, a colon and the
+// datagram, until c is closed.
+func answer(c *net.UDPConn, name string) {
+	buf := make([]byte, 1<<16)
+	prefix := copy(buf, name+": ")
+	for {
+		n, from, err := c.ReadFromUDPAddrPort(buf[prefix:])
+		if err != nil {
+			return
+		}
+		c.WriteToUDPAddrPort(buf[:prefix+n], from)
+	}
 }
 
 func (d *demoBackends) accept(ln net.Listener, name string) {
@@ -109,6 +149,9 @@ func echo(c net.Conn, name string) {
 func (d *demoBackends) close() {
 	for _, ln := range d.lns {
 		ln.Close()
+	}
+	for _, c := range d.conns {
+		c.Close()
 	}
 	d.mu.Lock()
 	for c := range d.cs {

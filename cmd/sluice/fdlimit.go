@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 
 	"golang.org/x/sys/unix"
 
@@ -27,19 +28,43 @@ func fdLimiter(cfg *config.Config) (*l4.Limiter, uint64, error) {
 	}
 	// Go raised the soft limit to the hard one when the process started.
 	limit := rl.Cur
-	sockets, configured, unlimited := uint64(0), uint64(0), false
+	sockets, udpSockets, configured, unlimited := uint64(0), uint64(0), uint64(0), false
 	for _, l := range cfg.Listeners {
+		if l.Protocol == config.UDP {
+			// Each UDP socket's loop also holds an epoll and an
+			// eventfd; its sessions are bounded by max_sessions
+			// (see warnUDPSessions), not by this cap.
+			udpSockets += uint64(l.Sockets)
+			continue
+		}
 		sockets += uint64(l.Sockets)
 		configured += uint64(l.MaxConnections)
 		unlimited = unlimited || l.MaxConnections == 0
 	}
-	reserve := 2*sockets + 32 + max(limit/16, 8)
+	reserve := 2*sockets + 3*udpSockets + 32 + max(limit/16, 8)
 	if limit <= reserve+2 {
-		return nil, limit, fmt.Errorf("the file descriptor limit (%d) leaves no room for connections beside %d listening sockets: raise it (ulimit -n, or LimitNOFILE= in systemd)", limit, sockets)
+		return nil, limit, fmt.Errorf("the file descriptor limit (%d) leaves no room for connections beside %d listening sockets: raise it (ulimit -n, or LimitNOFILE= in systemd)", limit, sockets+udpSockets)
 	}
 	allowed := (limit - reserve) / 2
 	if !unlimited && configured <= allowed {
 		return nil, limit, nil
 	}
 	return l4.NewLimiter(int(allowed)), limit, nil
+}
+
+// warnUDPSessions warns when the UDP listeners' max_sessions add up to
+// more than the file descriptor limit: each session holds a socket, so
+// past the limit new flows are dropped (counted, and logged once a second)
+// before the cap is reached.
+func warnUDPSessions(cfg *config.Config, fdLimit uint64, log *slog.Logger) {
+	var sessions uint64
+	for _, l := range cfg.Listeners {
+		if l.Protocol == config.UDP {
+			sessions += uint64(l.MaxSessions)
+		}
+	}
+	if sessions > fdLimit {
+		log.Warn("udp max_sessions exceed the file descriptor limit; raise the limit or lower max_sessions",
+			slog.Uint64("max_sessions", sessions), slog.Uint64("fd_limit", fdLimit))
+	}
 }

@@ -1,4 +1,5 @@
-// Command sluice is an L4 TCP load balancer configured by one TOML file.
+// Command sluice is an L4 TCP and UDP load balancer configured by one TOML
+// file.
 //
 //	sluice -c sluice.toml          run (same as: sluice run -c sluice.toml)
 //	sluice check -c sluice.toml    check the file, print every error, exit 0 or 1
@@ -18,19 +19,21 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = ""
 
-const usage = `sluice: an L4 TCP load balancer configured by one TOML file.
+const usage = `sluice: an L4 TCP and UDP load balancer configured by one TOML file.
 
 Usage:
   sluice -c FILE            run with the configuration in FILE
   sluice run -c FILE        the same
   sluice check -c FILE      check FILE; print every error and exit 1, or exit 0
   sluice demo               run a demo: three backends on 127.0.0.1:7101-7103
-                            balanced behind 127.0.0.1:7000 (-print shows its config)
+                            balanced behind 127.0.0.1:7000 (TCP) and
+                            127.0.0.1:7001 (UDP); -print shows its config
   sluice version            print the version
   sluice help               print this help
 
-Signals: SIGTERM or SIGINT stops accepting, lets connections finish for
-drain_timeout, then closes them; a second signal closes them at once.
+Signals: SIGTERM or SIGINT stops accepting (UDP: stops opening sessions), lets
+connections and sessions finish for drain_timeout, then closes them; a second
+signal closes them at once.
 `
 
 func main() {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -15,6 +14,7 @@ import (
 	"sluice/internal/listen"
 	"sluice/internal/pool"
 	"sluice/l4"
+	"sluice/l4/udp"
 )
 
 func runCommand(args []string, stderr io.Writer) error {
@@ -53,8 +53,25 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 
 // instance is one running configuration: its pools and proxies.
 type instance struct {
-	servers []*l4.Server
+	servers []server
 	done    chan error // one Serve result per server
+}
+
+// server is one listener's proxy: an *l4.Server or a *udp.Server.
+type server interface {
+	Shutdown(ctx context.Context) error
+}
+
+// opened is a listener whose sockets are open and whose proxy is built but
+// not yet serving.
+type opened struct {
+	srv     server
+	serve   func() error // takes over the sockets
+	close   func()       // closes the sockets if serve never runs
+	name    string
+	proto   config.Protocol
+	bind    string
+	sockets int
 }
 
 // start builds the pools, opens every listener, and only then starts
@@ -76,39 +93,70 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 		log.Info("connections capped by the file descriptor limit",
 			slog.Uint64("fd_limit", fdLimit), slog.Int("max_connections", fdCap.Max()))
 	}
-	type pending struct {
-		srv *l4.Server
-		lns []*net.TCPListener
-	}
-	var all []pending
+	warnUDPSessions(cfg, fdLimit, log)
+	var all []opened
 	for _, lc := range cfg.Listeners {
-		lns, err := listen.TCP(context.Background(), lc.Bind, lc.Sockets)
+		var o opened
+		var err error
+		if lc.Protocol == config.UDP {
+			o, err = openUDP(lc, pools[lc.Pool], log)
+		} else {
+			o, err = openTCP(lc, pools[lc.Pool], fdCap, log)
+		}
 		if err != nil {
-			for _, p := range all {
-				closeAll(p.lns)
+			for _, o := range all {
+				o.close()
 			}
 			return nil, fmt.Errorf("listener %s: %w", lc.Name, err)
 		}
-		srv := &l4.Server{
-			Name:              lc.Name,
-			Pool:              pools[lc.Pool],
-			MaxConnections:    lc.MaxConnections,
-			ConnectTimeout:    lc.ConnectTimeout,
-			IdleTimeout:       lc.IdleTimeout,
-			HalfClosedTimeout: lc.HalfClosedTimeout,
-			Limiter:           fdCap,
-			Logger:            log,
-		}
-		all = append(all, pending{srv, lns})
+		all = append(all, o)
 	}
 	in := &instance{done: make(chan error, len(all))}
-	for _, p := range all {
-		in.servers = append(in.servers, p.srv)
-		go func() { in.done <- p.srv.Serve(p.lns) }()
-		log.Info("listening", slog.String("listener", p.srv.Name),
-			slog.String("bind", p.lns[0].Addr().String()), slog.Int("sockets", len(p.lns)))
+	for _, o := range all {
+		in.servers = append(in.servers, o.srv)
+		go func() { in.done <- o.serve() }()
+		log.Info("listening", slog.String("listener", o.name), slog.String("protocol", o.proto.String()),
+			slog.String("bind", o.bind), slog.Int("sockets", o.sockets))
 	}
 	return in, nil
+}
+
+// openTCP opens a TCP listener's sockets and builds its proxy.
+func openTCP(lc config.Listener, p *pool.Pool, fdCap *l4.Limiter, log *slog.Logger) (opened, error) {
+	lns, err := listen.TCP(context.Background(), lc.Bind, lc.Sockets)
+	if err != nil {
+		return opened{}, err
+	}
+	srv := &l4.Server{
+		Name:              lc.Name,
+		Pool:              p,
+		MaxConnections:    lc.MaxConnections,
+		ConnectTimeout:    lc.ConnectTimeout,
+		IdleTimeout:       lc.IdleTimeout,
+		HalfClosedTimeout: lc.HalfClosedTimeout,
+		Limiter:           fdCap,
+		Logger:            log,
+	}
+	return opened{srv: srv, serve: func() error { return srv.Serve(lns) }, close: func() { closeAll(lns) },
+		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns)}, nil
+}
+
+// openUDP opens a UDP listener's sockets and builds its proxy.
+func openUDP(lc config.Listener, p *pool.Pool, log *slog.Logger) (opened, error) {
+	conns, err := listen.UDP(context.Background(), lc.Bind, lc.Sockets)
+	if err != nil {
+		return opened{}, err
+	}
+	srv := &udp.Server{
+		Name:           lc.Name,
+		Pool:           p,
+		SessionTimeout: lc.SessionTimeout,
+		Responses:      lc.Responses,
+		MaxSessions:    lc.MaxSessions,
+		Logger:         log,
+	}
+	return opened{srv: srv, serve: func() error { return srv.Serve(conns) }, close: func() { closeAll(conns) },
+		name: lc.Name, proto: lc.Protocol, bind: conns[0].LocalAddr().String(), sockets: len(conns)}, nil
 }
 
 func poolOptions(pc config.Pool) pool.Options {
