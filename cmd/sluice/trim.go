@@ -14,9 +14,9 @@ import (
 // malloc_trim after a burst, sluice checks now and then and gives back
 // what sits idle.
 const (
-	trimCheck = time.Second      // how often to look (reading metrics is cheap)
-	trimGap   = 3 * time.Second  // at most one forced collection this often
-	trimAbove = 8 << 20          // idle bytes worth a forced collection
+	trimCheck = time.Second     // how often to look (reading metrics is cheap)
+	trimGap   = 3 * time.Second // at most one forced collection this often
+	trimAbove = 8 << 20         // idle bytes worth a forced collection
 )
 
 // trimMemory runs until ctx ends.
