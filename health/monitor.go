@@ -1,0 +1,77 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+)
+
+// Monitor owns the checkers of a set of backends: one goroutine each,
+// started by Start and stopped and joined by Stop.
+type Monitor struct {
+	// Logger receives a debug line for every failed check. Nil means
+	// slog.Default(). State changes are the Target's to log.
+	Logger *slog.Logger
+
+	mu      sync.Mutex
+	pending []*checker
+	ctx     context.Context // set by Start
+	cancel  context.CancelFunc
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// ErrStopped is returned by Add after Stop.
+var ErrStopped = errors.New("health: monitor stopped")
+
+// Add checks t as c says. Before Start the checker waits for it; after, it
+// starts at once.
+func (m *Monitor) Add(c Check, t Target) error {
+	if c.Prober == nil || !c.Addr.IsValid() || t == nil {
+		return errors.New("health: a check needs a prober, an address and a target")
+	}
+	log := m.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	ch := &checker{Check: c, target: t, log: log}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.stopped:
+		return ErrStopped
+	case m.ctx != nil:
+		m.wg.Go(func() { ch.run(m.ctx) })
+	default:
+		m.pending = append(m.pending, ch)
+	}
+	return nil
+}
+
+// Start starts every checker added so far. It does nothing after the first
+// call or after Stop.
+func (m *Monitor) Start() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx != nil || m.stopped {
+		return
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	for _, ch := range m.pending {
+		m.wg.Go(func() { ch.run(m.ctx) })
+	}
+	m.pending = nil
+}
+
+// Stop stops every checker, cutting short the checks under way, and waits
+// for them. It may be called more than once.
+func (m *Monitor) Stop() {
+	m.mu.Lock()
+	m.stopped = true
+	if m.cancel != nil {
+		m.cancel()
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+}
