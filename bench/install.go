@@ -111,8 +111,10 @@ func stopServices(logf func(string, ...any)) {
 	}
 }
 
-// versions describes the software under test, for the report.
-func versions(root string, bins map[string]string) map[string]string {
+// versions describes the software under test, for the report. A sluice
+// built by the bench is named by the checkout's commit; a prebuilt one
+// (-sluice) by what it says of itself.
+func versions(root string, bins map[string]string, prebuilt bool) map[string]string {
 	v := map[string]string{"go": runtime.Version()}
 	if out, err := exec.Command("go", "version").Output(); err == nil {
 		v["go"] = strings.TrimPrefix(strings.TrimSpace(string(out)), "go version ")
@@ -127,6 +129,12 @@ func versions(root string, bins map[string]string) map[string]string {
 		if out, err := exec.Command(p, "-v").CombinedOutput(); err == nil {
 			v["nginx"] = firstLine(out)
 		}
+	}
+	if p, ok := bins["sluice"]; ok && prebuilt {
+		if out, err := exec.Command(p, "version").Output(); err == nil {
+			v["sluice"] = p + ", " + firstLine(out)
+		}
+		return v
 	}
 	cmd := exec.Command("git", "describe", "--always", "--dirty")
 	cmd.Dir = root

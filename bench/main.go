@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"runtime"
@@ -148,17 +149,25 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	start := time.Now()
+	m0, s0, _ := cpuTotals()
 	res, cfgs, err := measureAll(ctx, env, set, scens)
 	if err != nil {
 		return err
 	}
-	progress("measured in %v", time.Since(start).Round(time.Second))
+	m1, s1, err := cpuTotals()
+	others := math.NaN()
+	if err == nil {
+		// What the rest of the machine kept busy, in CPUs: on a shared
+		// machine this says how far to trust the figures.
+		others = max(float64((m1-m0)-(s1-s0)), 0) / clockTicks / time.Since(start).Seconds()
+	}
+	progress("measured in %v; other processes kept %.2f CPUs busy on average", time.Since(start).Round(time.Second), others)
 	out := f.out
 	if out == "" {
 		out = root + "/bench/results"
 	}
-	rep := &report{res: res, set: set, pinned: f.pin, nice: f.nice, args: args, start: start,
-		versions: versions(root, env.bins), configs: cfgs}
+	rep := &report{res: res, set: set, pinned: f.pin, nice: f.nice, others: others, args: args, start: start,
+		versions: versions(root, env.bins, f.sluice != ""), configs: cfgs}
 	return rep.write(out)
 }
 

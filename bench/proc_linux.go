@@ -236,6 +236,36 @@ func reniceSelf(nice int) error {
 	return nil
 }
 
+// cpuTotals returns the machine's busy CPU time (user, nice, system and
+// steal of /proc/stat; interrupt time is left out because loopback
+// traffic is processed in softirqs that count there, not in any process)
+// and this process's own, including its waited-for children: the
+// proxies, once stopped.
+func cpuTotals() (machine, self int64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading /proc/stat: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("reading /proc/stat: unexpected first line %q", line)
+	}
+	for _, i := range []int{1, 2, 3, 8} { // user nice system steal
+		n, _ := strconv.ParseInt(f[i], 10, 64)
+		machine += n
+	}
+	fields, err := statFields(os.Getpid())
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+		n, _ := strconv.ParseInt(fields[i], 10, 64)
+		self += n
+	}
+	return machine, self, nil
+}
+
 // cpuModel returns the first "model name" of /proc/cpuinfo.
 func cpuModel() string {
 	b, err := os.ReadFile("/proc/cpuinfo")

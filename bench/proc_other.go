@@ -26,3 +26,4 @@ func childAttr() *syscall.SysProcAttr  { return &syscall.SysProcAttr{Setpgid: tr
 
 func keyKB(string, string) (int64, error) { return 0, errNotLinux }
 func reniceSelf(int) error                { return errNotLinux }
+func cpuTotals() (int64, int64, error)    { return 0, 0, errNotLinux }

@@ -19,6 +19,7 @@ type report struct {
 	set      settings
 	pinned   bool
 	nice     int
+	others   float64 // CPUs kept busy by other processes during the run
 	args     []string
 	start    time.Time
 	versions map[string]string
@@ -63,7 +64,12 @@ func (r *report) markdown(chart string) string {
 	fmt.Fprintf(&b, "# sluice benchmark, %s\n\n", r.start.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "Command: `go run ./bench%s`. %s\n\n", argString(r.args), r.setup())
 	fmt.Fprintf(&b, "- Machine: %s, %d CPUs, %s memory, Linux %s\n", cpuModel(), runtime.NumCPU(), memTotal(), kernelRelease())
-	fmt.Fprintf(&b, "- Versions: %s\n\n", r.versionLine())
+	fmt.Fprintf(&b, "- Versions: %s\n", r.versionLine())
+	if !math.IsNaN(r.others) {
+		fmt.Fprintf(&b, "- Other processes kept %.2f of the %d CPUs busy on average during the run%s\n",
+			r.others, runtime.NumCPU(), noiseNote(r.others))
+	}
+	b.WriteString("\n")
 	b.WriteString("Medians over the repetitions, with the range (min-max) when there are several. " +
 		"↑: higher is better, ↓: lower is better. Ratios divide medians; the best peer is the better of HAProxy and nginx on that row.\n\n")
 	b.WriteString(r.table())
@@ -237,4 +243,12 @@ func memTotal() string {
 		return "unknown"
 	}
 	return fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+}
+
+// noiseNote warns when other work took a noticeable share of the machine.
+func noiseNote(cpus float64) string {
+	if cpus < 0.2 {
+		return ""
+	}
+	return ": the figures are disturbed, rerun on a quieter machine to trust small differences"
 }
