@@ -31,16 +31,34 @@ func idle(ctx context.Context, t target, n int, settle time.Duration) (map[strin
 	if err != nil {
 		return nil, err
 	}
+	release, err := hold(ctx, t.addr, n)
+	defer release()
+	if err != nil {
+		return nil, err
+	}
+	if err := sleepCtx(ctx, settle); err != nil {
+		return nil, err
+	}
+	after, err := snapshot(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	return after.perConn(before, n, t.proc != nil), nil
+}
+
+// hold opens n connections to addr with idleDialers clients and makes one
+// echo on each. release closes whatever was opened, also after an error.
+func hold(ctx context.Context, addr string, n int) (release func(), err error) {
 	conns := make([]*net.TCPConn, n)
 	stops := make([]func() bool, n)
-	defer func() {
+	release = func() {
 		for i, c := range conns {
 			if c != nil {
 				stops[i]()
 				c.Close()
 			}
 		}
-	}()
+	}
 	var next atomic.Int64
 	err = workers(ctx, idleDialers, func(ctx context.Context, _ int) error {
 		buf := make([]byte, 8)
@@ -49,7 +67,7 @@ func idle(ctx context.Context, t target, n int, settle time.Duration) (map[strin
 			if i >= n || ctx.Err() != nil {
 				return nil
 			}
-			c, stop, err := dial(ctx, t.addr, modeEcho, buf)
+			c, stop, err := dial(ctx, addr, modeEcho, buf)
 			if err != nil {
 				return fmt.Errorf("holding connection %d: %w", i, err)
 			}
@@ -62,17 +80,7 @@ func idle(ctx context.Context, t target, n int, settle time.Duration) (map[strin
 	if err == nil {
 		err = ctx.Err()
 	}
-	if err != nil {
-		return nil, err
-	}
-	if err := sleepCtx(ctx, settle); err != nil {
-		return nil, err
-	}
-	after, err := snapshot(ctx, t)
-	if err != nil {
-		return nil, err
-	}
-	return after.perConn(before, n, t.proc != nil), nil
+	return release, err
 }
 
 // idleState is what idle compares before and after opening connections.

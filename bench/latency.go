@@ -30,49 +30,27 @@ func latency(ctx context.Context, t target, o runOpts, rate float64, conns int) 
 			c.Close()
 		}
 	}()
-	interval := time.Duration(float64(conns) / rate * float64(time.Second))
 	// The schedule starts once every connection is up, so a slow dial does
 	// not eat the window.
 	start := time.Now().Add(10 * time.Millisecond)
-	from, to := start.Add(o.warm), start.Add(o.warm+o.dur)
+	s := schedule{start: start, from: start.Add(o.warm), to: start.Add(o.warm + o.dur),
+		interval: time.Duration(float64(conns) / rate * float64(time.Second)), conns: conns}
 	// A request in flight at the end may finish within the grace; one
 	// that does not is cut off by the connection deadline.
-	ctx, cancel := context.WithDeadline(ctx, to.Add(2*time.Second))
+	ctx, cancel := context.WithDeadline(ctx, s.to.Add(2*time.Second))
 	defer cancel()
 	per := make([][]time.Duration, conns) // each worker writes only its own
 	lates := make([]int, conns)
 	err = workers(ctx, conns, func(ctx context.Context, i int) error {
-		c := cs[i]
-		stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-		defer stop()
-		req, resp := make([]byte, reqSize), make([]byte, reqSize)
-		per[i] = make([]time.Duration, 0, int(o.dur/interval)+1)
-		prev := time.Now()
-		due := start.Add(interval * time.Duration(i) / time.Duration(conns))
-		for ; due.Before(to); due = due.Add(interval) {
-			if err := sleepCtx(ctx, time.Until(due)); err != nil {
-				return err
-			}
-			sent := time.Now()
-			if prev.After(due) {
-				sent = due
-				lates[i]++
-			}
-			if _, err := c.Write(req); err != nil {
-				return fmt.Errorf("writing request: %w", err)
-			}
-			if _, err := io.ReadFull(c, resp); err != nil {
-				return fmt.Errorf("reading response: %w", err)
-			}
-			prev = time.Now()
-			if !due.Before(from) {
-				per[i] = append(per[i], prev.Sub(sent))
-			}
-		}
-		return nil
+		var err error
+		per[i], lates[i], err = s.run(ctx, cs[i], i)
+		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil && time.Now().Before(s.to) {
+		return nil, err // cancelled from outside
 	}
 	var all []time.Duration
 	late := 0
@@ -80,21 +58,64 @@ func latency(ctx context.Context, t target, o runOpts, rate float64, conns int) 
 		all = append(all, per[i]...)
 		late += lates[i]
 	}
-	if err := ctx.Err(); err != nil && time.Now().Before(to) {
-		return nil, err // cancelled from outside
+	return latencyMetrics(all, late, o.dur)
+}
+
+// schedule is a paced load's timetable: connection i of conns sends
+// every interval from start plus its stagger, until to; requests due
+// from from on are measured.
+type schedule struct {
+	start, from, to time.Time
+	interval        time.Duration
+	conns           int
+}
+
+// run keeps connection i's part of the schedule and returns its round
+// trips and how many requests it sent late because an answer was late.
+func (s schedule) run(ctx context.Context, c *net.TCPConn, i int) ([]time.Duration, int, error) {
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	req, resp := make([]byte, reqSize), make([]byte, reqSize)
+	samples := make([]time.Duration, 0, int(s.to.Sub(s.from)/s.interval)+1)
+	late := 0
+	prev := time.Now()
+	for due := s.start.Add(s.interval * time.Duration(i) / time.Duration(s.conns)); due.Before(s.to); due = due.Add(s.interval) {
+		if err := sleepCtx(ctx, time.Until(due)); err != nil {
+			return samples, late, err
+		}
+		sent := time.Now()
+		if prev.After(due) {
+			sent = due
+			late++
+		}
+		if _, err := c.Write(req); err != nil {
+			return samples, late, fmt.Errorf("writing request: %w", err)
+		}
+		if _, err := io.ReadFull(c, resp); err != nil {
+			return samples, late, fmt.Errorf("reading response: %w", err)
+		}
+		prev = time.Now()
+		if !due.Before(s.from) {
+			samples = append(samples, prev.Sub(sent))
+		}
+	}
+	return samples, late, nil
+}
+
+// latencyMetrics summarises the round trips of a window of length dur.
+func latencyMetrics(all []time.Duration, late int, dur time.Duration) (map[string]float64, error) {
+	if len(all) == 0 {
+		return nil, fmt.Errorf("measuring latency: no samples")
 	}
 	if late > len(all)/10 {
 		progress("warning: %d of %d requests could not be sent on time: this machine is busy", late, len(all))
-	}
-	if len(all) == 0 {
-		return nil, fmt.Errorf("measuring latency: no samples")
 	}
 	slices.Sort(all)
 	us := func(q float64) float64 { return float64(percentile(all, q)) / 1e3 }
 	return map[string]float64{
 		"p50":  us(0.50),
 		"p99":  us(0.99),
-		"rate": float64(len(all)) / o.dur.Seconds(),
+		"rate": float64(len(all)) / dur.Seconds(),
 		"late": float64(late),
 	}, nil
 }

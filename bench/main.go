@@ -116,24 +116,8 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := raiseFDLimit(); err != nil {
+	if err := f.tune(set); err != nil {
 		return err
-	}
-	if f.nice != 0 {
-		if err := reniceSelf(f.nice); err != nil {
-			progress("warning: running at the inherited priority: %v", err)
-			f.nice = 0
-		}
-	}
-	if f.pin {
-		var load []int
-		for c := set.cores; c < runtime.NumCPU(); c++ {
-			load = append(load, c)
-		}
-		if err := pinSelf(load); err != nil {
-			return err
-		}
-		progress("pinned: proxies on CPU %s, load and backends on CPU %v", set.proxyCPUs, load)
 	}
 	root, err := moduleRoot()
 	if err != nil {
@@ -154,9 +138,8 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	m1, s1, err := cpuTotals()
 	others := math.NaN()
-	if err == nil {
+	if m1, s1, err := cpuTotals(); err == nil {
 		// What the rest of the machine kept busy, in CPUs: on a shared
 		// machine this says how far to trust the figures.
 		others = max(float64((m1-m0)-(s1-s0)), 0) / clockTicks / time.Since(start).Seconds()
@@ -169,6 +152,32 @@ func run(ctx context.Context, args []string) error {
 	rep := &report{res: res, set: set, pinned: f.pin, nice: f.nice, others: others, args: args, start: start,
 		versions: versions(root, env.bins, f.sluice != ""), configs: cfgs}
 	return rep.write(out)
+}
+
+// tune raises the fd limit, the priority (f.nice is cleared when that is
+// not allowed) and pins this process when asked.
+func (f *flags) tune(set settings) error {
+	if _, err := raiseFDLimit(); err != nil {
+		return err
+	}
+	if f.nice != 0 {
+		if err := reniceSelf(f.nice); err != nil {
+			progress("warning: running at the inherited priority: %v", err)
+			f.nice = 0
+		}
+	}
+	if !f.pin {
+		return nil
+	}
+	var load []int
+	for c := set.cores; c < runtime.NumCPU(); c++ {
+		load = append(load, c)
+	}
+	if err := pinSelf(load); err != nil {
+		return err
+	}
+	progress("pinned: proxies on CPU %s, load and backends on CPU %v", set.proxyCPUs, load)
+	return nil
 }
 
 // env is what the run prepared: the systems that can run and their
