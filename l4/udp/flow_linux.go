@@ -61,6 +61,7 @@ func (l *loop) session(k flowKey, ifindex uint32, i int) *session {
 	case l.s.live.Add(1) > l.s.maxSessions():
 		l.s.live.Add(-1)
 		l.stats.droppedCap.Add(1)
+		l.warn("udp session cap reached, dropping new flows", slog.Int64("max_sessions", l.s.maxSessions()))
 		return nil
 	}
 	s, err := l.open(k, ifindex, i)
@@ -68,7 +69,7 @@ func (l *loop) session(k flowKey, ifindex uint32, i int) *session {
 		l.s.live.Add(-1)
 		if err != nil {
 			l.stats.droppedSocket.Add(1)
-			l.warn(err)
+			l.warn("udp session not opened, dropping its datagram", slog.String("error", err.Error()))
 		} else {
 			l.stats.droppedNoBackend.Add(1)
 		}
@@ -245,14 +246,15 @@ func (l *loop) end(s *session, e End, err error) {
 	log.LogAttrs(context.Background(), slog.LevelInfo, "session", attrs...)
 }
 
-// warn logs a session that could not be opened, at most once a second:
-// running out of fds or ports fails every new flow at once.
-func (l *loop) warn(err error) {
-	if l.warned != 0 && l.now-l.warned < time.Second {
+// warn logs why a new flow's datagram was dropped, at most once a second
+// per socket: when the cap is reached or fds run out, every new flow fails
+// at once. also_dropped counts the drops not logged since the last line.
+func (l *loop) warn(msg string, attr slog.Attr) {
+	if l.now-l.warned < time.Second {
 		l.unwarned++
 		return
 	}
-	l.s.logger().Warn("udp session not opened", slog.String("listener", l.s.Name),
-		slog.String("error", err.Error()), slog.Int("also_dropped", l.unwarned))
+	l.s.logger().LogAttrs(context.Background(), slog.LevelWarn, msg, slog.String("listener", l.s.Name),
+		attr, slog.Int("also_dropped", l.unwarned))
 	l.warned, l.unwarned = l.now, 0
 }

@@ -51,8 +51,8 @@ type loop struct {
 	base     time.Time     // the loop's clock starts here
 	now      time.Duration // read once per wake-up
 	draining bool
-	warned   time.Duration // when socket errors were last logged
-	unwarned int           // socket errors not logged since
+	warned   time.Duration // when a dropped new flow was last logged
+	unwarned int           // drops not logged since
 
 	stats counters
 }
@@ -60,7 +60,7 @@ type loop struct {
 // newLoop prepares the loop for conn. It does not close conn on failure.
 func newLoop(s *Server, conn *net.UDPConn) (*loop, error) {
 	l := &loop{s: s, conn: conn, ep: -1, efd: -1, flows: make(map[flowKey]*session),
-		events: make([]unix.EpollEvent, 128), base: time.Now()}
+		events: make([]unix.EpollEvent, 128), base: time.Now(), warned: -time.Hour}
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return nil, err

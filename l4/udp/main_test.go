@@ -89,6 +89,13 @@ func (l *logSink) Write(p []byte) (int, error) {
 	return l.buf.Write(p)
 }
 
+// text returns everything logged so far.
+func (l *logSink) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
 // sessions returns the "session" records logged so far.
 func (l *logSink) sessions() []map[string]any {
 	l.mu.Lock()

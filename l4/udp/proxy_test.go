@@ -216,6 +216,11 @@ func TestSessionCap(t *testing.T) {
 	if n := p.Stats().Sessions; n != 5 {
 		t.Errorf("%d sessions, want 5", n)
 	}
+	// The drops are logged, but not 515 times.
+	warnings := strings.Count(p.log.text(), `"msg":"udp session cap reached, dropping new flows"`)
+	if warnings < 1 || warnings > 10 {
+		t.Errorf("%d cap warnings for 515 drops, want a few", warnings)
+	}
 }
 
 func TestFailoverWhenBackendGoesDown(t *testing.T) {

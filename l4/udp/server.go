@@ -54,8 +54,9 @@ type Server struct {
 	// DefaultMaxSessions (65536).
 	MaxSessions int
 	// Logger receives one line per session when it ends, at level Info,
-	// and warnings about sockets that could not be opened. Nil means
-	// slog.Default().
+	// and a warning when datagrams of new flows are dropped because of
+	// MaxSessions or because no socket could be opened, at most once a
+	// second per socket. Nil means slog.Default().
 	Logger *slog.Logger
 
 	// state is running, draining or closing; it only moves forward.
@@ -190,7 +191,8 @@ type Stats struct {
 	// ToClients replies sent on to clients.
 	FromClients, ToBackends, FromBackends, ToClients uint64
 	// DroppedSessionCap counts datagrams of new flows dropped because
-	// MaxSessions sessions were live.
+	// MaxSessions sessions were live; they are also logged, at most once
+	// a second per socket.
 	DroppedSessionCap uint64
 	// DroppedNoBackend counts datagrams of new flows dropped because the
 	// pool had no backend up.
