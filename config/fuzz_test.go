@@ -18,6 +18,9 @@ func FuzzParse(f *testing.F) {
 	for _, tc := range badConfigs {
 		f.Add(tc.toml)
 	}
+	for _, tc := range badUDPConfigs {
+		f.Add(tc.toml)
+	}
 	f.Fuzz(func(t *testing.T, text string) {
 		cfg, err := parseFake(text)
 		if err != nil {
@@ -48,12 +51,11 @@ func checkInvariants(t *testing.T, cfg *Config) {
 	}
 	for i, l := range cfg.Listeners {
 		if !nameRE.MatchString(l.Name) || cfg.Pool(l.Pool) == nil || !l.Bind.IsValid() || l.Bind.Port() == 0 ||
-			l.Sockets < 1 || l.Sockets > maxSockets || l.MaxConnections < 0 ||
-			l.ConnectTimeout <= 0 || l.IdleTimeout <= 0 || l.HalfClosedTimeout <= 0 {
+			l.Sockets < 1 || l.Sockets > maxSockets || !protocolFieldsOK(l) {
 			t.Errorf("bad listener %+v", l)
 		}
 		for _, o := range cfg.Listeners[:i] {
-			if bindsConflict(l.Bind, o.Bind) {
+			if l.Protocol == o.Protocol && bindsConflict(l.Bind, o.Bind) {
 				t.Errorf("listeners %s and %s conflict", l.Name, o.Name)
 			}
 		}

@@ -150,7 +150,7 @@ func TestLoadExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkInvariants(t, cfg)
-	if len(cfg.Listeners) != 2 || len(cfg.Pools) != 2 {
+	if len(cfg.Listeners) != 4 || len(cfg.Pools) != 3 {
 		t.Errorf("listeners %+v, pools %+v", cfg.Listeners, cfg.Pools)
 	}
 	if cfg.File != "../examples/sluice.toml" {

@@ -112,3 +112,17 @@ func TestParseBadUDP(t *testing.T) {
 		})
 	}
 }
+
+// protocolFieldsOK reports whether l's fields of its protocol are valid and
+// those of the other protocol zero.
+func protocolFieldsOK(l Listener) bool {
+	tcp := l.MaxConnections >= 0 && l.ConnectTimeout > 0 && l.IdleTimeout > 0 && l.HalfClosedTimeout > 0
+	noTCP := l.MaxConnections == 0 && l.ConnectTimeout == 0 && l.IdleTimeout == 0 && l.HalfClosedTimeout == 0
+	udp := l.SessionTimeout > 0 && l.Responses >= 0 && l.Responses <= maxResponses &&
+		l.MaxSessions >= 1 && l.MaxSessions <= maxSessions
+	noUDP := l.SessionTimeout == 0 && l.Responses == 0 && l.MaxSessions == 0
+	if l.Protocol == UDP {
+		return udp && noTCP
+	}
+	return tcp && noUDP
+}
