@@ -3,8 +3,18 @@ GO ?= go
 # Programs the test suite runs for real, as program:Debian-package pairs:
 # strace proves the splice path; dig queries dnsmasq backends through UDP
 # listeners. dnsmasq-base is the dnsmasq binary without the system service
-# the dnsmasq package would start on port 53.
-TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base
+# the dnsmasq package would start on port 53. Health checks run real Redis,
+# PostgreSQL and MariaDB servers (internal/dbtest), redis-benchmark and
+# pgbench; Debian keeps PostgreSQL's programs off PATH, hence the globs
+# (postgresql-15 has postgres and pgbench, postgresql-client-15
+# pg_basebackup). Tests start their own servers on free ports and never
+# use the system services these packages may start.
+TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base \
+	redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools \
+	/usr/lib/postgresql/*/bin/postgres:postgresql \
+	/usr/lib/postgresql/*/bin/pgbench:postgresql \
+	/usr/lib/postgresql/*/bin/pg_basebackup:postgresql-client \
+	mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client
 
 .PHONY: all build run test test-deps vet bench bench-quick fuzz clean
 
