@@ -105,13 +105,13 @@ func (b *batch) forReceive(from, to int, name, oob bool) {
 	}
 }
 
-// forward points header i of b at the n bytes of datagram i of src, for a
+// point points header k of b at the n bytes of datagram i of src, for a
 // send on a connected socket.
-func (b *batch) forward(i int, src *batch) {
-	b.iovs[i] = unix.Iovec{Base: &src.bufs[i*bufSize]}
-	b.iovs[i].SetLen(int(src.hs[i].n))
-	b.hs[i].hdr = unix.Msghdr{Iov: &b.iovs[i]}
-	b.hs[i].hdr.SetIovlen(1)
+func (b *batch) point(k int, src *batch, i int) {
+	b.iovs[k] = unix.Iovec{Base: &src.bufs[i*bufSize]}
+	b.iovs[k].SetLen(int(src.hs[i].n))
+	b.hs[k].hdr = unix.Msghdr{Iov: &b.iovs[k]}
+	b.hs[k].hdr.SetIovlen(1)
 }
 
 // reply turns received header i into a send of its n bytes to a session's

@@ -9,38 +9,80 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// readClients reads one batch from the listening socket and sends each
-// datagram on through its flow's session, opening sessions for new flows.
-// Consecutive datagrams of one flow go to the backend in one sendmmsg.
+// roundBatches is how many batches one socket may move per round of the
+// loop before the others get their turn. More than one saves epoll_wait
+// calls under load, and lets replies keep up with a flow blasting at full
+// rate, which a backend socket's receive buffer (about 270 small
+// datagrams by default) could not absorb for long.
+const roundBatches = 4
+
+// readClients reads batches from the listening socket until it is empty
+// or the round's share is used, and sends each datagram on through its
+// flow's session, opening sessions for new flows.
 func (l *loop) readClients() {
-	l.in.forReceive(0, batchSize, true, l.pktinfo)
-	n, errno := recvmmsg(l.fd, l.in.hs)
-	if errno != 0 {
-		// EAGAIN: another round already emptied the queue. Other
-		// errors on an unconnected socket are ICMP reports about a
-		// reply we sent; they concern no flow here.
-		return
+	for range roundBatches {
+		l.in.forReceive(0, batchSize, true, l.pktinfo)
+		n, errno := recvmmsg(l.fd, l.in.hs)
+		if errno != 0 {
+			// EAGAIN: the queue is empty. Other errors on an
+			// unconnected socket are ICMP reports about a reply we
+			// sent; they concern no flow here.
+			return
+		}
+		l.stats.fromClients.Add(uint64(n))
+		l.assign(n)
+		l.forwardAll(n)
+		if n < batchSize {
+			return
+		}
 	}
-	l.stats.fromClients.Add(uint64(n))
-	var cur *session // the flow of datagrams start..i
-	start := 0
+}
+
+// assign finds (or opens) the session of each of the n datagrams read,
+// recording it in l.dest; nil drops the datagram.
+func (l *loop) assign(n int) {
+	var cur *session
 	for i := range n {
 		k, ifindex, ok := parseKey(l.in, i, l.pktinfo)
-		if !ok || cur == nil || k != cur.key || !cur.be.Up() {
-			l.forward(cur, start, i)
-			cur, start = nil, i
-			if ok {
-				cur = l.session(k, ifindex, i)
-			}
-			if cur == nil {
-				continue
+		switch {
+		case !ok:
+			cur = nil
+		// Datagrams of a flow often come in a row: skip the map.
+		case cur == nil || k != cur.key || !cur.be.Up():
+			cur = l.session(k, ifindex, i)
+		}
+		l.dest[i] = cur
+		if cur != nil {
+			cur.dgIn++
+			cur.in += int64(l.in.hs[i].n)
+			l.idle.touch(cur, l.now)
+		}
+	}
+}
+
+// forwardAll sends the n datagrams to their sessions' backends: one
+// sendmmsg per session, its datagrams in the order they came.
+func (l *loop) forwardAll(n int) {
+	for i := range n {
+		s := l.dest[i]
+		if s == nil {
+			continue
+		}
+		k := 0
+		for j := i; j < n; j++ {
+			if l.dest[j] == s {
+				l.fwd.point(k, l.in, j)
+				l.dest[j] = nil
+				k++
 			}
 		}
-		cur.dgIn++
-		cur.in += int64(l.in.hs[i].n)
-		l.idle.touch(cur, l.now)
+		if s.fd < 0 {
+			// Ended later in the batch: its backend went down.
+			l.stats.sendFailed.Add(uint64(k))
+			continue
+		}
+		l.forward(s, k)
 	}
-	l.forward(cur, start, n)
 }
 
 // session returns the live session of flow k, replacing it if its backend
@@ -111,26 +153,20 @@ func (l *loop) open(k flowKey, ifindex uint32, i int) (*session, error) {
 	return s, nil
 }
 
-// forward sends datagrams from..to of the client batch to s's backend.
-func (l *loop) forward(s *session, from, to int) {
-	if s == nil || from >= to {
-		return
-	}
-	for i := from; i < to; i++ {
-		l.fwd.forward(i, l.in)
-	}
-	for from < to {
-		n, errno := sendmmsg(s.fd, l.fwd.hs[from:to])
+// forward sends the first n headers of l.fwd to s's backend.
+func (l *loop) forward(s *session, n int) {
+	for from := 0; from < n; {
+		sent, errno := sendmmsg(s.fd, l.fwd.hs[from:n])
 		if errno == unix.EINTR {
 			continue
 		}
 		if errno != 0 {
-			l.stats.sendFailed.Add(uint64(to - from))
+			l.stats.sendFailed.Add(uint64(n - from))
 			l.sendError(s, errno)
 			return
 		}
-		l.stats.toBackends.Add(uint64(n))
-		from += n
+		l.stats.toBackends.Add(uint64(sent))
+		from += sent
 	}
 }
 
@@ -147,44 +183,50 @@ func (l *loop) sendError(s *session, errno syscall.Errno) {
 	}
 }
 
-// readReplies reads one batch of s's backend's replies into the reply
-// batch, up to what Responses still allows.
+// readReplies reads s's backend's replies into the reply batch, up to what
+// Responses still allows, until the socket is empty or the round's share
+// is used.
 func (l *loop) readReplies(s *session) {
-	if l.out.used == batchSize {
-		l.flush()
-	}
-	from := l.out.used
-	to := batchSize
-	if r := l.s.Responses; r > 0 {
-		to = min(to, from+r-s.replies)
-	}
-	l.out.forReceive(from, to, false, false)
-	n, errno := recvmmsg(s.fd, l.out.hs[from:to])
-	switch errno {
-	case 0:
-	case unix.EAGAIN, unix.EINTR:
-		return
-	case unix.ECONNREFUSED:
-		// ICMP port unreachable for an earlier datagram.
-		l.end(s, EndBackendRefused, nil)
-		return
-	default:
-		l.end(s, EndBackendError, errno)
-		return
-	}
-	l.stats.fromBackends.Add(uint64(n))
-	for i := from; i < from+n; i++ {
-		l.out.reply(i, s)
-		s.dgOut++
-		s.out += int64(l.out.hs[i].n)
-	}
-	l.out.used = from + n
-	s.replies += n
-	l.idle.touch(s, l.now)
-	if l.s.Responses > 0 && s.replies >= l.s.Responses {
-		// The replies stay queued: they point at the session, which
-		// nothing reuses.
-		l.end(s, EndResponses, nil)
+	for range roundBatches {
+		if l.out.used == batchSize {
+			l.flush()
+		}
+		from, to := l.out.used, batchSize
+		if r := l.s.Responses; r > 0 {
+			to = min(to, from+r-s.replies)
+		}
+		l.out.forReceive(from, to, false, false)
+		n, errno := recvmmsg(s.fd, l.out.hs[from:to])
+		switch errno {
+		case 0:
+		case unix.EAGAIN, unix.EINTR:
+			return
+		case unix.ECONNREFUSED:
+			// ICMP port unreachable for an earlier datagram.
+			l.end(s, EndBackendRefused, nil)
+			return
+		default:
+			l.end(s, EndBackendError, errno)
+			return
+		}
+		l.stats.fromBackends.Add(uint64(n))
+		for i := from; i < from+n; i++ {
+			l.out.reply(i, s)
+			s.dgOut++
+			s.out += int64(l.out.hs[i].n)
+		}
+		l.out.used = from + n
+		s.replies += n
+		l.idle.touch(s, l.now)
+		if l.s.Responses > 0 && s.replies >= l.s.Responses {
+			// The replies stay queued: they point at the session,
+			// which nothing reuses.
+			l.end(s, EndResponses, nil)
+			return
+		}
+		if n < to-from {
+			return
+		}
 	}
 }
 

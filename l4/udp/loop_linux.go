@@ -38,9 +38,10 @@ type loop struct {
 	closed  bool         // efd is closed; guarded by s.mu
 
 	events []unix.EpollEvent
-	in     *batch // datagrams from clients
-	fwd    *batch // headers (no buffers) for sending in's datagrams on
-	out    *batch // replies, received from backends and sent to clients
+	in     *batch              // datagrams from clients
+	fwd    *batch              // headers (no buffers) for sending in's datagrams on
+	out    *batch              // replies, received from backends and sent to clients
+	dest   [batchSize]*session // session of each datagram of in; nil: dropped
 
 	flows map[flowKey]*session
 	slots []*session // by epoll slot; nil when free
