@@ -9,7 +9,8 @@
 // A missing server binary fails the test: make test installs them, and a test must
 // never pass by skipping what it exists to check. Servers are started as children of the
 // test process with a parent-death signal, so a test binary that dies (a timeout panic)
-// takes them with it.
+// takes them with it. A failed test logs the end of its servers' logs; DBTEST_LOGS=1 logs
+// them for every test.
 package dbtest
 
 import (
