@@ -39,7 +39,7 @@ func latency(ctx context.Context, t target, o runOpts, rate float64, conns int) 
 	// that does not is cut off by the connection deadline.
 	ctx, cancel := context.WithDeadline(ctx, s.to.Add(2*time.Second))
 	defer cancel()
-	per := make([][]time.Duration, conns) // each worker writes only its own
+	per := make([][]sample, conns) // each worker writes only its own
 	lates := make([]int, conns)
 	err = workers(ctx, conns, func(ctx context.Context, i int) error {
 		var err error
@@ -52,13 +52,13 @@ func latency(ctx context.Context, t target, o runOpts, rate float64, conns int) 
 	if err := ctx.Err(); err != nil && time.Now().Before(s.to) {
 		return nil, err // cancelled from outside
 	}
-	var all []time.Duration
+	var all []sample
 	late := 0
 	for i := range per {
 		all = append(all, per[i]...)
 		late += lates[i]
 	}
-	return latencyMetrics(all, late, o.dur)
+	return latencyMetrics(all, late, slicesOf(o.dur))
 }
 
 // schedule is a paced load's timetable: connection i of conns sends
@@ -70,13 +70,20 @@ type schedule struct {
 	conns           int
 }
 
+// sample is one round trip, and the slice of the window it was due in.
+type sample struct {
+	slice int
+	rtt   time.Duration
+}
+
 // run keeps connection i's part of the schedule and returns its round
 // trips and how many requests it sent late because an answer was late.
-func (s schedule) run(ctx context.Context, c *net.TCPConn, i int) ([]time.Duration, int, error) {
+func (s schedule) run(ctx context.Context, c *net.TCPConn, i int) ([]sample, int, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
 	req, resp := make([]byte, reqSize), make([]byte, reqSize)
-	samples := make([]time.Duration, 0, int(s.to.Sub(s.from)/s.interval)+1)
+	samples := make([]sample, 0, int(s.to.Sub(s.from)/s.interval)+1)
+	slice := s.to.Sub(s.from) / time.Duration(slicesOf(s.to.Sub(s.from)))
 	late := 0
 	prev := time.Now()
 	for due := s.start.Add(s.interval * time.Duration(i) / time.Duration(s.conns)); due.Before(s.to); due = due.Add(s.interval) {
@@ -96,26 +103,38 @@ func (s schedule) run(ctx context.Context, c *net.TCPConn, i int) ([]time.Durati
 		}
 		prev = time.Now()
 		if !due.Before(s.from) {
-			samples = append(samples, prev.Sub(sent))
+			samples = append(samples, sample{int(due.Sub(s.from) / slice), prev.Sub(sent)})
 		}
 	}
 	return samples, late, nil
 }
 
-// latencyMetrics summarises the round trips of a window of length dur.
-func latencyMetrics(all []time.Duration, late int, dur time.Duration) (map[string]float64, error) {
+// latencyMetrics summarises round trips: p50 and p99 of each slice of the
+// window, then the median over the slices.
+func latencyMetrics(all []sample, late, nslices int) (map[string]float64, error) {
 	if len(all) == 0 {
 		return nil, fmt.Errorf("measuring latency: no samples")
 	}
 	if late > len(all)/10 {
 		progress("warning: %d of %d requests could not be sent on time: this machine is busy", late, len(all))
 	}
-	slices.Sort(all)
-	us := func(q float64) float64 { return float64(percentile(all, q)) / 1e3 }
+	by := make([][]time.Duration, nslices)
+	for _, s := range all {
+		i := min(s.slice, nslices-1)
+		by[i] = append(by[i], s.rtt)
+	}
+	var p50, p99 []float64
+	for _, rtts := range by {
+		if len(rtts) == 0 {
+			continue
+		}
+		slices.Sort(rtts)
+		p50 = append(p50, float64(percentile(rtts, 0.50))/1e3)
+		p99 = append(p99, float64(percentile(rtts, 0.99))/1e3)
+	}
 	return map[string]float64{
-		"p50":  us(0.50),
-		"p99":  us(0.99),
-		"rate": float64(len(all)) / dur.Seconds(),
+		"p50":  summarize(p50).med,
+		"p99":  summarize(p99).med,
 		"late": float64(late),
 	}, nil
 }

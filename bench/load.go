@@ -49,56 +49,73 @@ func workers(ctx context.Context, n int, work func(ctx context.Context, i int) e
 	return first
 }
 
-// window is one measured interval: a counter's increase, the time it took
-// and the proxy's CPU time over it.
+// sliceLen is the length of the slices a window is cut into. Rates and
+// latency percentiles are computed per slice and the median slice is
+// reported: a process of someone else's that stalls the load for a moment
+// then spoils one slice, not the figure.
+const sliceLen = 500 * time.Millisecond
+
+// slices is how many slices a window of length d has.
+func slicesOf(d time.Duration) int { return max(1, int((d+sliceLen/2)/sliceLen)) }
+
+// window is one measured interval: the median rate of a counter over its
+// slices, and the proxy's CPU over the whole of it.
 type window struct {
-	count   int64
-	elapsed time.Duration
-	cpuPct  float64 // percent of one core; NaN without a proxy
+	rate   float64 // counter increase per second, median slice
+	cpuPct float64 // percent of one core; NaN without a proxy
 }
 
 // measure runs n workers, lets them warm up, measures count and the
 // proxy's CPU over o.dur, then stops the workers and waits for them.
 func measure(ctx context.Context, t target, o runOpts, n int, count func() int64,
 	work func(ctx context.Context, i int) error) (window, error) {
-	var w window
+	w := window{cpuPct: math.NaN()}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	errc := make(chan error, 1)
-	go func() { errc <- workers(ctx, n, work) }() // joined below
+	go func() { errc <- workers(ctx, n, work) }() // joined on every return
 	fail := func(err error) (window, error) {
 		stop()
 		<-errc
 		return w, err
 	}
-	select {
-	case err := <-errc:
-		return w, fmt.Errorf("warming up: %w", orDone(err, ctx))
-	case <-ctx.Done():
-		return fail(ctx.Err())
-	case <-time.After(o.warm):
+	wait := func(d time.Duration) error {
+		select {
+		case err := <-errc:
+			errc <- orDone(err, ctx) // fail reads it again
+			return fmt.Errorf("load stopped: %w", orDone(err, ctx))
+		case <-time.After(d):
+			return nil
+		}
 	}
-	c0, t0 := count(), time.Now()
+	if err := wait(o.warm); err != nil {
+		return fail(err)
+	}
 	u0, err := usage(t)
 	if err != nil {
 		return fail(err)
 	}
-	select {
-	case err := <-errc:
-		return w, fmt.Errorf("measuring: %w", orDone(err, ctx))
-	case <-time.After(o.dur):
+	t0 := time.Now()
+	rates := make([]float64, 0, slicesOf(o.dur))
+	c, tc := count(), t0
+	for range slicesOf(o.dur) {
+		if err := wait(o.dur / time.Duration(slicesOf(o.dur))); err != nil {
+			return fail(err)
+		}
+		c1, t1 := count(), time.Now()
+		rates = append(rates, float64(c1-c)/t1.Sub(tc).Seconds())
+		c, tc = c1, t1
 	}
-	c1, elapsed := count(), time.Since(t0)
 	u1, err := usage(t)
 	if err != nil {
 		return fail(err)
 	}
+	elapsed := time.Since(t0)
 	stop()
 	if err := <-errc; err != nil {
 		return w, err
 	}
-	w.count, w.elapsed = c1-c0, elapsed
-	w.cpuPct = math.NaN()
+	w.rate = summarize(rates).med
 	if t.proc != nil {
 		w.cpuPct = float64(u1.cpuTicks-u0.cpuTicks) / clockTicks / elapsed.Seconds() * 100
 	}
@@ -176,7 +193,7 @@ func throughput(ctx context.Context, t target, o runOpts, streams int) (map[stri
 		return nil, err
 	}
 	return map[string]float64{
-		"gbps": float64(w.count) * 8 / w.elapsed.Seconds() / 1e9,
+		"gbps": w.rate * 8 / 1e9,
 		"cpu":  w.cpuPct,
 	}, nil
 }
@@ -210,7 +227,7 @@ func keepAlive(ctx context.Context, t target, o runOpts, conns int) (map[string]
 		return nil, err
 	}
 	return map[string]float64{
-		"rps": float64(w.count) / w.elapsed.Seconds(),
+		"rps": w.rate,
 		"cpu": w.cpuPct,
 	}, nil
 }
@@ -235,7 +252,7 @@ func newConns(ctx context.Context, t target, o runOpts, n int) (map[string]float
 		return nil, err
 	}
 	return map[string]float64{
-		"cps": float64(w.count) / w.elapsed.Seconds(),
+		"cps": w.rate,
 		"cpu": w.cpuPct,
 	}, nil
 }

@@ -93,12 +93,14 @@ func (r *report) method() string {
 	return fmt.Sprintf(`
 ## How each figure is measured
 
+Each timed window is cut into slices of %v; rates and latency percentiles are computed per slice and the median slice is taken, so that another process stalling the load for a moment spoils a slice rather than the figure. CPU is measured over the whole window.
+
 - Throughput: clients write 256 KiB buffers as fast as they can; the backend counts what it receives over the window. Proxy CPU: utime+stime of the proxy and its children (/proc/PID/stat) over the same window, in %% of one core.
 - Keep-alive requests: %d connections, each writing a %d-byte request and waiting for its echo before the next.
 - New connections: %d clients, each connecting, writing %d bytes, reading the answer and the backend's close, then closing.
 - Latency: %d keep-alive connections on fixed, staggered schedules, %d requests/s in all. A round trip is timed from the write, or from when the request was due if the previous answer came back too late to send it on time (wrk2's correction for coordinated omission).
 - Idle connections: %d connections opened through the system, each proven end to end by one echo, then held. Proxy RSS and fds: growth of VmRSS and of /proc/PID/fd of the proxy and its children, on a proxy started afresh for the repetition. Machine memory: growth of the kernel's Slab + KernelStack + PageTables (after freeing empty slabs) plus the proxy's RssAnon; MemAvailable moves by tens of MB on its own on this kernel. Direct's row is the kernel memory of the client's and backend's sockets; "added over direct" subtracts it, repetition by repetition, leaving what the proxy costs.
-`, keepAliveConns, reqSize, newConnClients, reqSize, latencyConns, latencyRate, r.set.idleConns)
+`, sliceLen, keepAliveConns, reqSize, newConnClients, reqSize, latencyConns, latencyRate, r.set.idleConns)
 }
 
 // setup says how the run was shaped.
