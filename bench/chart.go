@@ -79,6 +79,12 @@ func drawBars(title string, labels []string, series []chartSeries) []byte {
 		}
 	}
 	top = math.Ceil(top*2) / 2
+	capped := false
+	for _, s := range series {
+		for _, v := range s.vals {
+			capped = capped || v > top
+		}
+	}
 	x := func(v float64) float64 { return plotX0 + (plotX1-plotX0)*math.Min(v, top)/top }
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", chartW, h, chartW, h)
@@ -107,6 +113,10 @@ func drawBars(title string, labels []string, series []chartSeries) []byte {
 		}
 	}
 	fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#1a202c" stroke-dasharray="4 3"/>`+"\n", x(1), headerH-4, x(1), bottom)
+	fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="10" fill="#4a5568">same as reference</text>`+"\n", x(1)+4, headerH-8)
+	if capped {
+		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="10" fill="#4a5568">bars stop at %.1f; the number is the ratio</text>`+"\n", plotX0, h-4, top)
+	}
 	b.WriteString("</svg>\n")
 	return []byte(b.String())
 }

@@ -45,20 +45,27 @@ func constant(c float64) func(*results, string, string) (float64, string, bool) 
 
 func bestOf(r *results, sc, m string) (float64, string, bool) {
 	for _, s := range r.scens {
-		if s.key != sc {
-			continue
-		}
-		for _, mt := range s.metrics {
-			if mt.key == m {
-				p, v := r.bestPeer(s, mt)
-				if p == nil {
-					return 0, "", false
-				}
-				return v.med, p.name, true
+		if mt, ok := r.metric(sc, m); ok && s.key == sc {
+			p, v := r.bestPeer(s, mt)
+			if p == nil {
+				return 0, "", false
 			}
+			return v.med, p.name, true
 		}
 	}
 	return 0, "", false
+}
+
+// metric finds a metric of a scenario of this run by their keys.
+func (r *results) metric(sc, m string) (metric, bool) {
+	for _, s := range r.scens {
+		for _, mt := range s.metrics {
+			if s.key == sc && mt.key == m {
+				return mt, true
+			}
+		}
+	}
+	return metric{}, false
 }
 
 // targets lists each goal as met or not met, or "" when sluice was not
@@ -83,7 +90,11 @@ func (rp *report) targets() string {
 		if from != "" {
 			from = " = " + from
 		}
-		fmt.Fprintf(&b, "- %s: %s (sluice %.3g, limit %.3g%s)\n", g.text, verdict, s.med, lim, from)
+		f := "%.3g"
+		if m, ok := r.metric(g.scenario, g.metric); ok {
+			f = m.format
+		}
+		fmt.Fprintf(&b, "- %s: %s (sluice "+f+", limit "+f+"%s)\n", g.text, verdict, s.med, lim, from)
 	}
 	return b.String()
 }
