@@ -139,7 +139,8 @@ func (s *Server) dial(ctx context.Context, client netip.AddrPort) (*pool.Backend
 	var buf [8]*pool.Backend
 	tried := buf[:0]
 	var lastErr error
-	d := net.Dialer{Timeout: s.connectTimeout()}
+	// No keep-alive probes, as on the client side (see package listen).
+	d := net.Dialer{Timeout: s.connectTimeout(), KeepAlive: -1}
 	for attempt := 0; attempt <= s.Pool.Retries(); attempt++ {
 		b := s.Pool.Pick(client, tried)
 		if b == nil {

@@ -25,7 +25,10 @@ func TCP(ctx context.Context, addr netip.AddrPort, n int) ([]*net.TCPListener, e
 	if n < 1 {
 		n = 1
 	}
-	lc := net.ListenConfig{Control: reusePort}
+	// No TCP keep-alive probes by default (HAProxy and nginx send none
+	// either): Go's default costs four setsockopt calls per accepted
+	// connection, and the proxy's idle timeout already ends dead ones.
+	lc := net.ListenConfig{Control: reusePort, KeepAlive: -1}
 	lns := make([]*net.TCPListener, 0, n)
 	for range n {
 		ln, err := lc.Listen(ctx, "tcp", addr.String())
