@@ -168,8 +168,9 @@ func cell(m metric, s summary) string {
 		return "-"
 	}
 	out := fmt.Sprintf(m.format, s.med)
-	if s.n > 1 && s.lo != s.hi {
-		out += fmt.Sprintf(" ("+m.format+"-"+m.format+")", s.lo, s.hi)
+	lo, hi := fmt.Sprintf(m.format, s.lo), fmt.Sprintf(m.format, s.hi)
+	if lo != hi {
+		out += " (" + lo + "-" + hi + ")"
 	}
 	return out
 }
