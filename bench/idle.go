@@ -24,7 +24,7 @@ func idle(ctx context.Context, t target, n int, settle time.Duration) (map[strin
 	if err := waitBackendIdle(ctx, t.be, 10*time.Second); err != nil {
 		return nil, err
 	}
-	if err := sleepCtx(ctx, settle/2); err != nil {
+	if err := sleepCtx(ctx, time.Second); err != nil {
 		return nil, err
 	}
 	before, err := snapshot(ctx, t)

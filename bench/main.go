@@ -41,6 +41,7 @@ type flags struct {
 	reps      int
 	dur       time.Duration
 	idle      int
+	settle    time.Duration
 	cores     int
 	systems   string
 	scenarios string
@@ -57,6 +58,11 @@ func parseFlags(args []string) (flags, error) {
 	fs.IntVar(&f.reps, "reps", 0, "repetitions (0: 3, or 1 with -quick)")
 	fs.DurationVar(&f.dur, "dur", 0, "measured window of each timed scenario (0: 3s, or 1s with -quick)")
 	fs.IntVar(&f.idle, "idle", 5000, "connections held by the idle scenario")
+	// Idle means idle for a while: proxies may give memory back some
+	// time after traffic stops (sluice parks a connection silent for a
+	// second and trims its heap every few seconds), and a real idle
+	// connection is silent for minutes. The peers do not change with it.
+	fs.DurationVar(&f.settle, "settle", 5*time.Second, "how long the idle scenario holds its connections silent before reading memory")
 	fs.IntVar(&f.cores, "cores", 1, "proxy threads: HAProxy nbthread, nginx worker_processes, sluice GOMAXPROCS")
 	fs.StringVar(&f.systems, "systems", "all", "comma-separated: direct,sluice,haproxy,nginx")
 	fs.StringVar(&f.scenarios, "scenarios", "all", "comma-separated: idle,tcp1,tcp4,keepalive,newconn,latency")
@@ -75,9 +81,9 @@ func parseFlags(args []string) (flags, error) {
 // settings turns flags into settings, with the -quick defaults.
 func (f flags) settings() (settings, error) {
 	s := settings{reps: 3, warm: 500 * time.Millisecond, dur: 3 * time.Second,
-		idleConns: f.idle, settle: 1500 * time.Millisecond, cores: f.cores}
+		idleConns: f.idle, settle: f.settle, cores: f.cores}
 	if f.quick {
-		s.reps, s.warm, s.dur, s.settle = 1, 300*time.Millisecond, time.Second, time.Second
+		s.reps, s.warm, s.dur = 1, 300*time.Millisecond, time.Second
 	}
 	if f.reps > 0 {
 		s.reps = f.reps

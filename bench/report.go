@@ -99,8 +99,8 @@ Each timed window is cut into slices of %v; rates and latency percentiles are co
 - Keep-alive requests: %d connections, each writing a %d-byte request and waiting for its echo before the next.
 - New connections: %d clients, each connecting, writing %d bytes, reading the answer and the backend's close, then closing.
 - Latency: %d keep-alive connections on fixed, staggered schedules, %d requests/s in all. A round trip is timed from the write, or from when the request was due if the previous answer came back too late to send it on time (wrk2's correction for coordinated omission).
-- Idle connections: %d connections opened through the system, each proven end to end by one echo, then held. Proxy RSS and fds: growth of VmRSS and of /proc/PID/fd of the proxy and its children, on a proxy started afresh for the repetition. Machine memory: growth of the kernel's Slab + KernelStack + PageTables (after freeing empty slabs) plus the proxy's RssAnon; MemAvailable moves by tens of MB on its own on this kernel. Direct's row is the kernel memory of the client's and backend's sockets; "added over direct" subtracts it, repetition by repetition, leaving what the proxy costs.
-`, sliceLen, keepAliveConns, reqSize, newConnClients, reqSize, latencyConns, latencyRate, r.set.idleConns)
+- Idle connections: %d connections opened through the system, each proven end to end by one echo, then held silent for %v before reading. Proxy RSS and fds: growth of VmRSS and of /proc/PID/fd of the proxy and its children, on a proxy started afresh for the repetition. Machine memory: growth of the kernel's Slab + KernelStack + PageTables (after freeing empty slabs) plus the proxy's RssAnon; MemAvailable moves by tens of MB on its own on this kernel. Direct's row is the kernel memory of the client's and backend's sockets; "added over direct" subtracts it, repetition by repetition, leaving what the proxy costs.
+`, sliceLen, keepAliveConns, reqSize, newConnClients, reqSize, latencyConns, latencyRate, r.set.idleConns, r.set.settle)
 }
 
 // setup says how the run was shaped.

@@ -68,7 +68,7 @@ var scenarios = []*scenario{
 	{
 		key:   "idle",
 		short: "idle",
-		title: func(s settings) string { return fmt.Sprintf("idle connections (%d held)", s.idleConns) },
+		title: func(s settings) string { return fmt.Sprintf("idle connections (%d held %v)", s.idleConns, s.settle) },
 		proto: "tcp", fresh: true,
 		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
 			return idle(ctx, t, s.idleConns, s.settle)
