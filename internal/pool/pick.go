@@ -26,7 +26,7 @@ func (p *Pool) Pick(client netip.AddrPort, tried []*Backend) *Backend {
 	}
 	switch p.balance {
 	case LeastConn:
-		return leastLoaded(s.up, tried)
+		return s.leastLoaded(tried)
 	case Maglev:
 		return s.maglev(client, p.hashKey == ClientIPPort, tried)
 	case Random:
@@ -42,7 +42,7 @@ func (s *selection) roundRobin(next *atomic.Uint64, tried []*Backend) *Backend {
 	n := uint64(len(s.seq))
 	i := (next.Add(1) - 1) % n
 	for range n {
-		if b := s.seq[i]; !slices.Contains(tried, b) {
+		if b := s.up[s.seq[i]]; !slices.Contains(tried, b) {
 			return b
 		}
 		if i++; i == n {
@@ -52,7 +52,7 @@ func (s *selection) roundRobin(next *atomic.Uint64, tried []*Backend) *Backend {
 	return nil
 }
 
-// leastLoaded returns the backend of bs, not in tried, with the fewest
+// leastLoaded returns the backend of s.up, not in tried, with the fewest
 // live connections per unit of weight, choosing uniformly among ties so
 // that an idle pool is not filled front to back.
 //
@@ -60,16 +60,16 @@ func (s *selection) roundRobin(next *atomic.Uint64, tried []*Backend) *Backend {
 // the r-th tie: one random number per pick, where reservoir sampling would
 // draw one per tie (100 draws in an idle pool of 100). Loads may change
 // between the passes; then the first pass's choice stands.
-func leastLoaded(bs, tried []*Backend) *Backend {
-	best, bestActive, ties := minLoad(bs, tried)
+func (s *selection) leastLoaded(tried []*Backend) *Backend {
+	best, bestActive, ties := s.minLoad(tried)
 	if ties <= 1 {
-		return best
+		return s.up[best]
 	}
 	// math/rand/v2's top-level functions use the runtime's per-thread
 	// generator: no lock.
 	r := rand.IntN(ties)
-	for _, b := range bs {
-		if slices.Contains(tried, b) || compareLoad(b.active.Load(), b.Weight, bestActive, best.Weight) != 0 {
+	for i, b := range s.up {
+		if slices.Contains(tried, b) || compareLoad(b.active.Load(), s.w[i], bestActive, s.w[best]) != 0 {
 			continue
 		}
 		if r == 0 {
@@ -77,24 +77,26 @@ func leastLoaded(bs, tried []*Backend) *Backend {
 		}
 		r--
 	}
-	return best
+	return s.up[best]
 }
 
-// minLoad returns the first least loaded backend of bs not in tried, its
-// live connections, and how many backends share its load.
-func minLoad(bs, tried []*Backend) (best *Backend, bestActive int64, ties int) {
-	for _, b := range bs {
+// minLoad returns the index in s.up of the first least loaded backend not
+// in tried, its live connections, and how many backends share its load.
+// The caller has checked that some backend is untried.
+func (s *selection) minLoad(tried []*Backend) (best int, bestActive int64, ties int) {
+	best = -1
+	for i, b := range s.up {
 		if slices.Contains(tried, b) {
 			continue
 		}
 		active := b.active.Load()
 		c := -1
-		if best != nil {
-			c = compareLoad(active, b.Weight, bestActive, best.Weight)
+		if best >= 0 {
+			c = compareLoad(active, s.w[i], bestActive, s.w[best])
 		}
 		switch {
 		case c < 0:
-			best, bestActive, ties = b, active, 1
+			best, bestActive, ties = i, active, 1
 		case c == 0:
 			ties++
 		}
@@ -104,8 +106,8 @@ func minLoad(bs, tried []*Backend) (best *Backend, bestActive int64, ties int) {
 
 // compareLoad compares the loads a/wa and b/wb, returning -1, 0 or +1. It
 // multiplies rather than divides, a*wb against b*wa, to stay exact without
-// floats; counts and weights (at most MaxWeight) are far too small to
-// overflow.
+// floats; counts and weights (at most MaxWeight*slowStartSteps) are far too
+// small to overflow.
 func compareLoad(a int64, wa int, b int64, wb int) int {
 	l, r := a*int64(wb), b*int64(wa)
 	switch {
@@ -134,22 +136,22 @@ func (s *selection) maglev(client netip.AddrPort, withPort bool, tried []*Backen
 // loaded one: the power of two choices, which avoids herding onto the
 // least loaded backend when the loads seen by concurrent picks are stale.
 func (s *selection) random(tried []*Backend) *Backend {
-	a := s.seq[rand.IntN(len(s.seq))]
-	b := s.seq[rand.IntN(len(s.seq))]
+	ia, ib := s.seq[rand.IntN(len(s.seq))], s.seq[rand.IntN(len(s.seq))]
+	a, b := s.up[ia], s.up[ib]
 	if len(tried) > 0 {
 		aTried, bTried := slices.Contains(tried, a), slices.Contains(tried, b)
 		switch {
 		case aTried && bTried:
 			// Redrawing could loop long when most backends were
 			// tried; a scan is bounded.
-			return leastLoaded(s.up, tried)
+			return s.leastLoaded(tried)
 		case aTried:
 			return b
 		case bTried:
 			return a
 		}
 	}
-	if compareLoad(b.active.Load(), b.Weight, a.active.Load(), a.Weight) < 0 {
+	if compareLoad(b.active.Load(), s.w[ib], a.active.Load(), s.w[ia]) < 0 {
 		return b
 	}
 	return a

@@ -3,9 +3,11 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"sluice/internal/maglev"
 )
@@ -25,6 +27,12 @@ type BackendOptions struct {
 	// Weight is the backend's share of the pool's connections relative to
 	// the other backends, 1 to MaxWeight. Zero means 1; negative is an error.
 	Weight int
+	// Backup marks a backend picked only while no other (non-backup)
+	// backend of the pool is up, as HAProxy's backup servers.
+	Backup bool
+	// Admin is the administrative state the backend starts in; the zero
+	// value is Enabled.
+	Admin Admin
 }
 
 // weight returns the effective weight.
@@ -56,6 +64,49 @@ type Options struct {
 	// Backends lists the pool's backends, at least one, with distinct
 	// addresses.
 	Backends []BackendOptions
+
+	// Checked says the backends have active health checks reporting to
+	// SetHealth: they start down and come up on their first passing
+	// check, and a backend ejected by passive checks comes back only on a
+	// passing check after its backoff. False: they start up.
+	Checked bool
+	// SlowStart is how long a backend coming back up takes to get its
+	// full weight back, in slowStartSteps steps; the ramp does not apply
+	// to the first time a backend comes up. Zero means at once. The steps
+	// are taken by Run.
+	SlowStart time.Duration
+	// PassiveFailures is how many consecutive failed connections
+	// (ReportFailure without a ReportSuccess in between) eject a backend.
+	// Zero means never; negative is an error.
+	PassiveFailures int
+	// PassiveBackoff is how long the first ejection lasts; it doubles with
+	// each ejection while the backend keeps failing, up to
+	// maxBackoffFactor times. Zero means DefaultPassiveBackoff; negative is
+	// an error. Without Checked, Run ends the ejections.
+	PassiveBackoff time.Duration
+	// CloseOnDown says that connections to a backend its health checks
+	// mark down must be closed: OnDown callbacks run and Closing reports
+	// true until it is up again.
+	CloseOnDown bool
+	// Logger receives every change of a backend's state, with its reason.
+	// Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultPassiveBackoff is the first ejection's length when
+// Options.PassiveBackoff is zero.
+const DefaultPassiveBackoff = 10 * time.Second
+
+// maxBackoffFactor caps an ejection's growth: 16 doublings' worth would be
+// hours, but a backend that recovered should be tried within minutes.
+const maxBackoffFactor = 16
+
+// passiveBackoff returns the effective first ejection length.
+func (o Options) passiveBackoff() time.Duration {
+	if o.PassiveBackoff == 0 {
+		return DefaultPassiveBackoff
+	}
+	return o.PassiveBackoff
 }
 
 // tableSize returns the effective Maglev table size.
@@ -73,11 +124,18 @@ type Backend struct {
 	Addr netip.AddrPort
 	// Weight is the effective weight, 1 to MaxWeight.
 	Weight int
+	// Backup is set for a backend picked only while no other is up.
+	Backup bool
 
-	active atomic.Int64 // live connections, for least_conn and random
-	up     atomic.Bool
-	index  int    // position in Pool.backends, to check SetUp's argument
-	id     string // Addr.String(), the stable Maglev id, computed once
+	active   atomic.Int64 // live connections, for least_conn and random
+	up       atomic.Bool  // state() == StateUp, for Up without the lock
+	closing  atomic.Bool  // down in a CloseOnDown pool: its connections must go
+	failures atomic.Int64 // consecutive failed connections, for passive checks
+	p        *Pool
+	index    int    // position in Pool.backends, to check arguments
+	id       string // Addr.String(), the stable Maglev id, computed once
+
+	st backendState // guarded by p.mu
 }
 
 // Acquire counts a new live connection to b. Call it once a backend picked
@@ -98,9 +156,6 @@ func (b *Backend) Release() {
 // Release.
 func (b *Backend) Active() int64 { return b.active.Load() }
 
-// Up reports whether b may be picked.
-func (b *Backend) Up() bool { return b.up.Load() }
-
 // String returns b's address.
 func (b *Backend) String() string { return b.id }
 
@@ -113,6 +168,12 @@ type Pool struct {
 	table    int
 	retries  int
 	backends []*Backend
+	checked  bool
+	closeOn  bool
+	slow     time.Duration
+	passive  int64
+	backoff  time.Duration
+	log      *slog.Logger
 
 	// sel is the selection state for the backends that are up. It is
 	// immutable and replaced whole by SetUp, so Pick reads it without a
@@ -122,10 +183,17 @@ type Pool struct {
 	// next is round robin's position in sel.seq. It survives rebuilds, so
 	// the rotation continues (at some offset) after a backend flaps.
 	next atomic.Uint64
+
+	// Guarded by mu.
+	onDown  []func(*Backend)
+	anyUp   bool          // the last selection had a backend to pick
+	backups bool          // ... and it was made of backups
+	wake    chan struct{} // tells Run to look at the clock again; buffered, size 1
 }
 
-// New checks o and builds a pool whose backends are all up. It reports
-// every problem in o at once.
+// New checks o and builds a pool. Its backends start up, unless o.Checked
+// or their Admin state says otherwise. It reports every problem in o at
+// once.
 func New(o Options) (*Pool, error) {
 	if err := o.check(); err != nil {
 		return nil, err
@@ -137,19 +205,33 @@ func New(o Options) (*Pool, error) {
 		table:    o.tableSize(),
 		retries:  o.Retries,
 		backends: make([]*Backend, len(o.Backends)),
+		checked:  o.Checked,
+		closeOn:  o.CloseOnDown,
+		slow:     o.SlowStart,
+		passive:  int64(o.PassiveFailures),
+		backoff:  o.passiveBackoff(),
+		log:      o.Logger,
+		wake:     make(chan struct{}, 1),
+	}
+	if p.log == nil {
+		p.log = slog.Default()
 	}
 	for i, bo := range o.Backends {
-		b := &Backend{Addr: bo.Addr, Weight: bo.weight(), index: i, id: bo.Addr.String()}
-		b.up.Store(true)
+		b := &Backend{Addr: bo.Addr, Weight: bo.weight(), Backup: bo.Backup, p: p, index: i, id: bo.Addr.String()}
+		b.st = backendState{admin: bo.Admin, healthy: !o.Checked}
+		b.st.state = b.st.effective()
+		b.st.everUp = b.st.state == StateUp
+		b.up.Store(b.st.state == StateUp)
 		p.backends[i] = b
 	}
-	sel, err := p.build()
+	sel, err := p.build(time.Now())
 	if err != nil {
 		// Only Maglev's table size can fail here; check does not
 		// duplicate maglev's own validation of it.
 		return nil, fmt.Errorf("pool %q: %w", o.Name, err)
 	}
 	p.sel.Store(sel)
+	p.anyUp, p.backups = len(sel.up) > 0, sel.backups
 	return p, nil
 }
 
@@ -167,6 +249,10 @@ func (o Options) check() error {
 	}
 	if o.Retries < 0 {
 		errs = append(errs, fmt.Errorf("retries %d is negative", o.Retries))
+	}
+	if o.SlowStart < 0 || o.PassiveBackoff < 0 || o.PassiveFailures < 0 {
+		errs = append(errs, fmt.Errorf("negative slow start %v, passive failures %d or backoff %v",
+			o.SlowStart, o.PassiveFailures, o.PassiveBackoff))
 	}
 	if len(o.Backends) == 0 {
 		errs = append(errs, errors.New("no backends"))
@@ -186,6 +272,9 @@ func (o Options) check() error {
 		if b.Weight < 0 || b.Weight > MaxWeight {
 			errs = append(errs, fmt.Errorf("backend %d (%s): weight %d, want 0 to %d", i, b.Addr, b.Weight, MaxWeight))
 		}
+		if b.Admin > Maintenance {
+			errs = append(errs, fmt.Errorf("backend %d (%s): unknown admin state %v", i, b.Addr, b.Admin))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("pool %q: %w", o.Name, err)
@@ -203,26 +292,3 @@ func (p *Pool) Retries() int { return p.retries }
 // Backends returns the pool's backends, up or down, in the order given to
 // New. The slice must not be modified.
 func (p *Pool) Backends() []*Backend { return p.backends }
-
-// SetUp marks b up or down. Down backends are never picked. It rebuilds the
-// selection state, which for Maglev costs milliseconds, so callers such as
-// health checking should call it on a change of state, not on every probe.
-// b must be one of p.Backends().
-func (p *Pool) SetUp(b *Backend, up bool) {
-	if b.index >= len(p.backends) || p.backends[b.index] != b {
-		panic("pool: SetUp of backend " + b.id + " that is not in pool " + p.name)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if b.up.Load() == up {
-		return
-	}
-	b.up.Store(up)
-	sel, err := p.build()
-	if err != nil {
-		// New built a table over all the backends, so the size fits
-		// any subset of them.
-		panic("pool: rebuilding " + p.name + ": " + err.Error())
-	}
-	p.sel.Store(sel)
-}

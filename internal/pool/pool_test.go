@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"runtime"
@@ -45,6 +46,9 @@ func backends(weights ...int) []BackendOptions {
 
 func mustNew(t testing.TB, o Options) *Pool {
 	t.Helper()
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	p, err := New(o)
 	if err != nil {
 		t.Fatal(err)

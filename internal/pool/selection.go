@@ -1,44 +1,66 @@
 package pool
 
 import (
+	"fmt"
+	"strings"
+	"time"
+
 	"sluice/internal/maglev"
 )
 
-// selection is the immutable state Pick reads: the backends that are up
-// and what the pool's algorithm precomputes over them. SetUp replaces it
-// whole, so a Pick sees either the old set or the new one, never a mix.
+// selection is the immutable state Pick reads: the backends it may return
+// and what the pool's algorithm precomputes over them. Every change of
+// state replaces it whole, so a Pick sees either the old set or the new
+// one, never a mix.
 type selection struct {
-	up []*Backend // in the order given to New
-	// seq holds the up backends, each as many times as its weight
+	// up holds the backends that are up, in the order given to New: the
+	// non-backup ones, or the backups if none of those is up.
+	up      []*Backend
+	backups bool  // up is made of backups
+	w       []int // weight of each of up, scaled during slow starts
+	// seq holds indices into up, each as many times as its weight
 	// divided by the weights' gcd: in smooth order for round robin, in
 	// any order for random, which draws uniform indices into it.
-	seq []*Backend
+	seq []int32
 	// table maps hashed clients to indices into up, for Maglev.
 	table *maglev.Table
+	// none says why up is empty, for the log of refused connections.
+	none string
 }
 
-// build computes the selection for the backends that are up now.
-func (p *Pool) build() (*selection, error) {
+// build computes the selection for the backends' current states. The
+// caller holds p.mu (or owns p, in New).
+func (p *Pool) build(now time.Time) (*selection, error) {
 	s := &selection{}
 	for _, b := range p.backends {
-		if b.up.Load() {
+		if b.st.state == StateUp && !b.Backup {
 			s.up = append(s.up, b)
 		}
 	}
 	if len(s.up) == 0 {
+		for _, b := range p.backends {
+			if b.st.state == StateUp {
+				s.up = append(s.up, b)
+			}
+		}
+		s.backups = len(s.up) > 0
+	}
+	if len(s.up) == 0 {
+		s.none = p.noneReason()
 		return s, nil
 	}
+	s.w = rampedWeights(s.up)
 	switch p.balance {
 	case RoundRobin:
-		s.seq = smoothSequence(s.up)
+		s.seq = smoothSequence(s.w)
 	case Random:
-		s.seq = weightedSequence(s.up)
+		s.seq = weightedSequence(s.w)
 	case Maglev:
-		ids, weights := make([]string, len(s.up)), make([]int, len(s.up))
+		ids := make([]string, len(s.up))
 		for i, b := range s.up {
-			ids[i], weights[i] = b.id, b.Weight
+			ids[i] = b.id
 		}
-		t, err := maglev.New(ids, weights, p.table)
+		t, err := maglev.New(ids, s.w, p.table)
 		if err != nil {
 			return nil, err
 		}
@@ -47,20 +69,67 @@ func (p *Pool) build() (*selection, error) {
 	return s, nil
 }
 
+// rampedWeights returns the weights of bs. While any of them is in slow
+// start, every weight is scaled by slowStartSteps and a ramping one by its
+// step instead, so that weights stay integers.
+func rampedWeights(bs []*Backend) []int {
+	w := make([]int, len(bs))
+	ramping := false
+	for i, b := range bs {
+		w[i] = b.Weight
+		ramping = ramping || b.st.rampStep > 0 && b.st.rampStep < slowStartSteps
+	}
+	if !ramping {
+		return w
+	}
+	for i, b := range bs {
+		if k := b.st.rampStep; k > 0 && k < slowStartSteps {
+			w[i] *= k
+		} else {
+			w[i] *= slowStartSteps
+		}
+	}
+	return w
+}
+
+// noneReason describes every backend's state, for when none is up.
+func (p *Pool) noneReason() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "pool %q has no backend up:", p.name)
+	for i, b := range p.backends {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, " %s %s", b.id, b.st.state)
+		switch {
+		case b.st.state != StateDown:
+		case b.st.ejected:
+			sb.WriteString(" (ejected after connection failures)")
+		case b.st.reason != "":
+			fmt.Fprintf(&sb, " (%s)", b.st.reason)
+		case !b.st.known:
+			sb.WriteString(" (not checked yet)")
+		}
+	}
+	return sb.String()
+}
+
 // smoothSequence returns one cycle of nginx's smooth weighted round robin
-// over bs (ngx_http_upstream_get_peer): each step adds every backend's
-// weight to its current value, picks the largest (the first one on a tie)
-// and subtracts the total from it. Weights 5, 1, 1 give a a b a c a a: the
-// light backends are spread out rather than sent in bursts.
+// over weights (ngx_http_upstream_get_peer), as indices: each step adds
+// every backend's weight to its current value, picks the largest (the
+// first one on a tie) and subtracts the total from it. Weights 5, 1, 1 give
+// a a b a c a a: the light backends are spread out rather than sent in
+// bursts.
 //
 // The weights are divided by their gcd first; scaling every weight by g
 // scales every current value by g, so the full cycle is just this one g
-// times over. Building costs len(bs) times the cycle's length, at most
-// MaxWeight*len(bs)^2, paid on SetUp only.
-func smoothSequence(bs []*Backend) []*Backend {
-	weights, total := reducedWeights(bs)
-	current := make([]int, len(bs))
-	seq := make([]*Backend, 0, total)
+// times over. Building costs len(weights) times the cycle's length, at
+// most MaxWeight*len^2 (ten times that during a slow start), paid on a
+// change of state only.
+func smoothSequence(weights []int) []int32 {
+	weights, total := reduced(weights)
+	current := make([]int, len(weights))
+	seq := make([]int32, 0, total)
 	for range total {
 		best := 0
 		for i, w := range weights {
@@ -70,37 +139,38 @@ func smoothSequence(bs []*Backend) []*Backend {
 			}
 		}
 		current[best] -= total
-		seq = append(seq, bs[best])
+		seq = append(seq, int32(best))
 	}
 	return seq
 }
 
-// weightedSequence returns each backend of bs as many times as its reduced
-// weight, so that a uniform index into it draws in proportion to weight.
-func weightedSequence(bs []*Backend) []*Backend {
-	weights, total := reducedWeights(bs)
-	seq := make([]*Backend, 0, total)
+// weightedSequence returns each index of weights as many times as its
+// reduced weight, so that a uniform index into it draws in proportion to
+// weight.
+func weightedSequence(weights []int) []int32 {
+	weights, total := reduced(weights)
+	seq := make([]int32, 0, total)
 	for i, w := range weights {
 		for range w {
-			seq = append(seq, bs[i])
+			seq = append(seq, int32(i))
 		}
 	}
 	return seq
 }
 
-// reducedWeights returns bs's weights divided by their gcd, and their sum.
-func reducedWeights(bs []*Backend) ([]int, int) {
+// reduced returns weights divided by their gcd, and their sum.
+func reduced(weights []int) ([]int, int) {
 	g := 0
-	for _, b := range bs {
-		g = gcd(g, b.Weight)
+	for _, w := range weights {
+		g = gcd(g, w)
 	}
-	weights := make([]int, len(bs))
+	out := make([]int, len(weights))
 	total := 0
-	for i, b := range bs {
-		weights[i] = b.Weight / g
-		total += weights[i]
+	for i, w := range weights {
+		out[i] = w / g
+		total += out[i]
 	}
-	return weights, total
+	return out, total
 }
 
 func gcd(a, b int) int {

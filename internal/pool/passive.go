@@ -1,0 +1,208 @@
+package pool
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// slowStartSteps is how many steps a slow start takes: each rebuilds the
+// selection (milliseconds for Maglev), and ten keep the ramp smooth.
+const slowStartSteps = 10
+
+// ReportFailure counts a failed connection to b (a connect that failed, or
+// the backend reset it) for passive checks; err says what failed. After
+// Options.PassiveFailures of them in a row, b is ejected. It takes no lock
+// until then.
+func (b *Backend) ReportFailure(err error) {
+	p := b.p
+	if p.passive <= 0 {
+		return
+	}
+	// Only the failure that reaches the threshold ejects; those of
+	// connections already under way when it did just count on, and the
+	// count restarts when the ejection ends.
+	if b.failures.Add(1) != p.passive {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.eject(b, err, time.Now())
+}
+
+// ReportSuccess counts a connection to b that worked (the backend sent
+// bytes), which restarts the count of consecutive failures.
+func (b *Backend) ReportSuccess() {
+	// Read first: a healthy backend's counter stays zero, and a store per
+	// connection would bounce its cache line between cores.
+	if b.failures.Load() != 0 {
+		b.failures.Store(0)
+	}
+}
+
+// eject takes b out of the selection for its backoff, which doubles with
+// every ejection until b has stayed in for the longest backoff.
+func (p *Pool) eject(b *Backend, err error, now time.Time) {
+	st := &b.st
+	if st.ejected {
+		return
+	}
+	longest := p.backoff * maxBackoffFactor
+	if st.backoff == 0 || now.Sub(st.returned) > longest {
+		st.backoff = p.backoff
+	}
+	st.ejected, st.ejectUntil = true, now.Add(st.backoff)
+	reason := "connection failures"
+	if err != nil {
+		reason = err.Error()
+	}
+	p.log.Warn("backend ejected", slog.String("pool", p.name), slog.String("backend", b.id),
+		slog.Int64("failures", p.passive), slog.Duration("backoff", st.backoff),
+		slog.String("reason", reason))
+	st.backoff = min(2*st.backoff, longest)
+	p.apply(now)
+	p.poke()
+}
+
+// endEjection puts an ejected backend back.
+func (p *Pool) endEjection(b *Backend, now time.Time) {
+	b.st.ejected = false
+	b.st.returned = now
+	b.failures.Store(0)
+	p.log.Info("backend back from ejection", slog.String("pool", p.name), slog.String("backend", b.id))
+	p.apply(now)
+}
+
+// poke tells Run that a deadline may have moved.
+func (p *Pool) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run takes the pool's timed steps until ctx ends: slow start ramps and, in
+// a pool without active checks, the end of ejections. It is the one
+// goroutine that does so; Pick never waits on it.
+func (p *Pool) Run(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		next := p.advance(time.Now())
+		p.mu.Unlock()
+		wait := time.Hour // nothing pending: sleep until poked
+		if !next.IsZero() {
+			wait = max(time.Until(next), 0)
+		}
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// advance ends the ejections and slow start steps due by now, rebuilding
+// the selection if anything changed, and returns when the next one is due
+// (zero if none is pending).
+func (p *Pool) advance(now time.Time) time.Time {
+	var next time.Time
+	soonest := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	changed := false
+	for _, b := range p.backends {
+		st := &b.st
+		if st.ejected && !p.checked {
+			if now.Before(st.ejectUntil) {
+				soonest(st.ejectUntil)
+			} else {
+				st.ejected, st.returned = false, now
+				b.failures.Store(0)
+				p.log.Info("backend back from ejection", slog.String("pool", p.name), slog.String("backend", b.id))
+				changed = true
+			}
+		}
+		if !st.rampStart.IsZero() {
+			step := p.slow / slowStartSteps
+			if k := min(1+int(now.Sub(st.rampStart)/step), slowStartSteps); k != st.rampStep {
+				st.rampStep, changed = k, true
+			}
+			if st.rampStep == slowStartSteps {
+				st.rampStart = time.Time{}
+			} else {
+				soonest(st.rampStart.Add(time.Duration(st.rampStep) * step))
+			}
+		}
+	}
+	if changed {
+		p.apply(now)
+	}
+	return next
+}
+
+// apply brings every backend's effective state up to date with its inputs
+// and publishes a new selection. The caller holds p.mu.
+func (p *Pool) apply(now time.Time) {
+	ramp := false
+	for _, b := range p.backends {
+		st := &b.st
+		s := st.effective()
+		if s != st.state {
+			if s == StateUp {
+				// HAProxy's rule: no slow start on the first coming up,
+				// when every backend comes up together.
+				if st.everUp && p.slow >= slowStartSteps {
+					st.rampStart, st.rampStep = now, 1
+					ramp = true
+				}
+				st.everUp = true
+			} else {
+				st.rampStart, st.rampStep = time.Time{}, 0
+			}
+			st.state = s
+			b.up.Store(s == StateUp)
+		}
+	}
+	sel, err := p.build(now)
+	if err != nil {
+		// New built a table over all the backends, so the size fits
+		// any subset of them.
+		panic("pool: rebuilding " + p.name + ": " + err.Error())
+	}
+	p.sel.Store(sel)
+	p.logPool(sel)
+	if ramp {
+		p.poke()
+	}
+}
+
+// logPool logs the pool running out of backends, falling back on its
+// backups, and recovering.
+func (p *Pool) logPool(sel *selection) {
+	anyUp := len(sel.up) > 0
+	switch {
+	case !anyUp && p.anyUp:
+		p.log.Warn("pool has no backend up", slog.String("pool", p.name), slog.String("why", sel.none))
+	case anyUp && sel.backups && !p.backups:
+		p.log.Warn("pool is using its backup backends", slog.String("pool", p.name),
+			slog.String("backends", backendList(sel.up)))
+	case anyUp && (!p.anyUp || p.backups) && !sel.backups:
+		p.log.Info("pool has backends up", slog.String("pool", p.name), slog.String("backends", backendList(sel.up)))
+	}
+	p.anyUp, p.backups = anyUp, sel.backups
+}
+
+func backendList(bs []*Backend) string {
+	ids := make([]string, len(bs))
+	for i, b := range bs {
+		ids[i] = b.id
+	}
+	return strings.Join(ids, " ")
+}

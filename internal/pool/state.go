@@ -1,0 +1,211 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// State is a backend's state as new connections see it.
+type State uint8
+
+const (
+	// StateUp: enabled, passing its health checks and not ejected; it is
+	// picked (a backup only while no other backend is up).
+	StateUp State = iota
+	// StateDown: failing its health checks, or ejected by passive checks.
+	// Existing connections go on unless the pool closes them on down.
+	StateDown
+	// StateDraining: no new connections; existing ones go on.
+	StateDraining
+	// StateMaintenance: no new connections; existing ones go on, and
+	// health changes are logged only at debug level.
+	StateMaintenance
+)
+
+var stateNames = [...]string{StateUp: "up", StateDown: "down", StateDraining: "draining", StateMaintenance: "maintenance"}
+
+// String returns "up", "down", "draining" or "maintenance".
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("State(%d)", uint8(s))
+}
+
+// Admin is a backend's administrative state. The zero value is Enabled.
+type Admin uint8
+
+const (
+	// Enabled backends are picked while they are healthy.
+	Enabled Admin = iota
+	// Drain stops new connections and lets existing ones finish.
+	Drain
+	// Maintenance stops new connections and quiets health logging.
+	Maintenance
+)
+
+var adminNames = [...]string{Enabled: "enabled", Drain: "drain", Maintenance: "maintenance"}
+
+// String returns the name used in the configuration file.
+func (a Admin) String() string {
+	if int(a) < len(adminNames) {
+		return adminNames[a]
+	}
+	return fmt.Sprintf("Admin(%d)", uint8(a))
+}
+
+// UnmarshalText accepts "enabled", "drain" and "maintenance".
+func (a *Admin) UnmarshalText(text []byte) error {
+	for i, name := range adminNames {
+		if string(text) == name {
+			*a = Admin(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown state %q: want enabled, drain or maintenance", text)
+}
+
+// backendState is what decides whether a backend is picked. It is guarded
+// by its pool's mu.
+type backendState struct {
+	admin   Admin
+	healthy bool // the health checks' verdict (true without checks)
+	known   bool // a health check has reported
+	reason  string
+
+	ejected    bool
+	ejectUntil time.Time
+	backoff    time.Duration // length of the next ejection; 0: the pool's first
+	returned   time.Time     // when the last ejection ended
+
+	everUp    bool      // has been up since the pool was built
+	rampStart time.Time // slow start began; zero: full weight
+	rampStep  int       // slow start step in the current selection, 1..slowStartSteps
+
+	state State // last effective state, for logging changes
+}
+
+// effective returns the state the inputs add up to.
+func (s *backendState) effective() State {
+	switch {
+	case s.admin == Maintenance:
+		return StateMaintenance
+	case s.admin == Drain:
+		return StateDraining
+	case !s.healthy || s.ejected:
+		return StateDown
+	}
+	return StateUp
+}
+
+// Up reports whether b is up: enabled, passing its health checks and not
+// ejected. A backup that is up is picked only while no other backend is.
+func (b *Backend) Up() bool { return b.up.Load() }
+
+// State returns b's current state.
+func (b *Backend) State() State {
+	b.p.mu.Lock()
+	defer b.p.mu.Unlock()
+	return b.st.state
+}
+
+// Closing reports whether b's connections must be closed: its health checks
+// marked it down in a pool with Options.CloseOnDown. A proxy checks it
+// after registering a new connection, so that one racing the OnDown
+// callbacks is closed too.
+func (b *Backend) Closing() bool { return b.closing.Load() }
+
+// mine panics unless b is one of p's backends: a foreign backend is a bug
+// in the caller that would corrupt both pools' selections.
+func (p *Pool) mine(b *Backend, op string) {
+	if b.index >= len(p.backends) || p.backends[b.index] != b {
+		panic("pool: " + op + " of backend " + b.id + " that is not in pool " + p.name)
+	}
+}
+
+// SetHealth records a health check's verdict on b, with reason the check's
+// error text when it failed. Checkers call it after every check; only a
+// change of verdict rebuilds the selection (for Maglev, milliseconds). An
+// up verdict also ends an ejection whose backoff has run out.
+func (p *Pool) SetHealth(b *Backend, up bool, reason string) {
+	p.mine(b, "SetHealth")
+	now := time.Now()
+	p.mu.Lock()
+	st := &b.st
+	first := !st.known
+	st.known = true
+	if st.healthy == up && !first {
+		if up && st.ejected && p.checked && !now.Before(st.ejectUntil) {
+			p.endEjection(b, now)
+		}
+		p.mu.Unlock()
+		return
+	}
+	st.healthy, st.reason = up, reason
+	if up && st.ejected && p.checked && !now.Before(st.ejectUntil) {
+		st.ejected = false
+		st.returned = now
+		b.failures.Store(0)
+	}
+	p.logHealth(b, up, reason)
+	notify := !up && p.closeOn && !b.closing.Load()
+	b.closing.Store(!up && p.closeOn)
+	p.apply(now)
+	callbacks := p.onDown
+	p.mu.Unlock()
+	if notify {
+		for _, f := range callbacks {
+			f(b)
+		}
+	}
+}
+
+// SetUp is SetHealth without a reason, for callers that decide health
+// themselves.
+func (p *Pool) SetUp(b *Backend, up bool) { p.SetHealth(b, up, "") }
+
+// SetAdmin sets b's administrative state. Draining and maintenance stop new
+// connections to b at once; its existing connections go on.
+func (p *Pool) SetAdmin(b *Backend, a Admin) {
+	p.mine(b, "SetAdmin")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b.st.admin == a {
+		return
+	}
+	b.st.admin = a
+	p.log.Info("backend admin state", slog.String("pool", p.name), slog.String("backend", b.id),
+		slog.String("admin", a.String()))
+	p.apply(time.Now())
+}
+
+// OnDown registers f to be called when a health check marks a backend down
+// in a pool with Options.CloseOnDown, such as a proxy's method closing the
+// backend's connections. f runs on the checker's goroutine and must not
+// call back into the pool's setters.
+func (p *Pool) OnDown(f func(*Backend)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// Copied on write: SetHealth calls the slice it read under the lock.
+	p.onDown = append(p.onDown[:len(p.onDown):len(p.onDown)], f)
+}
+
+// Unavailable says why Pick returns nil for every client: which backends
+// there are and why none is up. It is "" while some backend is up.
+func (p *Pool) Unavailable() string { return p.sel.Load().none }
+
+// logHealth logs a change of b's health verdict.
+func (p *Pool) logHealth(b *Backend, up bool, reason string) {
+	level, msg := slog.LevelWarn, "backend down"
+	if up {
+		level, msg = slog.LevelInfo, "backend up"
+	}
+	if b.st.admin == Maintenance {
+		// Expected while the backend is worked on.
+		level = slog.LevelDebug
+	}
+	p.log.Log(context.Background(), level, msg, slog.String("pool", p.name), slog.String("backend", b.id),
+		slog.String("reason", reason))
+}
