@@ -1,9 +1,10 @@
 package udp
 
 import (
-	"errors"
 	"fmt"
 	"net"
+	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,20 +23,27 @@ const (
 // socket's sessions, so no lock is taken per datagram: the kernel's
 // reuse-port hash sends every datagram of a flow to the same socket.
 //
-// It waits in epoll_wait on its own epoll set, which holds the listening
-// socket, every session's backend socket and an eventfd that the Server
-// writes to when it shuts down. Backend sockets stay out of Go's poller: a
-// reply costs no goroutine wake-up, and an idle session costs its socket
-// and a few hundred bytes, no goroutine.
+// It waits on its own epoll set, which holds the listening socket, every
+// session's backend socket and an eventfd that the Server writes to when it
+// shuts down (see wait). Backend sockets stay out of Go's poller: a reply
+// costs no goroutine wake-up, and an idle session costs its socket and a
+// few hundred bytes, no goroutine.
 type loop struct {
 	s       *Server
 	conn    *net.UDPConn // closed by close, when the loop ends
 	fd      int          // conn's socket, used directly while conn is open
 	family  int          // conn's address family
 	pktinfo bool         // datagrams carry their destination (wildcard bind)
-	ep      int          // epoll
-	efd     int          // eventfd the Server wakes the loop with
-	closed  bool         // efd is closed; guarded by s.mu
+	ep      int          // epoll, owned by epf
+	epf     *os.File     // ep in Go's poller, for parking (see wait)
+	erc     syscall.RawConn
+	efd     int  // eventfd the Server wakes the loop with
+	closed  bool // efd is closed; guarded by s.mu
+
+	poll   func(uintptr) bool // l.pollOnce, bound once
+	nready int                // what poll found
+	perr   error
+	armed  time.Time // epf's read deadline
 
 	events []unix.EpollEvent
 	in     *batch              // datagrams from clients
@@ -87,6 +95,9 @@ func (l *loop) openEpoll() error {
 	if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return fmt.Errorf("creating epoll: %w", err)
 	}
+	if err := l.pollable(); err != nil {
+		return err
+	}
 	if l.efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		return fmt.Errorf("creating eventfd: %w", err)
 	}
@@ -119,14 +130,14 @@ func (l *loop) wake() {
 func (l *loop) run() {
 	defer l.close()
 	for {
-		n, err := unix.EpollWait(l.ep, l.events, l.waitMillis())
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		n, err := l.wait()
+		if err != nil {
 			l.s.logger().Error("udp loop stopped", "listener", l.s.Name, "error", err.Error())
 			l.endAll(EndDrain)
 			return
 		}
 		l.now = time.Since(l.base)
-		for _, ev := range l.events[:max(n, 0)] {
+		for _, ev := range l.events[:n] {
 			switch ev.Fd {
 			case slotWake:
 				var buf [8]byte
@@ -152,20 +163,6 @@ func (l *loop) run() {
 			}
 		}
 	}
-}
-
-// waitMillis returns how long epoll_wait may sleep: until the least
-// recently active session expires, or for ever if there is none.
-func (l *loop) waitMillis() int {
-	s := l.idle.front
-	if s == nil {
-		return -1
-	}
-	left := s.last + l.s.sessionTimeout() - time.Since(l.base)
-	if left <= 0 {
-		return 0
-	}
-	return int((left + time.Millisecond - 1) / time.Millisecond)
 }
 
 // expire ends the sessions idle for the session timeout: those at the
@@ -206,7 +203,10 @@ func (l *loop) closeFDs() {
 	if l.efd >= 0 {
 		unix.Close(l.efd)
 	}
-	if l.ep >= 0 {
+	switch {
+	case l.epf != nil:
+		l.epf.Close()
+	case l.ep >= 0:
 		unix.Close(l.ep)
 	}
 	l.closed = true
