@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,12 +14,21 @@ import (
 )
 
 // The UDP scenario's shape, fixed so that runs compare: udpFlows client
-// sockets (flows), each sending udpSize-byte datagrams udpBatch at a time,
-// as fast as sendmmsg goes.
+// sockets (flows), each keeping up to udpWindow datagrams of udpSize bytes
+// in flight, sent udpBatch at a time.
+//
+// "Full rate" is a closed loop: a flow sends a batch whenever one of its
+// batches has come back, so the system is always saturated, yet the
+// senders never starve the echo backend and the receivers, which share
+// their CPUs (an open-loop sender that never blocks measures the load
+// generator, not the proxy). A window whose replies were lost is given
+// back after udpStall, and the datagrams count as lost.
 const (
-	udpFlows = 8
-	udpSize  = 64
-	udpBatch = 16
+	udpFlows  = 8
+	udpSize   = 64
+	udpBatch  = 16
+	udpWindow = 4 * udpBatch
+	udpStall  = 20 * time.Millisecond
 	// udpTail is how long replies may still arrive after the senders
 	// stop before the rest count as lost.
 	udpTail = 300 * time.Millisecond
@@ -91,7 +99,7 @@ func (e *udpEcho) Close() error {
 }
 
 // udpFullRate sends datagrams through t.addr (over UDP) from udpFlows
-// flows as fast as they go and reports the echoes received per second
+// flows as fast as the system echoes them and reports the echoes received per second
 // ("dps", median slice of the window), the share of datagrams sent that
 // never came back ("loss", percent, over the whole run), and the proxy's
 // CPU.
@@ -122,47 +130,55 @@ func udpFullRate(ctx context.Context, t target, o runOpts) (map[string]float64, 
 	return map[string]float64{"dps": w.rate, "loss": loss, "cpu": w.cpuPct}, nil
 }
 
-// udpFlow sends on c until ctx is done, counting what it sends, while a
-// receiver counts the echoes; the receiver stops udpTail after the last
-// send.
+// udpFlow sends on c until ctx is done, keeping up to udpWindow
+// datagrams in flight, while a receiver counts the echoes; the receiver
+// stops udpTail after the last send.
 func udpFlow(ctx context.Context, c *net.UDPConn, sent, recv *atomic.Int64) error {
+	credits := make(chan struct{}, udpWindow/udpBatch)
+	for range cap(credits) {
+		credits <- struct{}{}
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
-	wg.Go(func() { errc <- udpReceive(c, recv) })
+	wg.Go(func() { errc <- udpReceive(c, recv, credits) })
 	defer wg.Wait()
 	pc := ipv4.NewPacketConn(c)
 	ms := make([]ipv4.Message, udpBatch)
 	for i := range ms {
 		ms[i].Buffers = [][]byte{make([]byte, udpSize)}
 	}
+	stall := time.NewTimer(udpStall)
+	defer stall.Stop()
 	for ctx.Err() == nil {
+		stall.Reset(udpStall)
+		select {
+		case <-credits:
+		case <-stall.C: // a batch was lost: its credit never comes back
+		case <-ctx.Done():
+			continue
+		}
 		n, err := pc.WriteBatch(ms, 0)
 		if err != nil {
 			// ECONNREFUSED reports an ICMP error for an earlier
-			// datagram (no proxy yet, or it restarted); ENOBUFS a
-			// full queue. Both are loss, not a failed run.
+			// datagram; ENOBUFS a full queue. Both are loss, not a
+			// failed run.
 			continue
 		}
 		sent.Add(int64(n))
-		// Let the echo backend and the receivers, which share the
-		// load's CPUs, run between batches; a sender that kept its
-		// thread would make the load generator the bottleneck.
-		runtime.Gosched()
 	}
 	c.SetReadDeadline(time.Now().Add(udpTail))
-	if err := <-errc; err != nil {
-		return err
-	}
-	return nil
+	return <-errc
 }
 
-// udpReceive counts datagrams read from c until its read deadline passes.
-func udpReceive(c *net.UDPConn, recv *atomic.Int64) error {
+// udpReceive counts datagrams read from c until its read deadline passes,
+// giving a credit back for every udpBatch received.
+func udpReceive(c *net.UDPConn, recv *atomic.Int64, credits chan<- struct{}) error {
 	pc := ipv4.NewPacketConn(c)
 	ms := make([]ipv4.Message, 64)
 	for i := range ms {
 		ms[i].Buffers = [][]byte{make([]byte, 2048)}
 	}
+	got := 0
 	for {
 		n, err := pc.ReadBatch(ms, 0)
 		if err != nil {
@@ -174,6 +190,12 @@ func udpReceive(c *net.UDPConn, recv *atomic.Int64) error {
 			continue
 		}
 		recv.Add(int64(n))
+		for got += n; got >= udpBatch; got -= udpBatch {
+			select {
+			case credits <- struct{}{}:
+			default: // the sender gave itself this one after a stall
+			}
+		}
 	}
 }
 
