@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"sluice/internal/pool"
 )
 
 // Accept errors back off from minBackoff to maxBackoff, doubling, as
@@ -115,7 +117,29 @@ func (s *Server) serve(client *net.TCPConn, sh *shard) {
 		fail(be.String(), EndDrain, nil)
 		return
 	}
+	if be.Closing() {
+		// The backend went down, in a pool that closes its connections,
+		// after Pick: CloseBackend may have swept the shard before this
+		// connection was in it. Aborted before run, it runs to its end
+		// at once.
+		c.abort(EndBackendDown, &c.client)
+	}
 	c.run()
+}
+
+// CloseBackend closes every live connection to b, resetting its client,
+// logged with end=backend_down. Wire it to pool.(*Pool).OnDown where a
+// backend's health checks marking it down must cut its clients off (such
+// as a demoted primary). It may be called from any goroutine.
+func (s *Server) CloseBackend(b *pool.Backend) {
+	s.mu.Lock()
+	shards := s.shards
+	s.mu.Unlock()
+	for _, sh := range shards {
+		for _, c := range sh.find(b) {
+			c.abort(EndBackendDown, &c.client)
+		}
+	}
 }
 
 // shard tracks the live connections of one accept loop, so that shutdown
@@ -146,6 +170,19 @@ func (sh *shard) remove(c *conn) {
 	sh.mu.Lock()
 	delete(sh.conns, c.id)
 	sh.mu.Unlock()
+}
+
+// find returns the live connections to b.
+func (sh *shard) find(b *pool.Backend) []*conn {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	var cs []*conn
+	for _, c := range sh.conns {
+		if c.be == b {
+			cs = append(cs, c)
+		}
+	}
+	return cs
 }
 
 // wake resumes the parked direction that key names, if its connection

@@ -3,6 +3,7 @@ package l4
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -120,6 +121,9 @@ func (c *conn) finalize() {
 	c.backend.c.Close()
 	c.sh.remove(c)
 	c.be.Release()
+	if c.ended() == EndBackendReset {
+		c.be.ReportFailure(errBackendReset)
+	}
 	c.s.logEnd(c, c.be.String(), c.ended(), c.dirs[0].n, c.dirs[1].n, c.retries, nil)
 	c.s.done()
 }
@@ -159,12 +163,26 @@ func (s *Server) dial(ctx context.Context, client netip.AddrPort) (*pool.Backend
 			// the same way, and this one is not to blame.
 			break
 		}
+		b.ReportFailure(err)
 	}
 	if lastErr == nil {
-		return nil, nil, len(tried), ErrNoBackend
+		return nil, nil, len(tried), noBackend(s.Pool)
 	}
 	return nil, nil, len(tried) - 1, lastErr
 }
+
+// noBackend returns ErrNoBackend with the pool's account of its backends,
+// so that the log of a refused connection says why.
+func noBackend(p Picker) error {
+	if why := p.Unavailable(); why != "" {
+		return fmt.Errorf("%w: %s", ErrNoBackend, why)
+	}
+	return ErrNoBackend
+}
+
+// errBackendReset is what a connection the backend reset reports to the
+// pool's passive checks.
+var errBackendReset = errors.New("connection reset by backend")
 
 // localFailure reports whether a connect failed for want of a local
 // resource rather than because of the backend.

@@ -27,6 +27,7 @@ type dir struct {
 	n     int64         // bytes written to dst
 	read  time.Duration // when src last gave bytes, after c.start
 	armed bool          // src is registered with the parker's epoll
+	spoke bool          // src has given bytes
 }
 
 func (d *dir) fromClient() bool { return d.index == 0 }
@@ -119,6 +120,14 @@ func (d *dir) moved() {
 	now := time.Since(d.c.start)
 	d.read = now
 	d.c.touch(now)
+	if !d.spoke {
+		d.spoke = true
+		if !d.fromClient() {
+			// The backend answered: for passive checks the connection
+			// worked, whatever happens to it later.
+			d.c.be.ReportSuccess()
+		}
+	}
 }
 
 // readWaitFailed classifies an error from waiting for the source to become

@@ -28,6 +28,10 @@ const (
 	EndConnectFailed
 	// EndNoBackend: the pool had no backend to offer.
 	EndNoBackend
+	// EndBackendDown: the backend's health checks marked it down in a pool
+	// that closes its connections then (on_down = "close"); the client
+	// was reset.
+	EndBackendDown
 )
 
 var endNames = [...]string{
@@ -41,6 +45,7 @@ var endNames = [...]string{
 	EndDrain:             "drain",
 	EndConnectFailed:     "connect_failed",
 	EndNoBackend:         "no_backend",
+	EndBackendDown:       "backend_down",
 }
 
 // String returns the name logged for e.

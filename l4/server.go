@@ -19,6 +19,9 @@ type Picker interface {
 	Pick(client netip.AddrPort, tried []*pool.Backend) *pool.Backend
 	// Retries is how many more backends to try after a failed connect.
 	Retries() int
+	// Unavailable says why Pick finds no backend at all (which are down,
+	// draining...), for the log; "" when some backend is up.
+	Unavailable() string
 }
 
 var _ Picker = (*pool.Pool)(nil)
