@@ -11,8 +11,10 @@ const (
 	// EndResponses: the backend sent the replies the listener allows per
 	// session (Server.Responses, such as one for DNS).
 	EndResponses
-	// EndBackendDown: the backend was marked down; the client's datagram
-	// that noticed it opened a new session with another backend.
+	// EndBackendDown: the backend was marked down (failing its health
+	// checks, or ejected); the client's datagram that noticed it opened a
+	// new session with another backend. A draining backend keeps its
+	// sessions.
 	EndBackendDown
 	// EndBackendRefused: the backend's host answered with ICMP port
 	// unreachable (nothing listens there), so the next datagram of the

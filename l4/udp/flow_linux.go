@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/internal/pool"
 )
 
 // roundBatches is how many batches one socket may move per round of the
@@ -48,7 +50,7 @@ func (l *loop) assign(n int) {
 		case !ok:
 			cur = nil
 		// Datagrams of a flow often come in a row: skip the map.
-		case cur == nil || k != cur.key || !cur.be.Up():
+		case cur == nil || k != cur.key || l.gone(cur):
 			cur = l.session(k, ifindex, i)
 		}
 		l.dest[i] = cur
@@ -90,7 +92,7 @@ func (l *loop) forwardAll(n int) {
 // to be dropped.
 func (l *loop) session(k flowKey, ifindex uint32, i int) *session {
 	s := l.flows[k]
-	if s != nil && s.be.Up() {
+	if s != nil && !l.gone(s) {
 		return s
 	}
 	if s != nil {
@@ -117,6 +119,22 @@ func (l *loop) session(k flowKey, ifindex uint32, i int) *session {
 		}
 	}
 	return s
+}
+
+// gone reports whether s's flow must leave its backend because the backend
+// is down (failing its health checks, or ejected). A draining backend, or
+// one in maintenance, keeps the flows it has, as it keeps its connections.
+// Telling those apart takes the pool's lock, so it is done only while the
+// backend is not up, and then at most once a second per session.
+func (l *loop) gone(s *session) bool {
+	if s.be.Up() || l.now < s.recheck {
+		return false
+	}
+	if s.be.State() == pool.StateDown {
+		return true
+	}
+	s.recheck = l.now + time.Second
+	return false
 }
 
 // open picks a backend for flow k and opens the session's socket to it.

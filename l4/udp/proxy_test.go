@@ -252,6 +252,31 @@ func TestFailoverWhenBackendGoesDown(t *testing.T) {
 	}
 }
 
+// TestDrainingBackendKeepsItsFlows drains a backend: its live flows stay,
+// as connections to it would, and new flows go elsewhere.
+func TestDrainingBackendKeepsItsFlows(t *testing.T) {
+	bs := []*backend{startBackend(t, "b1", "127.0.0.1", 0), startBackend(t, "b2", "127.0.0.1", 0)}
+	pl := newPool(t, pool.RoundRobin, bs...)
+	p := startProxy(t, &Server{Pool: pl}, "127.0.0.1:0")
+	c := dial(t, p.addr)
+	first := from(ask(t, c, "x"))
+	for _, be := range pl.Backends() {
+		if (first == "b1") == (be.Addr == bs[0].addr) {
+			pl.SetAdmin(be, pool.Drain)
+		}
+	}
+	for range 3 {
+		if got := from(ask(t, c, "x")); got != first {
+			t.Fatalf("the flow moved from draining %s to %s", first, got)
+		}
+	}
+	for range 4 {
+		if got := from(ask(t, dial(t, p.addr), "x")); got == first {
+			t.Fatalf("a new flow reached draining %s", first)
+		}
+	}
+}
+
 func TestBackendRefusedEndsSession(t *testing.T) {
 	// Nothing listens on the backend's port: its ICMP port unreachable
 	// ends the session.

@@ -46,6 +46,7 @@ type session struct {
 	ooblen  int
 
 	start, last time.Duration // on the loop's clock
+	recheck     time.Duration // when gone may next ask the pool for be's state
 	replies     int
 	dgIn, dgOut int64 // datagrams from and to the client
 	in, out     int64 // bytes from and to the client
