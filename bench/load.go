@@ -55,7 +55,7 @@ func workers(ctx context.Context, n int, work func(ctx context.Context, i int) e
 // then spoils one slice, not the figure.
 const sliceLen = 500 * time.Millisecond
 
-// slices is how many slices a window of length d has.
+// slicesOf is how many slices a window of length d has.
 func slicesOf(d time.Duration) int { return max(1, int((d+sliceLen/2)/sliceLen)) }
 
 // window is one measured interval: the median rate of a counter over its
