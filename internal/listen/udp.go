@@ -18,6 +18,10 @@ import (
 // failed. n < 1 is taken as 1. With port 0, the first socket's port is used
 // by the others.
 //
+// Each socket asks for a UDPReadBuffer-byte receive buffer: a burst that
+// arrives while the proxy is busy waits there instead of being dropped. The
+// kernel caps it at net.core.rmem_max.
+//
 // An unspecified address binds every address: [::] takes IPv6 and IPv4
 // (as v4-mapped addresses), 0.0.0.0 IPv4 only. Such sockets also report
 // each datagram's destination address (IP_PKTINFO or IPV6_RECVPKTINFO) in
@@ -36,8 +40,12 @@ func UDP(ctx context.Context, addr netip.AddrPort, n int) ([]*net.UDPConn, error
 	for range n {
 		pc, err := lc.ListenPacket(ctx, network, addr.String())
 		if err == nil {
-			conns = append(conns, pc.(*net.UDPConn))
-			err = destinationInfo(pc.(*net.UDPConn), addr.Addr())
+			c := pc.(*net.UDPConn)
+			conns = append(conns, c)
+			err = destinationInfo(c, addr.Addr())
+			if err == nil {
+				err = c.SetReadBuffer(UDPReadBuffer)
+			}
 		}
 		if err != nil {
 			closeAll(conns)
@@ -48,6 +56,12 @@ func UDP(ctx context.Context, addr netip.AddrPort, n int) ([]*net.UDPConn, error
 	}
 	return conns, nil
 }
+
+// UDPReadBuffer is the receive buffer UDP asks for on each socket. The
+// default (net.core.rmem_default, usually 208 KiB) holds only about 270
+// small datagrams, as the kernel counts each at its full buffer size; a
+// proxy that reads in batches still meets bursts larger than that.
+const UDPReadBuffer = 4 << 20
 
 // udpNetwork returns the network to listen on for ip. Go would open a
 // dual-stack socket for 0.0.0.0 given "udp"; "udp4" keeps it to IPv4, as

@@ -4,9 +4,13 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -113,6 +117,31 @@ func TestUDPWildcardReportsDestination(t *testing.T) {
 				t.Fatalf("destination %v, want %s", dst, tt.to)
 			}
 		})
+	}
+}
+
+func TestUDPReadBuffer(t *testing.T) {
+	conns, err := UDP(context.Background(), netip.MustParseAddrPort("127.0.0.1:0"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(conns)
+	rc, err := conns[0].SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var size int
+	rc.Control(func(fd uintptr) { size, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Linux doubles what was asked for (for its own overhead), within
+	// net.core.rmem_max.
+	max, _ := os.ReadFile("/proc/sys/net/core/rmem_max")
+	want, _ := strconv.Atoi(strings.TrimSpace(string(max)))
+	want = 2 * min(want, UDPReadBuffer)
+	if size < want {
+		t.Fatalf("SO_RCVBUF is %d, want %d", size, want)
 	}
 }
 
