@@ -25,9 +25,9 @@ const (
 //
 // It waits on its own epoll set, which holds the listening socket, every
 // session's backend socket and an eventfd that the Server writes to when it
-// shuts down (see wait). Backend sockets stay out of Go's poller: a reply
-// costs no goroutine wake-up, and an idle session costs its socket and a
-// few hundred bytes, no goroutine.
+// shuts down (see wait). Backend sockets stay out of Go's poller, so an
+// idle session costs its socket and a few hundred bytes, no goroutine: the
+// loop's one goroutine wakes for all of them.
 type loop struct {
 	s       *Server
 	conn    *net.UDPConn // closed by close, when the loop ends
