@@ -155,6 +155,21 @@ type Pool struct {
 	// Backends are in file order; there is at least one, and no address
 	// appears twice.
 	Backends []Backend
+	// OnDown says whether a backend's connections are closed when its
+	// health checks mark it down.
+	OnDown OnDown
+	// SlowStart is how long a backend coming back up takes to get its
+	// full weight back; zero means at once.
+	SlowStart time.Duration
+	// PassiveFailures is how many connections to a backend in a row must
+	// fail (connect refused or timed out, or reset by the backend) to
+	// eject it; zero turns passive checks off. 0 to 1000.
+	PassiveFailures int
+	// PassiveBackoff is how long a first ejection lasts; > 0.
+	PassiveBackoff time.Duration
+	// Health is the pool's [health] table, nil if it has none (then its
+	// backends are not actively checked).
+	Health *Health
 }
 
 // Backend is one [[pools.NAME.backends]] entry.
@@ -163,6 +178,15 @@ type Backend struct {
 	Address netip.AddrPort
 	// Weight is the backend's share relative to the others, 1 to 256.
 	Weight int
+	// Backup marks a backend used only while no other backend of the
+	// pool is up.
+	Backup bool
+	// State is the administrative state the backend starts in.
+	State pool.Admin
+	// Health is how this backend is checked: the pool's Health with the
+	// backend's overrides and its check address; nil if the pool has no
+	// checks.
+	Health *Health
 }
 
 // Pool returns the pool with the given name, or nil if there is none.

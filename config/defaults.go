@@ -21,6 +21,16 @@ const (
 	defaultSessionTimeout    = 30 * time.Second
 	defaultMaxSessions       = 65536
 
+	defaultHealthInterval  = 2 * time.Second
+	defaultHealthTimeout   = time.Second
+	defaultRise            = 2
+	defaultFall            = 3
+	defaultPassiveFailures = 3
+	defaultPassiveBackoff  = 10 * time.Second
+	maxRiseFall            = 100
+	maxPassiveFailures     = 1000
+	maxSecretSize          = 4096
+
 	maxNameLen   = 64
 	maxSockets   = 1024
 	maxRetries   = 100
@@ -64,7 +74,29 @@ func defaultListener(name string, p Protocol) Listener {
 func defaultSockets() int { return min(runtime.GOMAXPROCS(0), maxSockets) }
 
 func defaultPool(name string) Pool {
-	return Pool{Name: name, Balance: pool.RoundRobin, HashKey: pool.ClientIP, Retries: defaultRetries}
+	return Pool{Name: name, Balance: pool.RoundRobin, HashKey: pool.ClientIP, Retries: defaultRetries,
+		PassiveFailures: defaultPassiveFailures, PassiveBackoff: defaultPassiveBackoff}
 }
+
+// defaultHealth is a [health] table with no keys: a TCP connect check.
+func defaultHealth() Health {
+	return Health{
+		Kind:      CheckTCP,
+		Interval:  defaultHealthInterval,
+		Timeout:   defaultHealthTimeout,
+		Jitter:    defaultJitter(defaultHealthInterval),
+		Rise:      defaultRise,
+		Fall:      defaultFall,
+		Method:    "GET",
+		Path:      "/",
+		StatusMin: 200,
+		StatusMax: 399,
+		Type:      1, // A
+	}
+}
+
+// defaultJitter is jitter's default for an interval: a tenth of it, enough
+// for checks started together to drift apart within a few intervals.
+func defaultJitter(interval time.Duration) time.Duration { return interval / 10 }
 
 func defaultBackend() Backend { return Backend{Weight: defaultWeight} }

@@ -21,6 +21,9 @@ func FuzzParse(f *testing.F) {
 	for _, tc := range badUDPConfigs {
 		f.Add(tc.toml)
 	}
+	for _, tc := range badHealthConfigs {
+		f.Add(tc.toml)
+	}
 	f.Fuzz(func(t *testing.T, text string) {
 		cfg, err := parseFake(text)
 		if err != nil {
@@ -81,5 +84,18 @@ func checkPool(t *testing.T, p Pool) {
 			t.Errorf("pool %s: bad backend %+v", p.Name, b)
 		}
 		seen[b.Address] = true
+		if (b.Health == nil) != (p.Health == nil) || b.Health != nil && (!checkOK(*b.Health) ||
+			!b.Health.Address.IsValid() || b.Health.Address.Port() == 0 || b.Health.Kind != p.Health.Kind) {
+			t.Errorf("pool %s: bad backend check %+v", p.Name, b.Health)
+		}
 	}
+	if p.PassiveFailures < 0 || p.PassiveBackoff <= 0 || p.SlowStart < 0 || p.Health != nil && !checkOK(*p.Health) {
+		t.Errorf("pool %s: bad health options %+v", p.Name, p)
+	}
+}
+
+// checkOK reports whether a check's timings are what Parse promises.
+func checkOK(h Health) bool {
+	return h.Interval > 0 && h.Timeout > 0 && h.Timeout <= h.Interval && h.Jitter >= 0 && h.Jitter <= h.Interval/2 &&
+		h.Rise >= 1 && h.Rise <= maxRiseFall && h.Fall >= 1 && h.Fall <= maxRiseFall
 }

@@ -32,11 +32,13 @@ func TestParseDefaults(t *testing.T) {
 			HalfClosedTimeout: time.Minute,
 		}},
 		Pools: []Pool{{
-			Name:     "db",
-			Balance:  pool.RoundRobin,
-			HashKey:  pool.ClientIP,
-			Retries:  3,
-			Backends: []Backend{{Address: netip.MustParseAddrPort("10.0.0.3:5432"), Weight: 1}},
+			Name:            "db",
+			Balance:         pool.RoundRobin,
+			HashKey:         pool.ClientIP,
+			Retries:         3,
+			Backends:        []Backend{{Address: netip.MustParseAddrPort("10.0.0.3:5432"), Weight: 1}},
+			PassiveFailures: 3,
+			PassiveBackoff:  10 * time.Second,
 		}},
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -96,7 +98,7 @@ address = "10.0.0.3:5432"
 	if p == nil || p.Balance != pool.Maglev || p.HashKey != pool.ClientIPPort || p.TableSize != 655373 || p.Retries != 0 {
 		t.Fatalf("pool %+v", p)
 	}
-	wantBackends := []Backend{{netip.MustParseAddrPort("[fd00::3]:5432"), 256}, {netip.MustParseAddrPort("10.0.0.3:5432"), 1}}
+	wantBackends := []Backend{{Address: netip.MustParseAddrPort("[fd00::3]:5432"), Weight: 256}, {Address: netip.MustParseAddrPort("10.0.0.3:5432"), Weight: 1}}
 	if !reflect.DeepEqual(p.Backends, wantBackends) {
 		t.Errorf("backends %+v", p.Backends)
 	}

@@ -46,10 +46,12 @@ func (d *decoder) pools(top *table) []Pool {
 
 func (d *decoder) pool(t *table) Pool {
 	p := defaultPool(t.name)
-	t.allow("balance", "hash_key", "table_size", "retries", "backends")
+	t.allow("balance", "hash_key", "table_size", "retries", "backends",
+		"on_down", "slow_start", "passive_failures", "passive_backoff", "health")
 	balanceOK := t.text("balance", &p.Balance) || !t.has("balance")
 	t.integer("retries", 0, maxRetries, &p.Retries)
-	p.Backends = d.backends(t)
+	t.poolHealth(&p)
+	p.Backends = d.backends(t, p.Health)
 	if balanceOK { // else the errors below would only echo the bad balance
 		t.maglev(&p)
 	}
@@ -91,8 +93,9 @@ func isPrime(n int) bool {
 	return true
 }
 
-// backends reads the [[pools.NAME.backends]] entries of pool table pt.
-func (d *decoder) backends(pt *table) []Backend {
+// backends reads the [[pools.NAME.backends]] entries of pool table pt,
+// whose health checks, if any, are ph.
+func (d *decoder) backends(pt *table, ph *Health) []Backend {
 	prim, ok := pt.keys["backends"]
 	if !ok {
 		pt.errorf("backends", "no backends: add at least one [[%s.backends]] table", pt.path)
@@ -114,22 +117,21 @@ func (d *decoder) backends(pt *table) []Backend {
 		t := &table{d: d, path: fmt.Sprintf("%s.backends[%d]", pt.path, i), keys: keys,
 			line: lines.header(i), lineOf: func(k string) int { return lines.key(i, k) }}
 		out[i] = defaultBackend()
-		t.allow("address", "weight")
+		t.allow("address", "weight", "backup", "state", "health")
 		t.required("address")
 		t.integer("weight", 1, maxWeight, &out[i].Weight)
-		s, ok := t.str("address")
-		if !ok {
-			continue
+		if s, ok := t.str("address"); ok {
+			a, err := parseAddrPort(s, false)
+			if err != nil {
+				t.errorf("address", "%v", err)
+			} else if j, dup := seen[a]; dup {
+				t.errorf("address", "%s is already backends[%d]", a, j)
+			} else {
+				seen[a] = i
+				out[i].Address = a
+			}
 		}
-		a, err := parseAddrPort(s, false)
-		if err != nil {
-			t.errorf("address", "%v", err)
-		} else if j, dup := seen[a]; dup {
-			t.errorf("address", "%s is already backends[%d]", a, j)
-		} else {
-			seen[a] = i
-			out[i].Address = a
-		}
+		d.backendHealth(t, lines, i, ph, &out[i])
 	}
 	return out
 }

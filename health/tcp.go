@@ -178,7 +178,7 @@ func tlsDial(ctx context.Context, addr netip.AddrPort, t TLS) (*tls.Conn, error)
 // LoadCAFile reads a PEM file of CA certificates for TLS.RootCAs and
 // HTTP.RootCAs.
 func LoadCAFile(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
+	pem, err := ReadSmallFile(path, maxCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading CA file: %w", err)
 	}
@@ -187,4 +187,28 @@ func LoadCAFile(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("CA file %s: no PEM certificates in it", path)
 	}
 	return pool, nil
+}
+
+// maxCAFile bounds a CA file: a bundle of every public root is about 200 KB.
+const maxCAFile = 4 << 20
+
+// ReadSmallFile reads the regular file at path if it holds at most max
+// bytes. A configuration naming a device or a pipe (/dev/zero, /dev/stdin)
+// is refused rather than read forever.
+func ReadSmallFile(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+		return nil, err
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	case fi.Size() > max:
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
+	}
+	return io.ReadAll(io.LimitReader(f, max))
 }
