@@ -42,6 +42,7 @@ type flags struct {
 	dur       time.Duration
 	idle      int
 	settle    time.Duration
+	quiet     time.Duration
 	cores     int
 	systems   string
 	scenarios string
@@ -62,6 +63,7 @@ func parseFlags(args []string) (flags, error) {
 	// time after traffic stops (sluice parks a connection silent for a
 	// second and trims its heap every few seconds), and a real idle
 	// connection is silent for minutes. The peers do not change with it.
+	fs.DurationVar(&f.quiet, "quiet", 2*time.Minute, "how long the run may wait in all for other processes to quieten down before each scenario (-quick: at most 20s)")
 	fs.DurationVar(&f.settle, "settle", 5*time.Second, "how long the idle scenario holds its connections silent before reading memory")
 	fs.IntVar(&f.cores, "cores", 1, "proxy threads: HAProxy nbthread, nginx worker_processes, sluice GOMAXPROCS")
 	fs.StringVar(&f.systems, "systems", "all", "comma-separated: direct,sluice,haproxy,nginx")
@@ -81,9 +83,10 @@ func parseFlags(args []string) (flags, error) {
 // settings turns flags into settings, with the -quick defaults.
 func (f flags) settings() (settings, error) {
 	s := settings{reps: 3, warm: 500 * time.Millisecond, dur: 3 * time.Second,
-		idleConns: f.idle, settle: f.settle, cores: f.cores}
+		idleConns: f.idle, settle: f.settle, cores: f.cores, quietBudget: f.quiet}
 	if f.quick {
 		s.reps, s.warm, s.dur = 1, 300*time.Millisecond, time.Second
+		s.quietBudget = min(s.quietBudget, 20*time.Second)
 	}
 	if f.reps > 0 {
 		s.reps = f.reps

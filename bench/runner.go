@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 )
 
 // measureAll runs every scenario on every system for each repetition,
@@ -34,7 +35,7 @@ func measureAll(ctx context.Context, e *env, set settings, scens []*scenario) (*
 	}
 	for rep := range set.reps {
 		order := rotate(e.systems, rep)
-		if err := measureRep(ctx, e, set, be, scens, order, rep, res, cfgs); err != nil {
+		if err := measureRep(ctx, e, &set, be, scens, order, rep, res, cfgs); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -44,7 +45,7 @@ func measureAll(ctx context.Context, e *env, set settings, scens []*scenario) (*
 
 // measureRep is one repetition: start every proxy afresh, run the
 // scenarios, stop the proxies.
-func measureRep(ctx context.Context, e *env, set settings, be *backend, scens []*scenario,
+func measureRep(ctx context.Context, e *env, set *settings, be *backend, scens []*scenario,
 	order []*system, rep int, res *results, cfgs map[string]string) error {
 	procs := map[*system]*proxyProc{}
 	defer func() {
@@ -56,14 +57,17 @@ func measureRep(ctx context.Context, e *env, set settings, be *backend, scens []
 		}
 	}()
 	for _, sc := range scens {
+		if err := waitQuiet(ctx, &set.quietBudget); err != nil {
+			return err
+		}
 		for _, sys := range order {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			t, err := ensureRunning(ctx, e, set, be, sys, procs, cfgs)
+			t, err := ensureRunning(ctx, e, *set, be, sys, procs, cfgs)
 			var m map[string]float64
 			if err == nil {
-				m, err = sc.run(ctx, t, set)
+				m, err = sc.run(ctx, t, *set)
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -141,4 +145,46 @@ func boolCmp(a, b bool) int {
 		return 1
 	}
 	return -1
+}
+
+// Other processes count as quiet below this many CPUs.
+const quietCPUs = 0.25
+
+// waitQuiet waits, before a round of a scenario, until other processes
+// use less than quietCPUs over half a second, spending at most what is
+// left of budget over the whole run; then it goes on regardless.
+func waitQuiet(ctx context.Context, budget *time.Duration) error {
+	start := time.Now()
+	for *budget > 0 {
+		busy, err := othersCPU(ctx, 500*time.Millisecond)
+		if err != nil || busy < quietCPUs {
+			break
+		}
+		*budget -= 500 * time.Millisecond
+		if *budget <= 0 {
+			progress("warning: other processes keep %.2f CPUs busy; going on without waiting longer", busy)
+		}
+	}
+	if waited := time.Since(start); waited > time.Second {
+		progress("waited %v for other processes to quieten down", waited.Round(time.Second))
+	}
+	return ctx.Err()
+}
+
+// othersCPU measures how many CPUs processes other than the bench and its
+// children keep busy over d.
+func othersCPU(ctx context.Context, d time.Duration) (float64, error) {
+	m0, s0, err := cpuTotals()
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	if err := sleepCtx(ctx, d); err != nil {
+		return 0, err
+	}
+	m1, s1, err := cpuTotals()
+	if err != nil {
+		return 0, err
+	}
+	return max(float64((m1-m0)-(s1-s0)), 0) / clockTicks / time.Since(t0).Seconds(), nil
 }

@@ -14,6 +14,9 @@ type settings struct {
 	settle    time.Duration // wait before reading memory in the idle scenario
 	cores     int           // proxy threads, workers or GOMAXPROCS
 	proxyCPUs string        // taskset list for the proxies when pinned
+	// quietBudget is how long the whole run may wait, in all, for other
+	// processes on a shared machine to quieten down before a scenario.
+	quietBudget time.Duration
 }
 
 // scenario is one kind of load. Each yields one or more metrics (rows of
