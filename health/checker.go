@@ -137,6 +137,7 @@ type checker struct {
 	Check
 	target Target
 	log    *slog.Logger
+	first  chan struct{} // closed after the first verdict, or when run returns
 }
 
 // run checks until ctx ends. Checks start at a fixed rate, so a backend
@@ -145,6 +146,11 @@ func (c *checker) run(ctx context.Context) {
 	t := time.NewTimer(c.firstDelay())
 	defer t.Stop()
 	var h hysteresis
+	defer func() {
+		if !h.known {
+			close(c.first)
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -168,6 +174,9 @@ func (c *checker) run(ctx context.Context) {
 			reason = fmt.Sprintf("%d checks passed", c.rise())
 		}
 		c.target.SetHealth(up, reason)
+		if first {
+			close(c.first)
+		}
 		t.Reset(max(c.nextDelay()-time.Since(start), 0))
 	}
 }

@@ -340,3 +340,33 @@ func (f *flapTarget) set(open bool) {
 		}
 	})
 }
+
+// TestWaitFirst checks that WaitFirst returns once every checker has
+// reported, and at once for a stopped monitor.
+func TestWaitFirst(t *testing.T) {
+	var m Monitor
+	recs := make([]*recorder, 5)
+	for i := range recs {
+		recs[i] = &recorder{}
+		m.Add(Check{Prober: TCP{}, Addr: listenTCP(t, nil), Interval: 200 * time.Millisecond}, recs[i])
+	}
+	m.Start()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.WaitFirst(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range recs {
+		if v := r.all(); len(v) == 0 || !v[0].up {
+			t.Errorf("checker %d: verdicts %v after WaitFirst", i, v)
+		}
+	}
+	m.Stop()
+	var idle Monitor
+	idle.Add(Check{Prober: TCP{}, Addr: listenTCP(t, nil), Interval: time.Hour}, &recorder{})
+	idle.Start()
+	idle.Stop()
+	if err := idle.WaitFirst(ctx); err != nil {
+		t.Errorf("WaitFirst on a stopped monitor: %v", err)
+	}
+}

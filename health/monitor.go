@@ -15,6 +15,7 @@ type Monitor struct {
 	Logger *slog.Logger
 
 	mu      sync.Mutex
+	all     []*checker
 	pending []*checker
 	ctx     context.Context // set by Start
 	cancel  context.CancelFunc
@@ -35,9 +36,12 @@ func (m *Monitor) Add(c Check, t Target) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	ch := &checker{Check: c, target: t, log: log}
+	ch := &checker{Check: c, target: t, log: log, first: make(chan struct{})}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if !m.stopped {
+		m.all = append(m.all, ch)
+	}
 	switch {
 	case m.stopped:
 		return ErrStopped
@@ -74,4 +78,22 @@ func (m *Monitor) Stop() {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
+}
+
+// WaitFirst waits until every checker added so far has given its first
+// verdict (or been stopped), or ctx ends. A proxy that waits for it before
+// accepting starts with every backend's state known: connections wait in
+// the kernel's accept queue for a moment rather than being refused.
+func (m *Monitor) WaitFirst(ctx context.Context) error {
+	m.mu.Lock()
+	all := m.all
+	m.mu.Unlock()
+	for _, ch := range all {
+		select {
+		case <-ch.first:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }

@@ -55,6 +55,7 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 type instance struct {
 	servers []server
 	done    chan error // one Serve result per server
+	checks  *checks
 }
 
 // server is one listener's proxy: an *l4.Server or a *udp.Server.
@@ -79,7 +80,7 @@ type opened struct {
 func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 	pools := make(map[string]*pool.Pool, len(cfg.Pools))
 	for _, pc := range cfg.Pools {
-		p, err := pool.New(poolOptions(pc))
+		p, err := pool.New(poolOptions(pc, log))
 		if err != nil {
 			return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 		}
@@ -94,6 +95,10 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 			slog.Uint64("fd_limit", fdLimit), slog.Int("max_connections", fdCap.Max()))
 	}
 	warnUDPSessions(cfg, fdLimit, log)
+	checks, err := newChecks(cfg, pools, log)
+	if err != nil {
+		return nil, err
+	}
 	var all []opened
 	for _, lc := range cfg.Listeners {
 		var o opened
@@ -111,7 +116,15 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 		}
 		all = append(all, o)
 	}
-	in := &instance{done: make(chan error, len(all))}
+	in := &instance{done: make(chan error, len(all)), checks: checks}
+	var tcp []*l4.Server
+	for _, o := range all {
+		if s, ok := o.srv.(*l4.Server); ok {
+			tcp = append(tcp, s)
+		}
+	}
+	closeOnDown(cfg, pools, tcp)
+	checks.start()
 	for _, o := range all {
 		in.servers = append(in.servers, o.srv)
 		go func() { in.done <- o.serve() }()
@@ -159,16 +172,22 @@ func openUDP(lc config.Listener, p *pool.Pool, log *slog.Logger) (opened, error)
 		name: lc.Name, proto: lc.Protocol, bind: conns[0].LocalAddr().String(), sockets: len(conns)}, nil
 }
 
-func poolOptions(pc config.Pool) pool.Options {
+func poolOptions(pc config.Pool, log *slog.Logger) pool.Options {
 	o := pool.Options{
-		Name:      pc.Name,
-		Balance:   pc.Balance,
-		HashKey:   pc.HashKey,
-		TableSize: pc.TableSize,
-		Retries:   pc.Retries,
+		Name:            pc.Name,
+		Balance:         pc.Balance,
+		HashKey:         pc.HashKey,
+		TableSize:       pc.TableSize,
+		Retries:         pc.Retries,
+		Checked:         pc.Health != nil,
+		SlowStart:       pc.SlowStart,
+		PassiveFailures: pc.PassiveFailures,
+		PassiveBackoff:  pc.PassiveBackoff,
+		CloseOnDown:     pc.OnDown == config.OnDownClose,
+		Logger:          log,
 	}
 	for _, b := range pc.Backends {
-		o.Backends = append(o.Backends, pool.BackendOptions{Addr: b.Address, Weight: b.Weight})
+		o.Backends = append(o.Backends, pool.BackendOptions{Addr: b.Address, Weight: b.Weight, Backup: b.Backup, Admin: b.State})
 	}
 	return o
 }
@@ -186,6 +205,9 @@ func (in *instance) shutdown(ctx context.Context) error {
 	for range in.servers {
 		<-in.done
 	}
+	// Checks run through the drain: a backend going down still moves
+	// (or, with on_down close, ends) what is left.
+	in.checks.stop()
 	return err
 }
 

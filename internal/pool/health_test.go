@@ -78,6 +78,27 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// TestBackupWaitsForFirstChecks checks that at start a backup checked
+// before the primaries takes no traffic until they have been checked.
+func TestBackupWaitsForFirstChecks(t *testing.T) {
+	o := Options{Checked: true, Backends: backends(1, 1, 1)}
+	o.Backends[2].Backup = true
+	p, _ := newLogged(t, o)
+	bs := p.Backends()
+	p.SetHealth(bs[2], true, "check passed")
+	if b := p.Pick(client, nil); b != nil {
+		t.Fatalf("picked %s before the primaries were checked", b)
+	}
+	p.SetHealth(bs[0], false, "connect: connection refused")
+	if b := p.Pick(client, nil); b != nil {
+		t.Fatalf("picked %s with a primary still unchecked", b)
+	}
+	p.SetHealth(bs[1], false, "connect: connection refused")
+	if b := p.Pick(client, nil); b != bs[2] {
+		t.Fatalf("picked %v with every primary down, want the backup", b)
+	}
+}
+
 func TestCheckedStartsDown(t *testing.T) {
 	p, logs := newLogged(t, Options{Name: "db", Checked: true, Backends: backends(1, 1)})
 	a, b := p.Backends()[0], p.Backends()[1]

@@ -32,12 +32,20 @@ type selection struct {
 // caller holds p.mu (or owns p, in New).
 func (p *Pool) build(now time.Time) (*selection, error) {
 	s := &selection{}
+	unchecked := false // a non-backup backend awaits its first check
 	for _, b := range p.backends {
-		if b.st.state == StateUp && !b.Backup {
+		switch {
+		case b.Backup:
+		case b.st.state == StateUp:
 			s.up = append(s.up, b)
+		case p.checked && !b.st.known && b.st.admin == Enabled:
+			unchecked = true
 		}
 	}
-	if len(s.up) == 0 {
+	// Backups stand in only for backends known to be down: at start, one
+	// checked first must not take traffic the others will be given a
+	// moment later.
+	if len(s.up) == 0 && !unchecked {
 		for _, b := range p.backends {
 			if b.st.state == StateUp {
 				s.up = append(s.up, b)
@@ -101,6 +109,9 @@ func (p *Pool) noneReason() string {
 			sb.WriteByte(',')
 		}
 		fmt.Fprintf(&sb, " %s %s", b.id, b.st.state)
+		if b.Backup {
+			sb.WriteString(" backup")
+		}
 		switch {
 		case b.st.state != StateDown:
 		case b.st.ejected:

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"sluice/config"
+	"sluice/health"
+	"sluice/internal/pool"
+	"sluice/l4"
+)
+
+// checks is the health checking of one running configuration: a monitor
+// for the active checks and each pool's timed steps (slow start, the end
+// of ejections).
+type checks struct {
+	monitor *health.Monitor
+	pools   []*pool.Pool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// newChecks builds a checker for every backend of every pool with a
+// [health] table. Nothing runs until start.
+func newChecks(cfg *config.Config, pools map[string]*pool.Pool, log *slog.Logger) (*checks, error) {
+	c := &checks{monitor: &health.Monitor{Logger: log}}
+	for _, pc := range cfg.Pools {
+		p := pools[pc.Name]
+		c.pools = append(c.pools, p)
+		for i, bc := range pc.Backends {
+			if bc.Health == nil {
+				continue
+			}
+			prober, err := newProber(bc.Health)
+			if err != nil {
+				return nil, fmt.Errorf("pool %s: backend %s: %w", pc.Name, bc.Address, err)
+			}
+			check := health.Check{
+				Prober:   prober,
+				Addr:     bc.Health.Address,
+				Interval: bc.Health.Interval,
+				Timeout:  bc.Health.Timeout,
+				Jitter:   bc.Health.Jitter,
+				Rise:     bc.Health.Rise,
+				Fall:     bc.Health.Fall,
+			}
+			if err := c.monitor.Add(check, target{p, p.Backends()[i]}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return c, nil
+}
+
+// closeOnDown makes each TCP server close the connections of a backend
+// that its pool's checks mark down, in pools with on_down = "close".
+func closeOnDown(cfg *config.Config, pools map[string]*pool.Pool, servers []*l4.Server) {
+	for _, pc := range cfg.Pools {
+		if pc.OnDown != config.OnDownClose {
+			continue
+		}
+		for _, s := range servers {
+			if s.Pool == pools[pc.Name] {
+				pools[pc.Name].OnDown(s.CloseBackend)
+			}
+		}
+	}
+}
+
+// firstChecksWait bounds how long start waits for the first checks: they
+// start within a second, but a check's timeout may be long.
+const firstChecksWait = 5 * time.Second
+
+// start runs the checkers and the pools' timed steps, and waits (a second
+// or so) for every backend's first check, so that serving starts with
+// their states known. Meanwhile clients wait in the accept queue.
+func (c *checks) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	for _, p := range c.pools {
+		c.wg.Go(func() { p.Run(ctx) })
+	}
+	c.monitor.Start()
+	wait, cancelWait := context.WithTimeout(ctx, firstChecksWait)
+	defer cancelWait()
+	c.monitor.WaitFirst(wait)
+}
+
+// stop stops and joins everything start started.
+func (c *checks) stop() {
+	c.monitor.Stop()
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.wg.Wait()
+}
+
+// target reports a backend's checks to its pool.
+type target struct {
+	p *pool.Pool
+	b *pool.Backend
+}
+
+// SetHealth implements health.Target.
+func (t target) SetHealth(up bool, reason string) { t.p.SetHealth(t.b, up, reason) }
+
+var _ health.Target = target{}
+
+// newProber builds the prober a [health] table describes.
+func newProber(h *config.Health) (health.Prober, error) {
+	switch h.Kind {
+	case config.CheckTCP:
+		return health.TCP{}, nil
+	case config.CheckSendExpect:
+		return health.SendExpect{Send: []byte(h.Send), Expect: h.Expect, Regexp: h.ExpectRegex}, nil
+	case config.CheckUDPSendExpect:
+		return health.UDPSendExpect{Send: []byte(h.Send), Expect: h.Expect, Regexp: h.ExpectRegex}, nil
+	case config.CheckHTTP, config.CheckHTTPS, config.CheckTLS:
+		return tlsProber(h)
+	case config.CheckRedis:
+		return health.Redis{Username: h.Username, Password: h.Password, Role: h.Role}, nil
+	case config.CheckPostgres:
+		return health.Postgres{User: h.User, Password: h.Password, Database: h.Database, Role: h.Role}, nil
+	case config.CheckMySQL:
+		return health.MySQL{User: h.User, Password: h.Password, Database: h.Database, Role: h.Role}, nil
+	case config.CheckDNS:
+		return health.DNS{Name: h.Name, Type: h.Type}, nil
+	}
+	return nil, fmt.Errorf("unknown health check kind %v", h.Kind)
+}
+
+// tlsProber builds the http, https and tls probers, which may verify
+// certificates against a CA file.
+func tlsProber(h *config.Health) (health.Prober, error) {
+	var t health.TLS
+	t.SNI, t.Verify = h.SNI, h.Verify
+	if h.CAFile != "" {
+		roots, err := health.LoadCAFile(h.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		t.RootCAs = roots
+	}
+	if h.Kind == config.CheckTLS {
+		return t, nil
+	}
+	return health.HTTP{
+		TLS: h.Kind == config.CheckHTTPS, Method: h.Method, Path: h.Path, Host: h.Host,
+		StatusMin: h.StatusMin, StatusMax: h.StatusMax, Body: h.Body,
+		SNI: t.SNI, Verify: t.Verify, RootCAs: t.RootCAs,
+	}, nil
+}
