@@ -168,6 +168,7 @@ func (p *Pool) apply(now time.Time) {
 			}
 			st.state = s
 			b.up.Store(s == StateUp)
+			b.state.Store(uint32(s))
 		}
 	}
 	sel, err := p.build(now)

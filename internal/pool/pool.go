@@ -127,10 +127,11 @@ type Backend struct {
 	// Backup is set for a backend picked only while no other is up.
 	Backup bool
 
-	active   atomic.Int64 // live connections, for least_conn and random
-	up       atomic.Bool  // state() == StateUp, for Up without the lock
-	closing  atomic.Bool  // down in a CloseOnDown pool: its connections must go
-	failures atomic.Int64 // consecutive failed connections, for passive checks
+	active   atomic.Int64  // live connections, for least_conn and random
+	up       atomic.Bool   // st.state == StateUp, for Up without the lock
+	state    atomic.Uint32 // st.state, for State without the lock
+	closing  atomic.Bool   // down in a CloseOnDown pool: its connections must go
+	failures atomic.Int64  // consecutive failed connections, for passive checks
 	p        *Pool
 	index    int    // position in Pool.backends, to check arguments
 	id       string // Addr.String(), the stable Maglev id, computed once
@@ -222,6 +223,7 @@ func New(o Options) (*Pool, error) {
 		b.st.state = b.st.effective()
 		b.st.everUp = b.st.state == StateUp
 		b.up.Store(b.st.state == StateUp)
+		b.state.Store(uint32(b.st.state))
 		p.backends[i] = b
 	}
 	sel, err := p.build(time.Now())

@@ -104,12 +104,8 @@ func (s *backendState) effective() State {
 // ejected. A backup that is up is picked only while no other backend is.
 func (b *Backend) Up() bool { return b.up.Load() }
 
-// State returns b's current state.
-func (b *Backend) State() State {
-	b.p.mu.Lock()
-	defer b.p.mu.Unlock()
-	return b.st.state
-}
+// State returns b's current state. It takes no lock.
+func (b *Backend) State() State { return State(b.state.Load()) }
 
 // Closing reports whether b's connections must be closed: its health checks
 // marked it down in a pool with Options.CloseOnDown. A proxy checks it
