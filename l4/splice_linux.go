@@ -3,6 +3,7 @@ package l4
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,10 +22,11 @@ var errNoPipe = errors.New("l4: no pipe for splice")
 // an idle connection holds no pipe fds and no pipe memory.
 func (c *conn) pump(d *dir) stop {
 	var (
-		p    *pipe
-		got  int
-		rerr error
-		werr error
+		p      *pipe
+		got    int
+		rerr   error
+		werr   error
+		waited bool // the last write found dst full
 	)
 	read := func(fd uintptr) bool {
 		if p == nil {
@@ -45,6 +47,9 @@ func (c *conn) pump(d *dir) stop {
 				return false
 			}
 			got, rerr = int(m), e
+			if m == 0 && e == nil && reset(c, fd) {
+				rerr = unix.ECONNRESET
+			}
 			return true
 		}
 	}
@@ -55,8 +60,15 @@ func (c *conn) pump(d *dir) stop {
 			case nil:
 				p.n -= int(m)
 				d.n += m
+				if waited {
+					// A slow reader taking bytes is not idle, though
+					// the source is not read until the pipe drains.
+					waited = false
+					c.touch(time.Since(c.start))
+				}
 			case unix.EINTR:
 			case unix.EAGAIN:
+				waited = true
 				return false
 			default:
 				werr = e
@@ -105,6 +117,21 @@ func (c *conn) pump(d *dir) stop {
 	}
 }
 
+// reset reports whether a socket that read as end-of-file was in fact
+// reset. A socket reports a pending error once: when the other direction's
+// write took the ECONNRESET, this direction's read sees a plain 0, and would
+// pass the reset on as a FIN. A FIN leaves the socket in CLOSE_WAIT, a reset
+// in CLOSE. Once either side has sent FIN, CLOSE is also a normal ending,
+// so only a connection with no FIN yet is checked: one getsockopt per
+// connection at most, on its first end-of-file.
+func reset(c *conn, fd uintptr) bool {
+	if c.fin.Load() != uint32(EndNone) {
+		return false
+	}
+	info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	return err == nil && info.State == unix.BPF_TCP_CLOSE
+}
+
 // chunks are the buffers of the user-space fallback, used only when no pipe
 // can be had (the process is out of fds): slower, but nothing is dropped.
 var chunks = sync.Pool{New: func() any { return new([32 << 10]byte) }}
@@ -119,6 +146,9 @@ func (c *conn) copyChunk(d *dir) stop {
 		err := d.src.raw.Read(func(fd uintptr) bool {
 			for {
 				got, rerr = unix.Read(int(fd), buf[:])
+				if got == 0 && rerr == nil && reset(c, fd) {
+					rerr = unix.ECONNRESET
+				}
 				if rerr != unix.EINTR {
 					// Wait on the poller only after EAGAIN: its
 					// wake-ups are edge-triggered.
@@ -142,6 +172,7 @@ func (c *conn) copyChunk(d *dir) stop {
 	d.moved()
 	var sent int
 	var werr error
+	waited := false
 	for sent < got {
 		err := d.dst.raw.Write(func(fd uintptr) bool {
 			for sent < got {
@@ -150,8 +181,13 @@ func (c *conn) copyChunk(d *dir) stop {
 				case nil:
 					sent += m
 					d.n += int64(m)
+					if waited {
+						waited = false
+						c.touch(time.Since(c.start))
+					}
 				case unix.EINTR:
 				case unix.EAGAIN:
+					waited = true
 					return false
 				default:
 					werr = e
