@@ -58,6 +58,7 @@ bench-quick:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./config
+	$(GO) test -run '^$$' -fuzz FuzzParseDNSReply -fuzztime 60s ./health
 
 clean:
 	rm -f sluice
