@@ -65,13 +65,17 @@ func (p *Pool) eject(b *Backend, err error, now time.Time) {
 	p.poke()
 }
 
-// endEjection puts an ejected backend back.
+// endEjection puts an ejected backend back and publishes the change.
 func (p *Pool) endEjection(b *Backend, now time.Time) {
-	b.st.ejected = false
-	b.st.returned = now
+	p.leaveEjection(b, now)
+	p.apply(now)
+}
+
+// leaveEjection ends b's ejection; the caller applies the change.
+func (p *Pool) leaveEjection(b *Backend, now time.Time) {
+	b.st.ejected, b.st.returned = false, now
 	b.failures.Store(0)
 	p.log.Info("backend back from ejection", slog.String("pool", p.name), slog.String("backend", b.id))
-	p.apply(now)
 }
 
 // poke tells Run that a deadline may have moved.
@@ -123,9 +127,7 @@ func (p *Pool) advance(now time.Time) time.Time {
 			if now.Before(st.ejectUntil) {
 				soonest(st.ejectUntil)
 			} else {
-				st.ejected, st.returned = false, now
-				b.failures.Store(0)
-				p.log.Info("backend back from ejection", slog.String("pool", p.name), slog.String("backend", b.id))
+				p.leaveEjection(b, now)
 				changed = true
 			}
 		}

@@ -149,7 +149,7 @@ func TestPassiveBackoffCap(t *testing.T) {
 // TestPassiveEjectionChecked checks that, with active checks, an ejected
 // backend comes back only on an up verdict after its backoff.
 func TestPassiveEjectionChecked(t *testing.T) {
-	p, _ := newLogged(t, Options{Checked: true, PassiveFailures: 2, PassiveBackoff: 30 * time.Millisecond, Backends: backends(1)})
+	p, logs := newLogged(t, Options{Checked: true, PassiveFailures: 2, PassiveBackoff: 30 * time.Millisecond, Backends: backends(1)})
 	runPool(t, p)
 	a := p.Backends()[0]
 	p.SetHealth(a, true, "")
@@ -166,6 +166,19 @@ func TestPassiveEjectionChecked(t *testing.T) {
 	p.SetHealth(a, true, "")
 	if !a.Up() {
 		t.Fatal("not back after a passing check past the backoff")
+	}
+	// Down by its checks while ejected: it returns with its first up
+	// verdict after the backoff, which is also a change of health.
+	a.ReportFailure(nil)
+	a.ReportFailure(nil)
+	p.SetHealth(a, false, "x")
+	time.Sleep(80 * time.Millisecond) // past the doubled backoff, 60ms
+	p.SetHealth(a, true, "")
+	if !a.Up() || a.State() != StateUp {
+		t.Fatalf("state %v after a passing check past the backoff", a.State())
+	}
+	if n := len(logs.records("backend back from ejection")); n != 2 {
+		t.Errorf("%d return records, want 2", n)
 	}
 }
 

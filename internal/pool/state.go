@@ -132,19 +132,18 @@ func (p *Pool) SetHealth(b *Backend, up bool, reason string) {
 	st := &b.st
 	first := !st.known
 	st.known = true
+	returned := up && st.ejected && p.checked && !now.Before(st.ejectUntil)
+	if returned {
+		p.leaveEjection(b, now)
+	}
 	if st.healthy == up && !first {
-		if up && st.ejected && p.checked && !now.Before(st.ejectUntil) {
-			p.endEjection(b, now)
+		if returned {
+			p.apply(now)
 		}
 		p.mu.Unlock()
 		return
 	}
 	st.healthy, st.reason = up, reason
-	if up && st.ejected && p.checked && !now.Before(st.ejectUntil) {
-		st.ejected = false
-		st.returned = now
-		b.failures.Store(0)
-	}
 	p.logHealth(b, up, reason)
 	notify := !up && p.closeOn && !b.closing.Load()
 	b.closing.Store(!up && p.closeOn)
