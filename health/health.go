@@ -2,8 +2,8 @@
 // against one backend on an interval with rise/fall hysteresis and reports each state
 // change to its Target, and a Monitor owns the checkers of a pool.
 //
-//	m := health.NewMonitor(logger)
-//	m.Add(health.Check{Prober: health.TCP{}, Addr: addr}, backend) // backend is a Target
+//	m := &health.Monitor{Logger: logger}
+//	m.Add(health.Check{Prober: health.TCP{}, Addr: addr, Rise: 2, Fall: 3}, target) // target.SetHealth(up, reason)
 //	m.Start(); defer m.Stop()
 //
 // The package imports nothing else of sluice: a pool's backend satisfies Target.

@@ -1,8 +1,10 @@
 // Package pool holds named sets of backends and picks one of them for each
 // new connection or flow, by round robin, least connections, Maglev
 // consistent hashing or the power of two random choices. Pools are shared by
-// the L4 and L7 proxies, and later by health checking, which marks backends
-// up and down.
+// the TCP and UDP proxies; health checks (SetHealth), passive checks
+// (ReportFailure, ReportSuccess) and the administrative state (SetAdmin)
+// decide which backends are up, and Run takes the timed steps of slow
+// starts and ejections.
 //
 //	p, err := pool.New(pool.Options{Name: "db", Balance: pool.LeastConn, Backends: bs})
 //	b := p.Pick(client, nil)
