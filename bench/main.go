@@ -28,6 +28,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -221,6 +224,9 @@ func prepare(root, dir, sluiceBin string, systems []*system) (*env, error) {
 			bins[s.key] = sluiceBin
 		}
 		e.systems = append(e.systems, s)
+	}
+	if len(e.systems) == 0 {
+		return nil, errors.New("preparing: no system left to measure")
 	}
 	return e, nil
 }
