@@ -79,6 +79,9 @@ func TestScenarios(t *testing.T) {
 	ctx := t.Context()
 	for _, sc := range scenarios {
 		for _, sys := range e.systems {
+			if !sys.speaks(sc.proto) {
+				continue
+			}
 			t.Run(sc.key+"/"+sys.key, func(t *testing.T) {
 				tg, err := ensureRunning(ctx, e, set, be, sys, procs, map[string]string{})
 				if err != nil {

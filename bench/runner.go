@@ -64,6 +64,9 @@ func measureRep(ctx context.Context, e *env, set *settings, be *backend, scens [
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if !sys.speaks(sc.proto) {
+				continue // its cell stays "-"
+			}
 			t, err := ensureRunning(ctx, e, *set, be, sys, procs, cfgs)
 			var m map[string]float64
 			if err == nil {

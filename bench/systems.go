@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +23,9 @@ import (
 type system struct {
 	key  string // id used by -systems and in the CSV
 	name string // column heading
+	// protos are the scenario protocols the system's config carries
+	// listeners for; nil means all (direct).
+	protos []string
 	// file is the config file name; empty for direct, which has no process.
 	file string
 	// config renders the config file.
@@ -30,6 +34,11 @@ type system struct {
 	argv func(bin, cfg string, p proxyParams) []string
 	// env is added to the proxy's environment.
 	env func(p proxyParams) []string
+}
+
+// speaks says whether the system can run scenarios of protocol proto.
+func (s *system) speaks(proto string) bool {
+	return s.protos == nil || slices.Contains(s.protos, proto)
 }
 
 // proxyParams is what a proxy config is rendered from.
@@ -51,7 +60,7 @@ var (
 	directSystem = &system{key: "direct", name: "direct"}
 
 	sluiceSystem = &system{
-		key: "sluice", name: "sluice", file: "sluice.toml",
+		key: "sluice", name: "sluice", file: "sluice.toml", protos: []string{"tcp"},
 		config: func(p proxyParams) string {
 			return fmt.Sprintf(`drain_timeout = "1s"
 
@@ -79,7 +88,7 @@ address = %q
 	}
 
 	haproxySystem = &system{
-		key: "haproxy", name: "HAProxy", file: "haproxy.cfg",
+		key: "haproxy", name: "HAProxy", file: "haproxy.cfg", protos: []string{"tcp"}, // 2.6 has no UDP
 		config: func(p proxyParams) string {
 			return fmt.Sprintf(`# HAProxy at its best on a TCP relay: forced splice both ways (splice-auto
 # hardly splices on loopback), one thread per core given to the proxy.
@@ -112,7 +121,7 @@ backend b
 	}
 
 	nginxSystem = &system{
-		key: "nginx", name: "nginx", file: "nginx.conf",
+		key: "nginx", name: "nginx", file: "nginx.conf", protos: []string{"tcp"},
 		config: func(p proxyParams) string {
 			return fmt.Sprintf(`# nginx stream proxy: one worker per core given to the proxy, a
 # SO_REUSEPORT socket per worker so the kernel spreads connections.
