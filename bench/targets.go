@@ -94,6 +94,9 @@ func (rp *report) targets() string {
 		if m, ok := r.metric(g.scenario, g.metric); ok {
 			f = m.format
 		}
+		if fmt.Sprintf(f, s.med) == fmt.Sprintf(f, lim) {
+			f = "%.4g" // show why 60 is not within 60
+		}
 		fmt.Fprintf(&b, "- %s: %s (sluice "+f+", limit "+f+"%s)\n", g.text, verdict, s.med, lim, from)
 	}
 	return b.String()
