@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 // sluice changes. It checks the harness, not sluice's performance.
 func TestScenarios(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs the load for about 15 s")
+		t.Skip("runs the load for about 17 s")
 	}
 	if _, err := raiseFDLimit(); err != nil {
 		t.Fatal(err)
@@ -68,6 +68,11 @@ func TestScenarios(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer be.Close()
+	ue, err := startUDPEcho(be.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ue.Close()
 	procs := map[*system]*proxyProc{}
 	defer func() {
 		for _, p := range procs {
@@ -108,7 +113,7 @@ func checkMetrics(t *testing.T, sc *scenario, sys *system, m map[string]float64)
 			t.Errorf("%s: no value (got %v)", mt.key, m)
 		}
 	}
-	for _, k := range []string{"gbps", "rps", "cps", "p50", "p99"} {
+	for _, k := range []string{"gbps", "rps", "cps", "p50", "p99", "dps"} {
 		if v, ok := m[k]; ok && !(v > 0) {
 			t.Errorf("%s = %v, want > 0", k, v)
 		}
@@ -127,6 +132,9 @@ func TestReport(t *testing.T) {
 		for rep := range 2 {
 			res.add(s.key, "tcp1", rep, map[string]float64{"gbps": float64(10 + i + rep), "cpu": 40})
 			res.add(s.key, "latency", rep, map[string]float64{"p50": 50, "p99": float64(100 + 10*i)})
+			if s.speaks("udp") {
+				res.add(s.key, "udp", rep, map[string]float64{"dps": float64(100000 / (i + 1)), "loss": float64(i)})
+			}
 		}
 	}
 	res.derive()
@@ -139,6 +147,9 @@ func TestReport(t *testing.T) {
 		"0.85 (nginx) | 1.10 |", // 11.5 / 13.5 and 11.5 / 10.5
 		"p99 added over direct, µs ↓ | - | 10 | 20 | 30 | 0.50 (HAProxy) | - |",
 		"TCP throughput, 1 stream, at least 1.2x HAProxy: **NOT met**",
+		"datagrams echoed, datagrams/s ↑ | 100000 | 50000 | - | 25000 | 2.00 (nginx) | 0.50 |",
+		"UDP datagrams per second at full rate at least 2x nginx's: met",
+		"UDP loss at full rate at most nginx's: met",
 		"<summary>HAProxy (haproxy.cfg)</summary>",
 	} {
 		if !strings.Contains(md, want) {

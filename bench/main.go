@@ -70,7 +70,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.DurationVar(&f.settle, "settle", 5*time.Second, "how long the idle scenario holds its connections silent before reading memory")
 	fs.IntVar(&f.cores, "cores", 1, "proxy threads: HAProxy nbthread, nginx worker_processes, sluice GOMAXPROCS")
 	fs.StringVar(&f.systems, "systems", "all", "comma-separated: direct,sluice,haproxy,nginx")
-	fs.StringVar(&f.scenarios, "scenarios", "all", "comma-separated: idle,tcp1,tcp4,keepalive,newconn,latency")
+	fs.StringVar(&f.scenarios, "scenarios", "all", "comma-separated: idle,tcp1,tcp4,keepalive,newconn,latency,udp")
 	fs.StringVar(&f.out, "out", "", "results directory (default: bench/results of the module)")
 	fs.StringVar(&f.sluice, "sluice", "", "a sluice binary to use instead of building ./cmd/sluice")
 	fs.IntVar(&f.nice, "nice", -10, "nice value for the bench and the proxies, so other work on a shared machine disturbs them less (0: leave it)")

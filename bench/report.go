@@ -76,7 +76,7 @@ func (r *report) markdown(chart string) string {
 	fmt.Fprintf(&b, "\n![sluice ratios](%s)\n", chart)
 	b.WriteString(r.method())
 	if t := r.targets(); t != "" {
-		b.WriteString("\n## Targets of issue 3\n\n" + t)
+		b.WriteString("\n## Targets (issues 3 and 5)\n\n" + t)
 	}
 	if len(r.res.failures) > 0 {
 		b.WriteString("\n## Failed runs\n\n")
@@ -100,7 +100,9 @@ Each timed window is cut into slices of %v; rates and latency percentiles are co
 - New connections: %d clients, each connecting, writing %d bytes, reading the answer and the backend's close, then closing.
 - Latency: %d keep-alive connections on fixed, staggered schedules, %d requests/s in all. A round trip is timed from the write, or from when the request was due if the previous answer came back too late to send it on time (wrk2's correction for coordinated omission).
 - Idle connections: %d connections opened through the system, each proven end to end by one echo, then held silent for %v before reading. Proxy RSS and fds: growth of VmRSS and of /proc/PID/fd of the proxy and its children, on a proxy started afresh for the repetition. Machine memory: growth of the kernel's Slab + KernelStack + PageTables (after freeing empty slabs) plus the proxy's RssAnon; MemAvailable moves by tens of MB on its own on this kernel. Direct's row is the kernel memory of the client's and backend's sockets; "added over direct" subtracts it, repetition by repetition, leaving what the proxy costs.
-`, sliceLen, keepAliveConns, reqSize, newConnClients, reqSize, latencyConns, latencyRate, r.set.idleConns, r.set.settle)
+- UDP at full rate: %d flows (client sockets), each keeping up to %d datagrams of %d bytes in flight, sent %d at a time (sendmmsg) whenever a batch has come back, to an echo backend that answers in batches (recvmmsg, sendmmsg); a closed loop keeps the system saturated without the senders starving the backend, which shares the CPUs. A batch not back within %v is given up on. Datagrams/s: echoes received, median slice. Loss: datagrams sent that never came back, over warm-up and window, after waiting %v for late echoes. Each proxy's UDP listening sockets ask for a 4 MiB receive buffer (nginx: rcvbuf=%s) and end a session after %s without a datagram. HAProxy has no UDP.
+`, sliceLen, keepAliveConns, reqSize, newConnClients, reqSize, latencyConns, latencyRate, r.set.idleConns, r.set.settle,
+		udpFlows, udpWindow, udpSize, udpBatch, udpStall, udpTail, udpReadBuffer, udpSessionTimeout)
 }
 
 // setup says how the run was shaped.

@@ -19,6 +19,13 @@ func measureAll(ctx context.Context, e *env, set settings, scens []*scenario) (*
 		return nil, nil, err
 	}
 	defer be.Close()
+	if slices.ContainsFunc(scens, func(sc *scenario) bool { return sc.proto == "udp" }) {
+		ue, err := startUDPEcho(be.addr())
+		if err != nil {
+			return nil, nil, err
+		}
+		defer ue.Close()
+	}
 	// Scenarios that measure memory growth run first, on fresh proxies.
 	scens = slices.Clone(scens)
 	slices.SortStableFunc(scens, func(a, b *scenario) int { return boolCmp(b.fresh, a.fresh) })

@@ -20,14 +20,13 @@ type settings struct {
 }
 
 // scenario is one kind of load. Each yields one or more metrics (rows of
-// the report). UDP and L7 scenarios of later issues are added to
-// scenarios with their own proto; a system without that protocol is
-// skipped for them.
+// the report). A scenario names the protocol it needs; a system without it
+// (HAProxy and UDP) is skipped.
 type scenario struct {
 	key   string
 	short string // chart label
 	title func(s settings) string
-	proto string // "tcp"; later "udp", "l7"
+	proto string // "tcp" or "udp"; later "l7"
 	// fresh scenarios run first in a repetition, on proxies started for
 	// that repetition, because they measure memory growth.
 	fresh   bool
@@ -141,6 +140,22 @@ var scenarios = []*scenario{
 			{key: "p50", label: "p50", unit: "µs", format: "%.0f", lowerBetter: true},
 			{key: "p99", label: "p99", unit: "µs", format: "%.0f", lowerBetter: true},
 			{key: "p99_added", label: "p99 added over direct", unit: "µs", format: "%.0f", lowerBetter: true, proxyOnly: true, overDirect: "p99"},
+		},
+	},
+	{
+		key:   "udp",
+		short: "UDP",
+		title: func(settings) string {
+			return fmt.Sprintf("UDP at full rate, %d flows of %d B datagrams, echoed", udpFlows, udpSize)
+		},
+		proto: "udp",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return udpFullRate(ctx, t, s.opts())
+		},
+		metrics: []metric{
+			{key: "dps", label: "datagrams echoed", unit: "datagrams/s", format: "%.0f"},
+			{key: "loss", label: "loss", unit: "% of sent", format: "%.2f", lowerBetter: true},
+			cpuMetric,
 		},
 	},
 }

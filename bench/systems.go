@@ -18,8 +18,8 @@ import (
 
 // system is one way for the load to reach the backend: directly, or
 // through a proxy that the bench runs as its own process from a config it
-// writes. Scenarios of later issues (UDP, L7) add listeners to the configs
-// rather than new systems.
+// writes. Each protocol a proxy carries is a listener of its config on the
+// same address (UDP ports are separate from TCP's), not a new system.
 type system struct {
 	key  string // id used by -systems and in the CSV
 	name string // column heading
@@ -54,13 +54,22 @@ type proxyParams struct {
 const (
 	idleTimeout    = "10m"
 	connectTimeout = "5s"
+	// udpSessionTimeout ends a UDP session idle for this long: sluice's
+	// session_timeout and nginx's proxy_timeout, so that neither holds
+	// sessions forever nor ends a live flow's.
+	udpSessionTimeout = "30s"
+	// udpReadBuffer is the receive buffer of each UDP listening socket:
+	// sluice always asks for 4 MiB (internal/listen.UDPReadBuffer); nginx
+	// gets the same through rcvbuf. The kernel caps both at
+	// net.core.rmem_max.
+	udpReadBuffer = "4m"
 )
 
 var (
 	directSystem = &system{key: "direct", name: "direct"}
 
 	sluiceSystem = &system{
-		key: "sluice", name: "sluice", file: "sluice.toml", protos: []string{"tcp"},
+		key: "sluice", name: "sluice", file: "sluice.toml", protos: []string{"tcp", "udp"},
 		config: func(p proxyParams) string {
 			return fmt.Sprintf(`drain_timeout = "1s"
 
@@ -74,12 +83,22 @@ pool = "b"
 sockets = %d
 idle_timeout = %q
 
+# UDP on the same address and port; the UDP echo backend shares the TCP
+# backend's. responses = 0 (the default, as nginx's unset proxy_responses):
+# a flow is a stream of datagrams, each echoed once.
+[listeners.bench_udp]
+bind = %q
+protocol = "udp"
+pool = "b"
+sockets = %d
+session_timeout = %q
+
 [pools.b]
 balance = "round_robin"
 
 [[pools.b.backends]]
 address = %q
-`, p.listen, p.cores, idleTimeout, p.backend)
+`, p.listen, p.cores, idleTimeout, p.listen, p.cores, udpSessionTimeout, p.backend)
 		},
 		argv: func(bin, cfg string, _ proxyParams) []string { return []string{bin, "-c", cfg} },
 		env: func(p proxyParams) []string {
@@ -121,7 +140,7 @@ backend b
 	}
 
 	nginxSystem = &system{
-		key: "nginx", name: "nginx", file: "nginx.conf", protos: []string{"tcp"},
+		key: "nginx", name: "nginx", file: "nginx.conf", protos: []string{"tcp", "udp"},
 		config: func(p proxyParams) string {
 			return fmt.Sprintf(`# nginx stream proxy: one worker per core given to the proxy, a
 # SO_REUSEPORT socket per worker so the kernel spreads connections.
@@ -146,9 +165,19 @@ stream {
         proxy_connect_timeout %s;
         proxy_timeout %s;
     }
+    # UDP on the same address and port, with sluice's receive buffer.
+    # reuseport also keeps each client's datagrams in one session (and
+    # worker). proxy_responses is left unset (no limit), as sluice's
+    # responses: each flow is a stream of datagrams, each echoed once,
+    # and a session ends after proxy_timeout without one.
+    server {
+        listen %s udp reuseport rcvbuf=%s;
+        proxy_pass b;
+        proxy_timeout %s;
+    }
 }
 `, p.cores, filepath.Join(p.dir, "nginx.pid"), filepath.Join(p.dir, "nginx-error.log"),
-				p.backend, p.listen, connectTimeout, idleTimeout)
+				p.backend, p.listen, connectTimeout, idleTimeout, p.listen, udpReadBuffer, udpSessionTimeout)
 		},
 		argv: func(bin, cfg string, p proxyParams) []string {
 			// -e: nginx opens its default error log before it reads the
@@ -299,14 +328,34 @@ func tail(path string) string {
 	return s
 }
 
-// freePort returns a loopback address with a port nothing listens on now.
+// freePort returns a loopback address whose port nothing uses now, over
+// TCP or UDP: a proxy listens on both.
 func freePort() (string, error) {
+	var err error
+	for range 20 {
+		var addr string
+		if addr, err = freeTCPAndUDP(); err == nil {
+			return addr, nil
+		}
+	}
+	return "", fmt.Errorf("finding a free port: %w", err)
+}
+
+// freeTCPAndUDP picks a free TCP port and checks that its UDP twin is
+// free too.
+func freeTCPAndUDP() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
+		return "", err
 	}
 	defer ln.Close()
-	return ln.Addr().String(), nil
+	addr := ln.Addr().String()
+	pc, err := net.ListenPacket("udp4", addr)
+	if err != nil {
+		return "", err
+	}
+	pc.Close()
+	return addr, nil
 }
 
 // errNoSluice says the checkout has no cmd/sluice to build yet.

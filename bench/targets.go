@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// target checks are issue 3's goals for sluice, evaluated on the medians
+// target checks are issue 3's goals for sluice (and issue 5's for UDP), evaluated on the medians
 // of this run. Each compares sluice's value with a threshold derived
 // from another system's value (or a constant).
 type goal struct {
@@ -29,6 +29,8 @@ var goals = []goal{
 	{"new connections per second at least the best peer's", "newconn", "cps", bestOf, false},
 	{"p99 latency added over direct at most the best peer's", "latency", "p99_added", bestOf, true},
 	{"2 fds per idle connection", "idle", "fds", constant(2.05), true},
+	{"UDP datagrams per second at full rate at least 2x nginx's", "udp", "dps", times(nginxSystem, 2), false},
+	{"UDP loss at full rate at most nginx's", "udp", "loss", times(nginxSystem, 1), true},
 	{"machine memory per idle connection (added over direct) at most HAProxy's", "idle", "machine_added_kb", times(haproxySystem, 1), true},
 }
 
