@@ -41,6 +41,9 @@ func StartMariaDB(t testing.TB) *MariaDB {
 	t.Helper()
 	m := &MariaDB{User: "sluice", Password: rand.Text()}
 	m.dir = tempDir(t, "mariadb", false)
+	if err := os.Mkdir(m.tmp(), 0o700); err != nil {
+		t.Fatalf("dbtest: %v", err)
+	}
 	m.install(t)
 	bin, err := lookBin("mariadbd", "/usr/sbin")
 	if err != nil {
@@ -51,7 +54,8 @@ func StartMariaDB(t testing.TB) *MariaDB {
 		// before the server takes connections.
 		args := append([]string{"--no-defaults", "--datadir=" + m.data(),
 			"--port=" + strconv.Itoa(int(port)), "--socket=" + filepath.Join(m.dir, "sock"),
-			"--pid-file=" + filepath.Join(m.dir, "pid"), "--init-file=" + m.initFile()},
+			"--pid-file=" + filepath.Join(m.dir, "pid"), "--init-file=" + m.initFile(),
+			"--tmpdir=" + m.tmp()},
 			mariadbSettings...)
 		if os.Geteuid() == 0 {
 			args = append(args, "--user=root")
@@ -76,6 +80,12 @@ func StartMariaDB(t testing.TB) *MariaDB {
 func (m *MariaDB) data() string     { return filepath.Join(m.dir, "data") }
 func (m *MariaDB) initFile() string { return filepath.Join(m.dir, "init.sql") }
 
+// tmp is the server's own temporary directory. mariadbd deletes every #sql* file in
+// its tmpdir as it starts, so with the shared /tmp a server starting in one test
+// deleted the temporary tables of a mariadb-install-db running in another ("Unknown
+// table 'mysql.tmp_proxies_priv'").
+func (m *MariaDB) tmp() string { return filepath.Join(m.dir, "tmp") }
+
 // install runs mariadb-install-db and writes the init file that creates the user.
 func (m *MariaDB) install(t testing.TB) {
 	t.Helper()
@@ -85,7 +95,7 @@ func (m *MariaDB) install(t testing.TB) {
 	}
 	args := []string{"--no-defaults", "--datadir=" + m.data(), "--skip-test-db",
 		"--auth-root-authentication-method=socket", "--skip-name-resolve",
-		"--innodb-log-file-size=4M", "--innodb-buffer-pool-size=16M"}
+		"--innodb-log-file-size=4M", "--innodb-buffer-pool-size=16M", "--tmpdir=" + m.tmp()}
 	if os.Geteuid() == 0 {
 		args = append(args, "--user=root")
 	}
