@@ -33,7 +33,8 @@ Usage:
 
 Signals: SIGTERM or SIGINT stops accepting (UDP: stops opening sessions), lets
 connections and sessions finish for drain_timeout, then closes them; a second
-signal closes them at once.
+signal closes them at once. SIGHUP is logged and otherwise ignored: reloading
+the configuration is not supported yet.
 `
 
 func main() {

@@ -335,3 +335,25 @@ func TestBindFailureIsReported(t *testing.T) {
 		t.Fatalf("exit %d, output:\n%s", code, out)
 	}
 }
+
+// SIGHUP is sent out of habit by operators and log-rotation scripts; its
+// default action would kill sluice and reset every connection.
+func TestSIGHUPKeepsServing(t *testing.T) {
+	addr := freePort(t)
+	p := startSluice(t, nil, "-c", writeFile(t, simpleConfig(addr, echoBackend(t), "1s")))
+	p.waitOutput(t, "listening")
+	c, r, _ := dialLine(t, addr)
+	defer c.Close()
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitOutput(t, "SIGHUP ignored")
+	fmt.Fprintln(c, "after hup")
+	if echo, err := r.ReadString('\n'); err != nil || echo != "after hup\n" {
+		t.Fatalf("echo after SIGHUP %q, %v; output:\n%s", echo, err, p.out)
+	}
+	c2, r2, _ := dialLine(t, addr)
+	defer c2.Close()
+	fmt.Fprintln(c2, "new")
+	if echo, err := r2.ReadString('\n'); err != nil || echo != "new\n" {
+		t.Fatalf("new connection after SIGHUP: %q, %v", echo, err)
+	}
+}

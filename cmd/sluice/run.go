@@ -217,6 +217,30 @@ func serve(cfg *config.Config, log *slog.Logger, ready func()) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	// Operators and log-rotation scripts send SIGHUP out of habit (nginx
+	// and HAProxy reload on it). Its default action would end the process
+	// and reset every connection, so until reload exists it is caught and
+	// said to do nothing.
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
+	hupDone := make(chan struct{})
+	stopHup := make(chan struct{})
+	go func() {
+		defer close(hupDone)
+		for {
+			select {
+			case <-hups:
+				log.Warn("SIGHUP ignored: reloading the configuration is not supported yet; restart to apply changes")
+			case <-stopHup:
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stopHup)
+		<-hupDone
+	}()
 	in, err := start(cfg, log)
 	if err != nil {
 		return err
