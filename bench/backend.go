@@ -13,9 +13,10 @@ import (
 // of the connection, so one backend address (one proxy config) serves
 // every TCP scenario.
 const (
-	modeSink  = 'S' // read and count everything until EOF
-	modeEcho  = 'E' // write back whatever arrives, until EOF
-	modeClose = 'C' // read one request, answer it, close first
+	modeSink   = 'S' // read and count everything until EOF
+	modeSource = 'R' // write as fast as the client reads, until it closes
+	modeEcho   = 'E' // write back whatever arrives, until EOF
+	modeClose  = 'C' // read one request, answer it, close first
 )
 
 // reqSize is the request and response size of the request scenarios.
@@ -91,6 +92,8 @@ func (b *backend) handle(c *net.TCPConn) {
 	case modeSink:
 		b.sinkBytes.Add(int64(len(rest)))
 		b.sink(c)
+	case modeSource:
+		source(c)
 	case modeEcho:
 		if len(rest) > 0 {
 			if _, err := c.Write(rest); err != nil {
@@ -118,6 +121,17 @@ func (b *backend) sink(c *net.TCPConn) {
 		n, err := c.Read(buf)
 		b.sinkBytes.Add(int64(n))
 		if err != nil {
+			return
+		}
+	}
+}
+
+// source writes 256 KiB buffers until a write fails: the client closed
+// (the proxy passes on its close as a reset or EPIPE here) or Close did.
+func source(c *net.TCPConn) {
+	buf := make([]byte, 256<<10)
+	for {
+		if _, err := c.Write(buf); err != nil {
 			return
 		}
 	}

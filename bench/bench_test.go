@@ -34,10 +34,12 @@ func TestMain(m *testing.M) {
 
 // TestScenarios runs every scenario for about a second against direct and
 // sluice (built from ./cmd/sluice), so that the harness keeps working as
-// sluice changes. It checks the harness, not sluice's performance.
+// sluice changes. It checks the harness, not sluice's performance. The
+// real clients run through sluice only: direct would exercise nothing
+// more, and each pgbench run takes two of its one-second reports.
 func TestScenarios(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs the load for about 17 s")
+		t.Skip("runs the load for about 30 s")
 	}
 	if _, err := raiseFDLimit(); err != nil {
 		t.Fatal(err)
@@ -62,12 +64,17 @@ func TestScenarios(t *testing.T) {
 		e.systems, e.bins["sluice"] = append(e.systems, sluiceSystem), bin
 	}
 	set := settings{reps: 1, warm: 200 * time.Millisecond, dur: 700 * time.Millisecond,
-		idleConns: 500, settle: 200 * time.Millisecond, cores: 1}
+		idleConns: 500, settle: 200 * time.Millisecond, cores: 1, tools: clientToolsOrFail(t)}
 	be, err := startBackend()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer be.Close()
+	bk := &backends{tcp: be}
+	defer bk.closeDBs()
+	if err := bk.startDBs(t.Context(), set.tools, scenarios); err != nil {
+		t.Fatal(err)
+	}
 	ue, err := startUDPEcho(be.addr())
 	if err != nil {
 		t.Fatal(err)
@@ -84,11 +91,11 @@ func TestScenarios(t *testing.T) {
 	ctx := t.Context()
 	for _, sc := range scenarios {
 		for _, sys := range e.systems {
-			if !sys.speaks(sc.proto) {
+			if !sys.speaks(sc.proto) || sc.needs != "" && sys == directSystem && len(e.systems) > 1 {
 				continue
 			}
 			t.Run(sc.key+"/"+sys.key, func(t *testing.T) {
-				tg, err := ensureRunning(ctx, e, set, be, sys, procs, map[string]string{})
+				tg, err := ensureRunning(ctx, e, set, bk, sys, procs, map[string]string{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -102,18 +109,34 @@ func TestScenarios(t *testing.T) {
 	}
 }
 
+// clientToolsOrFail finds pgbench, redis-benchmark and their servers; a
+// missing one fails the test (make test-deps installs them).
+func clientToolsOrFail(t *testing.T) clientTools {
+	t.Helper()
+	pg, err := findPgTools()
+	if err != nil {
+		t.Fatalf("%v: run make test-deps", err)
+	}
+	srv, ok1 := lookBin("redis-server")
+	cli, ok2 := lookBin("redis-benchmark")
+	if !ok1 || !ok2 {
+		t.Fatal("redis-server or redis-benchmark not found: run make test-deps")
+	}
+	return clientTools{pg: pg, redis: srv, redisBench: cli}
+}
+
 // checkMetrics wants every metric a system should have, and sane values
 // where the harness itself guarantees them.
 func checkMetrics(t *testing.T, sc *scenario, sys *system, m map[string]float64) {
 	t.Helper()
 	for _, mt := range sc.metrics {
 		v, ok := m[mt.key]
-		want := mt.overDirect == "" && (!mt.proxyOnly || sys != directSystem)
+		want := mt.overDirect == "" && mt.perCore == "" && (!mt.proxyOnly || sys != directSystem)
 		if want && (!ok || math.IsNaN(v)) {
 			t.Errorf("%s: no value (got %v)", mt.key, m)
 		}
 	}
-	for _, k := range []string{"gbps", "rps", "cps", "p50", "p99", "dps"} {
+	for _, k := range []string{"gbps", "rps", "cps", "tps", "p50", "p99", "dps"} {
 		if v, ok := m[k]; ok && !(v > 0) {
 			t.Errorf("%s = %v, want > 0", k, v)
 		}
@@ -128,9 +151,10 @@ func checkMetrics(t *testing.T, sc *scenario, sys *system, m map[string]float64)
 func TestReport(t *testing.T) {
 	systems := []*system{directSystem, sluiceSystem, haproxySystem, nginxSystem}
 	res := newResults(2, systems, scenarios)
+	cpu := map[string]float64{"direct": math.NaN(), "sluice": 20, "haproxy": 40, "nginx": 50}
 	for i, s := range systems {
 		for rep := range 2 {
-			res.add(s.key, "tcp1", rep, map[string]float64{"gbps": float64(10 + i + rep), "cpu": 40})
+			res.add(s.key, "tcp1", rep, map[string]float64{"gbps": float64(10 + i + rep), "cpu": cpu[s.key]})
 			res.add(s.key, "latency", rep, map[string]float64{"p50": 50, "p99": float64(100 + 10*i)})
 			if s.speaks("udp") {
 				res.add(s.key, "udp", rep, map[string]float64{"dps": float64(100000 / (i + 1)), "loss": float64(i)})
@@ -143,10 +167,13 @@ func TestReport(t *testing.T) {
 	md := r.markdown("latest.svg")
 	for _, want := range []string{
 		"| scenario | metric | direct | sluice | HAProxy | nginx | sluice / best peer | sluice / direct |",
-		"| TCP throughput, 1 stream | throughput, Gbit/s ↑ | 10.50 (10.00-11.00) | 11.50 (11.00-12.00) |",
+		"| TCP throughput, 1 stream, client to backend | throughput, Gbit/s ↑ | 10.50 (10.00-11.00) | 11.50 (11.00-12.00) |",
 		"0.85 (nginx) | 1.10 |", // 11.5 / 13.5 and 11.5 / 10.5
+		// 11 and 12 Gbit/s at 20% of a core; HAProxy's 12 and 13 at 40%.
+		"throughput per proxy core-second, Gbit/core-s ↑ | - | 57.50 (55.00-60.00) | 31.25 (30.00-32.50) | 27.00 (26.00-28.00) | 1.84 (HAProxy) | - |",
 		"p99 added over direct, µs ↓ | - | 10 | 20 | 30 | 0.50 (HAProxy) | - |",
-		"TCP throughput, 1 stream, at least 1.2x HAProxy: **NOT met**",
+		"TCP throughput, 1 stream, client to backend, at least the best peer's: **NOT met** (sluice 11.50, limit 13.50 = nginx)",
+		"TCP throughput, 1 stream, client to backend, per proxy core-second at least the best peer's and 1.2x HAProxy's: met (sluice 57.50, limit 37.50 = 1.20x HAProxy)",
 		"datagrams echoed, datagrams/s ↑ | 100000 | 50000 | - | 25000 | 2.00 (nginx) | 0.50 |",
 		"UDP datagrams per second at full rate at least 2x nginx's: met",
 		"UDP loss at full rate at most nginx's: met",
@@ -209,6 +236,13 @@ func TestPickAndRotate(t *testing.T) {
 	got, err := pickSystems([]string{"nginx", "direct"})
 	if err != nil || len(got) != 2 || got[0] != directSystem || got[1] != nginxSystem {
 		t.Errorf("pickSystems(nginx,direct) = %v, %v; want direct, nginx in run order", got, err)
+	}
+	sc, err := pickScenarios([]string{"newconn", "postgres"})
+	if err != nil || len(sc) != 3 || sc[0].key != "newconn" || sc[1].key != "pgbench" || sc[2].key != "pgbench-C" {
+		t.Errorf("pickScenarios(newconn,postgres) = %v, %v; want newconn, pgbench, pgbench-C", sc, err)
+	}
+	if f, err := parseFlags([]string{"-only", "redis"}); err != nil || f.scenarios != "redis" {
+		t.Errorf("parseFlags(-only redis) = %+v, %v; want scenarios redis", f, err)
 	}
 	if _, err := pickScenarios([]string{"tcp9"}); err == nil {
 		t.Error("pickScenarios(tcp9) succeeded, want an error")

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -67,6 +68,44 @@ func ensurePeers(logf func(string, ...any), want []*system) (map[string]string, 
 	return bins, nil
 }
 
+// ensureClients finds the programs of the real-client scenarios among
+// scens, installing their Debian packages with apt-get when they are
+// missing, as ensurePeers does for the proxies.
+func ensureClients(logf func(string, ...any), scens []*scenario) (clientTools, error) {
+	var tools clientTools
+	var pkgs []string
+	needs := func(name string) bool {
+		return slices.ContainsFunc(scens, func(sc *scenario) bool { return sc.needs == name })
+	}
+	if needs("postgres") {
+		pg, err := findPgTools()
+		if err != nil {
+			pkgs = append(pkgs, "postgresql")
+		}
+		tools.pg = pg
+	}
+	if needs("redis") {
+		srv, ok1 := lookBin("redis-server")
+		cli, ok2 := lookBin("redis-benchmark")
+		if !ok1 || !ok2 {
+			pkgs = append(pkgs, "redis-server", "redis-tools")
+		}
+		tools.redis, tools.redisBench = srv, cli
+	}
+	if len(pkgs) == 0 {
+		return tools, nil
+	}
+	logf("installing %s with apt-get", strings.Join(pkgs, " "))
+	if err := aptInstall(pkgs); err != nil {
+		return tools, err
+	}
+	tools, err := ensureClients(func(string, ...any) {}, scens)
+	if err == nil && (needs("postgres") && tools.pg == "" || needs("redis") && tools.redisBench == "") {
+		err = fmt.Errorf("installing %s: the programs are still missing", strings.Join(pkgs, " "))
+	}
+	return tools, err
+}
+
 // aptInstall installs packages, refreshing the package lists once if the
 // first attempt fails (a fresh machine may have none).
 func aptInstall(pkgs []string) error {
@@ -114,8 +153,18 @@ func stopServices(logf func(string, ...any)) {
 // versions describes the software under test, for the report. A sluice
 // built by the bench is named by the checkout's commit; a prebuilt one
 // (-sluice) by what it says of itself.
-func versions(root string, bins map[string]string, prebuilt bool) map[string]string {
+func versions(root string, bins map[string]string, tools clientTools, prebuilt bool) map[string]string {
 	v := map[string]string{"go": runtime.Version()}
+	if tools.pg != "" {
+		if out, err := exec.Command(tools.pg.bin("postgres"), "--version").Output(); err == nil {
+			v["postgres"] = firstLine(out)
+		}
+	}
+	if tools.redis != "" {
+		if out, err := exec.Command(tools.redis, "--version").Output(); err == nil {
+			v["redis"] = firstLine(out)
+		}
+	}
 	if out, err := exec.Command("go", "version").Output(); err == nil {
 		v["go"] = strings.TrimPrefix(strings.TrimSpace(string(out)), "go version ")
 	}

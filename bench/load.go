@@ -18,6 +18,10 @@ type target struct {
 	addr string
 	proc *proxyProc
 	be   *backend
+	// relays are the addresses that lead to the database servers, by
+	// name ("postgres", "redis"): a relay's listener, or the server itself
+	// for direct.
+	relays map[string]string
 }
 
 // runOpts are the lengths of one scenario run.
@@ -172,10 +176,17 @@ func dial(ctx context.Context, addr string, mode byte, first []byte) (c *net.TCP
 }
 
 // throughput streams bytes through t on streams connections and reports
-// Gbit/s received by the backend and the proxy's CPU.
-func throughput(ctx context.Context, t target, o runOpts, streams int) (map[string]float64, error) {
-	w, err := measure(ctx, t, o, streams, t.be.sinkBytes.Load, func(ctx context.Context, _ int) error {
-		c, stopAfter, err := dial(ctx, t.addr, modeSink, nil)
+// Gbit/s and the proxy's CPU. Client to backend (up), the backend counts
+// what it receives; backend to client (down), the clients count what they
+// read, so that either way the receiver's count is the figure.
+func throughput(ctx context.Context, t target, o runOpts, streams int, down bool) (map[string]float64, error) {
+	count, mode := t.be.sinkBytes.Load, byte(modeSink)
+	var read atomic.Int64
+	if down {
+		count, mode = read.Load, modeSource
+	}
+	w, err := measure(ctx, t, o, streams, count, func(ctx context.Context, _ int) error {
+		c, stopAfter, err := dial(ctx, t.addr, mode, nil)
 		if err != nil {
 			return err
 		}
@@ -183,6 +194,14 @@ func throughput(ctx context.Context, t target, o runOpts, streams int) (map[stri
 		defer stopAfter()
 		buf := make([]byte, 256<<10)
 		for ctx.Err() == nil {
+			if down {
+				n, err := c.Read(buf)
+				read.Add(int64(n))
+				if err != nil {
+					return fmt.Errorf("reading stream: %w", err)
+				}
+				continue
+			}
 			if _, err := c.Write(buf); err != nil {
 				return fmt.Errorf("streaming: %w", err)
 			}

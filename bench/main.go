@@ -5,6 +5,7 @@
 //	go run ./bench            # make bench: 3 interleaved repetitions
 //	go run ./bench -quick     # one short repetition
 //	go run ./bench -pin -systems direct,sluice -scenarios tcp1,latency
+//	go run ./bench -quick -pin -only pgbench,newconn
 //
 // The backends and the load generators run in this process; each proxy
 // runs as its own process from a config written next to the results.
@@ -70,7 +71,9 @@ func parseFlags(args []string) (flags, error) {
 	fs.DurationVar(&f.settle, "settle", 5*time.Second, "how long the idle scenario holds its connections silent before reading memory")
 	fs.IntVar(&f.cores, "cores", 1, "proxy threads: HAProxy nbthread, nginx worker_processes, sluice GOMAXPROCS")
 	fs.StringVar(&f.systems, "systems", "all", "comma-separated: direct,sluice,haproxy,nginx")
-	fs.StringVar(&f.scenarios, "scenarios", "all", "comma-separated: idle,tcp1,tcp4,keepalive,newconn,latency,udp")
+	scenUsage := "comma-separated: all, or scenarios (" + scenarioKeys() + ") and groups (" + groupKeys() + ")"
+	fs.StringVar(&f.scenarios, "scenarios", "all", scenUsage)
+	fs.StringVar(&f.scenarios, "only", "all", "the same as -scenarios")
 	fs.StringVar(&f.out, "out", "", "results directory (default: bench/results of the module)")
 	fs.StringVar(&f.sluice, "sluice", "", "a sluice binary to use instead of building ./cmd/sluice")
 	fs.IntVar(&f.nice, "nice", -10, "nice value for the bench and the proxies, so other work on a shared machine disturbs them less (0: leave it)")
@@ -128,6 +131,9 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if set.tools, err = ensureClients(progress, scens); err != nil {
+		return err
+	}
 	if err := f.tune(set); err != nil {
 		return err
 	}
@@ -162,7 +168,7 @@ func run(ctx context.Context, args []string) error {
 		out = root + "/bench/results"
 	}
 	rep := &report{res: res, set: set, pinned: f.pin, nice: f.nice, others: others, args: args, start: start,
-		versions: versions(root, env.bins, f.sluice != ""), configs: cfgs}
+		versions: versions(root, env.bins, set.tools, f.sluice != ""), configs: cfgs}
 	return rep.write(out)
 }
 

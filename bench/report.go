@@ -76,7 +76,7 @@ func (r *report) markdown(chart string) string {
 	fmt.Fprintf(&b, "\n![sluice ratios](%s)\n", chart)
 	b.WriteString(r.method())
 	if t := r.targets(); t != "" {
-		b.WriteString("\n## Targets (issues 3 and 5)\n\n" + t)
+		b.WriteString("\n## Targets (issues 3, 5 and 9)\n\n" + t)
 	}
 	if len(r.res.failures) > 0 {
 		b.WriteString("\n## Failed runs\n\n")
@@ -95,13 +95,16 @@ func (r *report) method() string {
 
 Each timed window is cut into slices of %v; rates and latency percentiles are computed per slice and the median slice is taken, so that another process stalling the load for a moment spoils a slice rather than the figure. CPU is measured over the whole window.
 
-- Throughput: clients write 256 KiB buffers as fast as they can; the backend counts what it receives over the window. Proxy CPU: utime+stime of the proxy and its children (/proc/PID/stat) over the same window, in %% of one core.
+- Throughput, client to backend: clients write 256 KiB buffers as fast as they can; the backend counts what it receives over the window. Backend to client: the backend writes 256 KiB buffers as fast as it can and the clients count what they read. Proxy CPU: utime+stime of the proxy and its children (/proc/PID/stat) over the same window, in %% of one core.
+- Per proxy core-second: each repetition's rate divided by the proxy's CPU over the same window, in cores (work per second of one core's time), so that the comparison does not depend on how the cores were shared between the proxy and the load.
 - Keep-alive requests: %d connections, each writing a %d-byte request and waiting for its echo before the next.
 - New connections: %d clients, each connecting, writing %d bytes, reading the answer and the backend's close, then closing.
 - Latency: %d keep-alive connections on fixed, staggered schedules, %d requests/s in all. A round trip is timed from the write, or from when the request was due if the previous answer came back too late to send it on time (wrk2's correction for coordinated omission).
 - Idle connections: %d connections opened through the system, each proven end to end by one echo, then held silent for %v before reading. Proxy RSS and fds: growth of VmRSS and of /proc/PID/fd of the proxy and its children, on a proxy started afresh for the repetition. Machine memory: growth of the kernel's Slab + KernelStack + PageTables (after freeing empty slabs) plus the proxy's RssAnon; MemAvailable moves by tens of MB on its own on this kernel. Direct's row is the kernel memory of the client's and backend's sockets; "added over direct" subtracts it, repetition by repetition, leaving what the proxy costs.
+- Real clients: each proxy has a listener for a PostgreSQL and a Redis server the bench starts (nothing synced to disk; trust authentication on loopback, so that connections cost what a proxy and a server do, not password hashing). pgbench -S (select only, scale %s, %d clients, 2 threads) on persistent connections and with -C (a connection per transaction); redis-benchmark GET with -k 1 (%d connections) and -k 0 (%d clients, a connection per request). Rates are the clients' own per-interval reports (pgbench -P 1 each second, redis-benchmark about every 250 ms), read as they come: the first report and those of the warm-up are skipped, the median report of the window is taken, and the proxy's CPU is read at the window's first and last report. A run in which a client reports an error or a failed transaction fails.
 - UDP at full rate: %d flows (client sockets), each keeping up to %d datagrams of %d bytes in flight, sent %d at a time (sendmmsg) whenever a batch has come back, to an echo backend that answers in batches (recvmmsg, sendmmsg); a closed loop keeps the system saturated without the senders starving the backend, which shares the CPUs. A batch not back within %v is given up on. Datagrams/s: echoes received, median slice. Loss: datagrams sent that never came back, over warm-up and window, after waiting %v for late echoes. Each proxy's UDP listening sockets ask for a 4 MiB receive buffer (nginx: rcvbuf=%s) and end a session after %s without a datagram. HAProxy has no UDP.
 `, sliceLen, keepAliveConns, reqSize, newConnClients, reqSize, latencyConns, latencyRate, r.set.idleConns, r.set.settle,
+		pgbenchScale, pgbenchClients, redisKeepClients, redisNewConnClient,
 		udpFlows, udpWindow, udpSize, udpBatch, udpStall, udpTail, udpReadBuffer, udpSessionTimeout)
 }
 
@@ -122,7 +125,7 @@ func (r *report) setup() string {
 
 func (r *report) versionLine() string {
 	var parts []string
-	for _, k := range []string{"sluice", "haproxy", "nginx", "go"} {
+	for _, k := range []string{"sluice", "haproxy", "nginx", "go", "postgres", "redis"} {
 		if v, ok := r.versions[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s: %s", k, v))
 		}

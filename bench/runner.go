@@ -19,6 +19,11 @@ func measureAll(ctx context.Context, e *env, set settings, scens []*scenario) (*
 		return nil, nil, err
 	}
 	defer be.Close()
+	bk := &backends{tcp: be}
+	defer bk.closeDBs()
+	if err := bk.startDBs(ctx, set.tools, scens); err != nil {
+		return nil, nil, err
+	}
 	if slices.ContainsFunc(scens, func(sc *scenario) bool { return sc.proto == "udp" }) {
 		ue, err := startUDPEcho(be.addr())
 		if err != nil {
@@ -36,13 +41,13 @@ func measureAll(ctx context.Context, e *env, set settings, scens []*scenario) (*
 		// fd table, slab caches' per-CPU parts) that later runs reuse; let
 		// no system pay for that.
 		progress("warming up: holding %d direct connections once", set.idleConns)
-		if _, err := idle(ctx, target{addr: be.addr(), be: be}, set.idleConns, 0); err != nil {
+		if _, err := idle(ctx, bk.direct(), set.idleConns, 0); err != nil {
 			return nil, nil, fmt.Errorf("warming up: %w", err)
 		}
 	}
 	for rep := range set.reps {
 		order := rotate(e.systems, rep)
-		if err := measureRep(ctx, e, &set, be, scens, order, rep, res, cfgs); err != nil {
+		if err := measureRep(ctx, e, &set, bk, scens, order, rep, res, cfgs); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -52,7 +57,7 @@ func measureAll(ctx context.Context, e *env, set settings, scens []*scenario) (*
 
 // measureRep is one repetition: start every proxy afresh, run the
 // scenarios, stop the proxies.
-func measureRep(ctx context.Context, e *env, set *settings, be *backend, scens []*scenario,
+func measureRep(ctx context.Context, e *env, set *settings, bk *backends, scens []*scenario,
 	order []*system, rep int, res *results, cfgs map[string]string) error {
 	procs := map[*system]*proxyProc{}
 	defer func() {
@@ -74,7 +79,7 @@ func measureRep(ctx context.Context, e *env, set *settings, be *backend, scens [
 			if !sys.speaks(sc.proto) {
 				continue // its cell stays "-"
 			}
-			t, err := ensureRunning(ctx, e, *set, be, sys, procs, cfgs)
+			t, err := ensureRunning(ctx, e, *set, bk, sys, procs, cfgs)
 			var m map[string]float64
 			if err == nil {
 				m, err = sc.run(ctx, t, *set)
@@ -95,12 +100,58 @@ func measureRep(ctx context.Context, e *env, set *settings, be *backend, scens [
 	return nil
 }
 
+// backends are what every system leads to: the in-process TCP backend
+// and the database servers the chosen scenarios need.
+type backends struct {
+	tcp *backend
+	dbs []*dbServer
+}
+
+// startDBs starts each database server that one of scens needs.
+func (bk *backends) startDBs(ctx context.Context, tools clientTools, scens []*scenario) error {
+	for _, name := range []string{"postgres", "redis"} {
+		if !slices.ContainsFunc(scens, func(sc *scenario) bool { return sc.needs == name }) {
+			continue
+		}
+		progress("starting %s for the real clients", name)
+		var db *dbServer
+		var err error
+		if name == "postgres" {
+			db, err = startPostgres(ctx, tools.pg)
+		} else {
+			db, err = startRedis(ctx, tools.redis)
+		}
+		if err != nil {
+			return err
+		}
+		bk.dbs = append(bk.dbs, db)
+	}
+	return nil
+}
+
+func (bk *backends) closeDBs() {
+	for _, db := range bk.dbs {
+		if err := db.Close(); err != nil {
+			progress("warning: %v", err)
+		}
+	}
+}
+
+// direct is the target without a proxy.
+func (bk *backends) direct() target {
+	t := target{addr: bk.tcp.addr(), be: bk.tcp, relays: map[string]string{}}
+	for _, db := range bk.dbs {
+		t.relays[db.name] = db.addr
+	}
+	return t
+}
+
 // ensureRunning returns the target for sys, starting its proxy when it is
 // not running (first use in a repetition, or after it died).
-func ensureRunning(ctx context.Context, e *env, set settings, be *backend, sys *system,
+func ensureRunning(ctx context.Context, e *env, set settings, bk *backends, sys *system,
 	procs map[*system]*proxyProc, cfgs map[string]string) (target, error) {
 	if sys == directSystem {
-		return target{addr: be.addr(), be: be}, nil
+		return bk.direct(), nil
 	}
 	if p := procs[sys]; p != nil {
 		select {
@@ -108,21 +159,37 @@ func ensureRunning(ctx context.Context, e *env, set settings, be *backend, sys *
 			progress("warning: %s exited (%v), restarting it: %s", sys.name, p.waitErr, tail(p.logPath))
 			delete(procs, sys)
 		default:
-			return target{addr: p.addr, proc: p, be: be}, nil
+			return p.target(bk), nil
 		}
 	}
 	listen, err := freePort()
 	if err != nil {
 		return target{}, err
 	}
-	params := proxyParams{listen: listen, backend: be.addr(), cores: set.cores, dir: e.dir}
+	params := proxyParams{listen: listen, backend: bk.tcp.addr(), cores: set.cores, dir: e.dir}
+	for _, db := range bk.dbs {
+		l, err := freePort()
+		if err != nil {
+			return target{}, err
+		}
+		params.relays = append(params.relays, relay{name: db.name, listen: l, backend: db.addr})
+	}
 	p, err := startProxy(ctx, sys, e.bins[sys.key], params, set.proxyCPUs)
 	if err != nil {
 		return target{}, err
 	}
 	procs[sys] = p
 	cfgs[sys.key] = sys.config(params)
-	return target{addr: p.addr, proc: p, be: be}, nil
+	return p.target(bk), nil
+}
+
+// target is what the load drives through the proxy.
+func (pp *proxyProc) target(bk *backends) target {
+	t := target{addr: pp.addr, proc: pp, be: bk.tcp, relays: map[string]string{}}
+	for _, r := range pp.relays {
+		t.relays[r.name] = r.listen
+	}
+	return t
 }
 
 // rotate returns systems starting at index rep, wrapping around.

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -17,6 +20,15 @@ type settings struct {
 	// quietBudget is how long the whole run may wait, in all, for other
 	// processes on a shared machine to quieten down before a scenario.
 	quietBudget time.Duration
+	tools       clientTools // the real clients' programs
+}
+
+// clientTools are the programs of the real-client scenarios, found (and
+// installed) only when a chosen scenario needs them.
+type clientTools struct {
+	pg         pgTools // PostgreSQL's bin directory: postgres, initdb, pgbench
+	redis      string  // redis-server
+	redisBench string  // redis-benchmark
 }
 
 // scenario is one kind of load. Each yields one or more metrics (rows of
@@ -27,6 +39,10 @@ type scenario struct {
 	short string // chart label
 	title func(s settings) string
 	proto string // "tcp" or "udp"; later "l7"
+	// needs names the database server the scenario's clients talk to
+	// ("postgres", "redis"), reached through a relay of its own in each
+	// proxy; empty for the in-process backends.
+	needs string
 	// fresh scenarios run first in a repetition, on proxies started for
 	// that repetition, because they measure memory growth.
 	fresh   bool
@@ -45,6 +61,11 @@ type metric struct {
 	// overDirect derives the row from another metric of the same
 	// scenario minus direct's value in the same repetition.
 	overDirect string
+	// perCore derives the row from another metric of the same scenario
+	// divided by the proxy's CPU seconds per second ("cpu" / 100) in the
+	// same repetition: work per proxy core-second, which does not depend
+	// on how the machine's cores were shared between proxy and load.
+	perCore string
 }
 
 func (m metric) better(a, b float64) bool {
@@ -65,6 +86,40 @@ const (
 // cpuMetric is the proxy's CPU over a load scenario's window.
 var cpuMetric = metric{key: "cpu", label: "proxy CPU", unit: "% of a core", format: "%.0f", lowerBetter: true, proxyOnly: true}
 
+// loadMetrics are the rows of a load scenario: the work rate, the proxy's
+// CPU, and the work per proxy core-second.
+func loadMetrics(key, label, unit, format, perCoreUnit string) []metric {
+	return []metric{
+		{key: key, label: label, unit: unit, format: format},
+		cpuMetric,
+		{key: key + "_core", label: label + " per proxy core-second", unit: perCoreUnit, format: format,
+			proxyOnly: true, perCore: key},
+	}
+}
+
+// throughputScenario streams through the system, client to backend or,
+// down, backend to client.
+func throughputScenario(streams int, down bool) *scenario {
+	key, short, dir := fmt.Sprintf("tcp%d", streams), fmt.Sprintf("TCP %d", streams), "client to backend"
+	if down {
+		key, short, dir = key+"r", short+" down", "backend to client"
+	}
+	noun := "streams"
+	if streams == 1 {
+		noun = "stream"
+	}
+	return &scenario{
+		key:   key,
+		short: short,
+		title: func(settings) string { return fmt.Sprintf("TCP throughput, %d %s, %s", streams, noun, dir) },
+		proto: "tcp",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return throughput(ctx, t, s.opts(), streams, down)
+		},
+		metrics: loadMetrics("gbps", "throughput", "Gbit/s", "%.2f", "Gbit/core-s"),
+	}
+}
+
 // scenarios are run in this order in every repetition.
 var scenarios = []*scenario{
 	{
@@ -82,26 +137,10 @@ var scenarios = []*scenario{
 			{key: "machine_added_kb", label: "machine memory per connection, added over direct", unit: "KB", format: "%.1f", lowerBetter: true, proxyOnly: true, overDirect: "machine_kb"},
 		},
 	},
-	{
-		key:   "tcp1",
-		short: "TCP 1 stream",
-		title: func(settings) string { return "TCP throughput, 1 stream" },
-		proto: "tcp",
-		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
-			return throughput(ctx, t, s.opts(), 1)
-		},
-		metrics: []metric{{key: "gbps", label: "throughput", unit: "Gbit/s", format: "%.2f"}, cpuMetric},
-	},
-	{
-		key:   "tcp4",
-		short: "TCP 4 streams",
-		title: func(settings) string { return "TCP throughput, 4 streams" },
-		proto: "tcp",
-		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
-			return throughput(ctx, t, s.opts(), 4)
-		},
-		metrics: []metric{{key: "gbps", label: "throughput", unit: "Gbit/s", format: "%.2f"}, cpuMetric},
-	},
+	throughputScenario(1, false),
+	throughputScenario(4, false),
+	throughputScenario(1, true),
+	throughputScenario(4, true),
 	{
 		key:   "keepalive",
 		short: "keep-alive",
@@ -112,7 +151,7 @@ var scenarios = []*scenario{
 		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
 			return keepAlive(ctx, t, s.opts(), keepAliveConns)
 		},
-		metrics: []metric{{key: "rps", label: "requests", unit: "req/s", format: "%.0f"}, cpuMetric},
+		metrics: loadMetrics("rps", "requests", "req/s", "%.0f", "req/core-s"),
 	},
 	{
 		key:   "newconn",
@@ -124,7 +163,7 @@ var scenarios = []*scenario{
 		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
 			return newConns(ctx, t, s.opts(), newConnClients)
 		},
-		metrics: []metric{{key: "cps", label: "connections", unit: "conn/s", format: "%.0f"}, cpuMetric},
+		metrics: loadMetrics("cps", "connections", "conn/s", "%.0f", "conn/core-s"),
 	},
 	{
 		key:   "latency",
@@ -143,6 +182,54 @@ var scenarios = []*scenario{
 		},
 	},
 	{
+		key:   "pgbench",
+		short: "pgbench -S",
+		title: func(settings) string {
+			return fmt.Sprintf("pgbench -S (select only), %d persistent connections", pgbenchClients)
+		},
+		proto: "tcp", needs: "postgres",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return pgbench(ctx, t, s.opts(), s.tools.pg, false)
+		},
+		metrics: loadMetrics("tps", "transactions", "tx/s", "%.0f", "tx/core-s"),
+	},
+	{
+		key:   "pgbench-C",
+		short: "pgbench -S -C",
+		title: func(settings) string {
+			return fmt.Sprintf("pgbench -S -C (a connection per transaction), %d clients", pgbenchClients)
+		},
+		proto: "tcp", needs: "postgres",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return pgbench(ctx, t, s.opts(), s.tools.pg, true)
+		},
+		metrics: loadMetrics("tps", "transactions", "tx/s", "%.0f", "tx/core-s"),
+	},
+	{
+		key:   "redis-k1",
+		short: "redis-benchmark -k 1",
+		title: func(settings) string {
+			return fmt.Sprintf("redis-benchmark GET -k 1, %d keep-alive connections", redisKeepClients)
+		},
+		proto: "tcp", needs: "redis",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return redisBenchmark(ctx, t, s.opts(), s.tools.redisBench, redisKeepClients, true)
+		},
+		metrics: loadMetrics("rps", "requests", "req/s", "%.0f", "req/core-s"),
+	},
+	{
+		key:   "redis-k0",
+		short: "redis-benchmark -k 0",
+		title: func(settings) string {
+			return fmt.Sprintf("redis-benchmark GET -k 0 (a connection per request), %d clients", redisNewConnClient)
+		},
+		proto: "tcp", needs: "redis",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return redisBenchmark(ctx, t, s.opts(), s.tools.redisBench, redisNewConnClient, false)
+		},
+		metrics: loadMetrics("rps", "requests", "req/s", "%.0f", "req/core-s"),
+	},
+	{
 		key:   "udp",
 		short: "UDP",
 		title: func(settings) string {
@@ -152,21 +239,48 @@ var scenarios = []*scenario{
 		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
 			return udpFullRate(ctx, t, s.opts())
 		},
-		metrics: []metric{
-			{key: "dps", label: "datagrams echoed", unit: "datagrams/s", format: "%.0f"},
-			{key: "loss", label: "loss", unit: "% of sent", format: "%.2f", lowerBetter: true},
-			cpuMetric,
-		},
+		metrics: append(loadMetrics("dps", "datagrams echoed", "datagrams/s", "%.0f", "datagrams/core-s"),
+			metric{key: "loss", label: "loss", unit: "% of sent", format: "%.2f", lowerBetter: true}),
 	},
 }
 
 // opts are the load lengths of the timed scenarios.
 func (s settings) opts() runOpts { return runOpts{warm: s.warm, dur: s.dur} }
 
-// pickScenarios returns the scenarios named in keys ("all" for every one),
-// in their run order.
+// scenarioGroups name several scenarios at once for -scenarios and -only.
+var scenarioGroups = map[string][]string{
+	"throughput": {"tcp1", "tcp4", "tcp1r", "tcp4r"},
+	"real":       {"pgbench", "pgbench-C", "redis-k1", "redis-k0"},
+	"postgres":   {"pgbench", "pgbench-C"},
+	"redis":      {"redis-k1", "redis-k0"},
+}
+
+// pickScenarios returns the scenarios named in keys ("all" for every one,
+// or a group's name for its members), in their run order.
 func pickScenarios(keys []string) ([]*scenario, error) {
-	return pick(scenarios, keys, func(s *scenario) string { return s.key })
+	var expanded []string
+	for _, k := range keys {
+		if g, ok := scenarioGroups[k]; ok {
+			expanded = append(expanded, g...)
+			continue
+		}
+		expanded = append(expanded, k)
+	}
+	return pick(scenarios, expanded, func(s *scenario) string { return s.key })
+}
+
+// scenarioKeys lists the scenarios' keys for the usage text.
+func scenarioKeys() string {
+	var keys []string
+	for _, sc := range scenarios {
+		keys = append(keys, sc.key)
+	}
+	return strings.Join(keys, ",")
+}
+
+// groupKeys lists the scenario groups for the usage text.
+func groupKeys() string {
+	return strings.Join(slices.Sorted(maps.Keys(scenarioGroups)), ",")
 }
 
 // pickSystems returns the systems named in keys ("all" for every one).

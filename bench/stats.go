@@ -41,27 +41,53 @@ func (r *results) slot(k valKey) []float64 {
 	return s
 }
 
-// derive fills the metrics defined as another metric minus direct's in the
-// same repetition, pairing repetitions so that drift between them cancels.
+// derive fills the metrics defined from others of the same repetition:
+// minus direct's value (pairing repetitions so that drift between them
+// cancels) or per proxy core-second.
 func (r *results) derive() {
 	for _, sc := range r.scens {
 		for _, m := range sc.metrics {
-			if m.overDirect == "" {
-				continue
+			switch {
+			case m.overDirect != "":
+				r.deriveOverDirect(sc, m)
+			case m.perCore != "":
+				r.derivePerCore(sc, m)
 			}
-			base := r.vals[valKey{directSystem.key, sc.key, m.overDirect}]
-			if base == nil {
-				continue
-			}
-			for _, sys := range r.systems {
-				v := r.vals[valKey{sys.key, sc.key, m.overDirect}]
-				if sys == directSystem || v == nil {
-					continue
-				}
-				out := r.slot(valKey{sys.key, sc.key, m.key})
-				for i := range out {
-					out[i] = v[i] - base[i]
-				}
+		}
+	}
+}
+
+func (r *results) deriveOverDirect(sc *scenario, m metric) {
+	base := r.vals[valKey{directSystem.key, sc.key, m.overDirect}]
+	if base == nil {
+		return
+	}
+	for _, sys := range r.systems {
+		v := r.vals[valKey{sys.key, sc.key, m.overDirect}]
+		if sys == directSystem || v == nil {
+			continue
+		}
+		out := r.slot(valKey{sys.key, sc.key, m.key})
+		for i := range out {
+			out[i] = v[i] - base[i]
+		}
+	}
+}
+
+// derivePerCore divides m.perCore by the proxy's CPU in cores. A window
+// with no CPU ticks at all (a run too short for the 10 ms clock) gets no
+// value rather than an infinite one.
+func (r *results) derivePerCore(sc *scenario, m metric) {
+	for _, sys := range r.systems {
+		v := r.vals[valKey{sys.key, sc.key, m.perCore}]
+		cpu := r.vals[valKey{sys.key, sc.key, cpuMetric.key}]
+		if v == nil || cpu == nil {
+			continue
+		}
+		out := r.slot(valKey{sys.key, sc.key, m.key})
+		for i := range out {
+			if cpu[i] > 0 {
+				out[i] = v[i] / (cpu[i] / 100)
 			}
 		}
 	}

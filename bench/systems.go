@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -12,8 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 )
 
 // system is one way for the load to reach the backend: directly, or
@@ -47,6 +43,25 @@ type proxyParams struct {
 	backend string // the in-process backend
 	cores   int    // threads, workers or GOMAXPROCS
 	dir     string // run directory for pid files and logs
+	// relays are further TCP listeners, each with a server of its own
+	// (PostgreSQL, Redis) as its one backend, set up as the main one.
+	relays []relay
+}
+
+// relay is a TCP listener of a proxy for one database server.
+type relay struct {
+	name    string // "postgres" or "redis": a valid section name in every config
+	listen  string
+	backend string
+}
+
+// each renders each relay with f and joins them.
+func (p proxyParams) each(f func(r relay) string) string {
+	var b strings.Builder
+	for _, r := range p.relays {
+		b.WriteString(f(r))
+	}
+	return b.String()
 }
 
 // Timeouts shared by all proxies so that none of them closes a held idle
@@ -98,7 +113,22 @@ balance = "round_robin"
 
 [[pools.b.backends]]
 address = %q
-`, p.listen, p.cores, idleTimeout, p.listen, p.cores, udpSessionTimeout, p.backend)
+`, p.listen, p.cores, idleTimeout, p.listen, p.cores, udpSessionTimeout, p.backend) + p.each(func(r relay) string {
+				return fmt.Sprintf(`
+[listeners.%s]
+bind = %q
+protocol = "tcp"
+pool = %q
+sockets = %d
+idle_timeout = %q
+
+[pools.%s]
+balance = "round_robin"
+
+[[pools.%s.backends]]
+address = %q
+`, r.name, r.listen, r.name, p.cores, idleTimeout, r.name, r.name, r.backend)
+			})
 		},
 		argv: func(bin, cfg string, _ proxyParams) []string { return []string{bin, "-c", cfg} },
 		env: func(p proxyParams) []string {
@@ -134,7 +164,16 @@ frontend bench
 
 backend b
     server s1 %s
-`, p.cores, connectTimeout, idleTimeout, idleTimeout, p.listen, p.backend)
+`, p.cores, connectTimeout, idleTimeout, idleTimeout, p.listen, p.backend) + p.each(func(r relay) string {
+				return fmt.Sprintf(`
+frontend %s
+    bind %s
+    default_backend %s
+
+backend %s
+    server s1 %s
+`, r.name, r.listen, r.name, r.name, r.backend)
+			})
 		},
 		argv: func(bin, cfg string, _ proxyParams) []string { return []string{bin, "-db", "-f", cfg} },
 	}
@@ -175,9 +214,22 @@ stream {
         proxy_pass b;
         proxy_timeout %s;
     }
-}
+%s}
 `, p.cores, filepath.Join(p.dir, "nginx.pid"), filepath.Join(p.dir, "nginx-error.log"),
-				p.backend, p.listen, connectTimeout, idleTimeout, p.listen, udpReadBuffer, udpSessionTimeout)
+				p.backend, p.listen, connectTimeout, idleTimeout, p.listen, udpReadBuffer, udpSessionTimeout,
+				p.each(func(r relay) string {
+					return fmt.Sprintf(`
+    upstream %s {
+        server %s;
+    }
+    server {
+        listen %s reuseport;
+        proxy_pass %s;
+        proxy_connect_timeout %s;
+        proxy_timeout %s;
+    }
+`, r.name, r.backend, r.listen, r.name, connectTimeout, idleTimeout)
+				}))
 		},
 		argv: func(bin, cfg string, p proxyParams) []string {
 			// -e: nginx opens its default error log before it reads the
@@ -188,145 +240,6 @@ stream {
 
 	allSystems = []*system{directSystem, sluiceSystem, haproxySystem, nginxSystem}
 )
-
-// proxyProc is a running proxy; the bench owns it and stops it.
-type proxyProc struct {
-	sys     *system
-	addr    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{} // closed when the process has been waited for
-	waitErr error
-}
-
-// startProxy writes sys's config into p.dir, starts bin (under taskset when
-// cpus is not empty) and waits until a connection through it reaches the
-// backend.
-func startProxy(ctx context.Context, sys *system, bin string, p proxyParams, cpus string) (*proxyProc, error) {
-	cfg := filepath.Join(p.dir, sys.file)
-	if err := os.WriteFile(cfg, []byte(sys.config(p)), 0o644); err != nil {
-		return nil, fmt.Errorf("writing %s config: %w", sys.name, err)
-	}
-	argv := sys.argv(bin, cfg, p)
-	if cpus != "" {
-		argv = append([]string{"taskset", "-c", cpus}, argv...)
-	}
-	logPath := filepath.Join(p.dir, sys.key+".log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("creating %s log: %w", sys.name, err)
-	}
-	defer logf.Close() // the child has its own copy
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = os.Environ()
-	if sys.env != nil {
-		cmd.Env = append(cmd.Env, sys.env(p)...)
-	}
-	cmd.SysProcAttr = childAttr()
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", sys.name, err)
-	}
-	pp := &proxyProc{sys: sys, addr: p.listen, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() { // joined by stop, which waits on done
-		pp.waitErr = cmd.Wait()
-		close(pp.done)
-	}()
-	if err := pp.waitReady(ctx, 10*time.Second); err != nil {
-		pp.stop()
-		return nil, err
-	}
-	return pp, nil
-}
-
-// waitReady polls until one echo through the proxy succeeds.
-func (pp *proxyProc) waitReady(ctx context.Context, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		err := probe(pp.addr)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-pp.done:
-			return fmt.Errorf("starting %s: exited (%v): %s", pp.sys.name, pp.waitErr, tail(pp.logPath))
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("starting %s: not ready after %v: %w: %s", pp.sys.name, limit, err, tail(pp.logPath))
-		}
-	}
-}
-
-// probe makes one echo exchange with the backend through addr.
-func probe(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Write([]byte{modeEcho, 'x'}); err != nil {
-		return err
-	}
-	b := make([]byte, 1)
-	if _, err := io.ReadFull(c, b); err != nil {
-		return fmt.Errorf("probing %s: %w", addr, err)
-	}
-	return nil
-}
-
-// pid is the proxy's process id; the usage of its descendants counts too.
-func (pp *proxyProc) pid() int { return pp.cmd.Process.Pid }
-
-// stop asks the proxy's process group to terminate, kills it after five
-// seconds, and reports an unclean exit.
-func (pp *proxyProc) stop() error {
-	pgid := pp.cmd.Process.Pid // the child leads its own group (childAttr)
-	syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-pp.done:
-	case <-time.After(5 * time.Second):
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		<-pp.done
-		return fmt.Errorf("stopping %s: killed after 5s", pp.sys.name)
-	}
-	// Workers that outlived their master would keep ports and fds.
-	syscall.Kill(-pgid, syscall.SIGKILL)
-	if !cleanExit(pp.waitErr) {
-		return fmt.Errorf("stopping %s: %w: %s", pp.sys.name, pp.waitErr, tail(pp.logPath))
-	}
-	return nil
-}
-
-// cleanExit accepts status 0 and death by the SIGTERM that stop sent:
-// HAProxy in foreground mode does not catch SIGTERM.
-func cleanExit(err error) bool {
-	var ee *exec.ExitError
-	if err == nil {
-		return true
-	}
-	if !errors.As(err, &ee) {
-		return false
-	}
-	ws, ok := ee.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM
-}
-
-// tail returns the last lines of a log file, for error messages.
-func tail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	s := strings.TrimSpace(string(b))
-	if len(s) > 600 {
-		s = "..." + s[len(s)-600:]
-	}
-	return s
-}
 
 // freePort returns a loopback address whose port nothing uses now, over
 // TCP or UDP: a proxy listens on both.

@@ -5,9 +5,13 @@ import (
 	"strings"
 )
 
-// target checks are issue 3's goals for sluice (and issue 5's for UDP), evaluated on the medians
-// of this run. Each compares sluice's value with a threshold derived
-// from another system's value (or a constant).
+// A goal is one of the issues' targets for sluice (issue 9 for TCP, 5 for
+// UDP, 3 for idle connections), evaluated on the medians of this run. It
+// compares sluice's value with a threshold derived from other systems'
+// values (or a constant). Every TCP goal is relative to the peers: on 2
+// cores the proxy shares the machine with the load, so ratios to direct
+// say little, and absolute CPU limits depend on how the cores were shared;
+// per proxy core-second rows do not.
 type goal struct {
 	text     string
 	scenario string
@@ -18,20 +22,57 @@ type goal struct {
 	atMost bool // sluice must be <= limit (else >=)
 }
 
-var goals = []goal{
-	{"TCP throughput, 1 stream, at least 1.2x HAProxy", "tcp1", "gbps", times(haproxySystem, 1.2), false},
-	{"TCP throughput, 4 streams, at least 1.2x HAProxy", "tcp4", "gbps", times(haproxySystem, 1.2), false},
-	{"TCP throughput, 1 stream, at least 0.85x direct", "tcp1", "gbps", times(directSystem, 0.85), false},
-	{"TCP throughput, 4 streams, at least 0.85x direct", "tcp4", "gbps", times(directSystem, 0.85), false},
-	{"TCP throughput, 1 stream, at most 60% of one core", "tcp1", "cpu", constant(60), true},
-	{"TCP throughput, 4 streams, at most 60% of one core", "tcp4", "cpu", constant(60), true},
-	{"keep-alive request rate at least the best peer's", "keepalive", "rps", bestOf, false},
-	{"new connections per second at least the best peer's", "newconn", "cps", bestOf, false},
-	{"p99 latency added over direct at most the best peer's", "latency", "p99_added", bestOf, true},
-	{"2 fds per idle connection", "idle", "fds", constant(2.05), true},
-	{"UDP datagrams per second at full rate at least 2x nginx's", "udp", "dps", times(nginxSystem, 2), false},
-	{"UDP loss at full rate at most nginx's", "udp", "loss", times(nginxSystem, 1), true},
-	{"machine memory per idle connection (added over direct) at most HAProxy's", "idle", "machine_added_kb", times(haproxySystem, 1), true},
+// goals are listed in the report in this order.
+var goals = buildGoals()
+
+func buildGoals() []goal {
+	var gs []goal
+	// Rates of the L4 TCP load scenarios: at least the best peer's,
+	// absolute and per proxy core-second.
+	for _, r := range []struct{ sc, m, what string }{
+		{"keepalive", "rps", "keep-alive request rate"},
+		{"newconn", "cps", "new connections per second"},
+		{"pgbench", "tps", "pgbench -S transactions per second"},
+		{"pgbench-C", "tps", "pgbench -S -C transactions per second"},
+		{"redis-k1", "rps", "redis-benchmark -k 1 requests per second"},
+		{"redis-k0", "rps", "redis-benchmark -k 0 requests per second"},
+	} {
+		gs = append(gs,
+			goal{r.what + " at least the best peer's", r.sc, r.m, bestOf, false},
+			goal{r.what + " per proxy core-second at least the best peer's", r.sc, r.m + "_core", bestOf, false})
+	}
+	gs = append(gs, goal{"p99 latency added over direct at most the best peer's", "latency", "p99_added", bestOf, true})
+	// Bulk throughput: at least the best peer's; per proxy core-second
+	// also at least 1.2x HAProxy's with forced splice, both directions.
+	for _, r := range []struct{ sc, what string }{
+		{"tcp1", "TCP throughput, 1 stream, client to backend,"},
+		{"tcp4", "TCP throughput, 4 streams, client to backend,"},
+		{"tcp1r", "TCP throughput, 1 stream, backend to client,"},
+		{"tcp4r", "TCP throughput, 4 streams, backend to client,"},
+	} {
+		gs = append(gs,
+			goal{r.what + " at least the best peer's", r.sc, "gbps", bestOf, false},
+			goal{r.what + " per proxy core-second at least the best peer's and 1.2x HAProxy's", r.sc, "gbps_core",
+				maxOf(bestOf, times(haproxySystem, 1.2)), false})
+	}
+	return append(gs,
+		goal{"machine memory per idle connection (added over direct) at most HAProxy's", "idle", "machine_added_kb", times(haproxySystem, 1), true},
+		goal{"2 fds per idle connection", "idle", "fds", constant(2.05), true},
+		goal{"UDP datagrams per second at full rate at least 2x nginx's", "udp", "dps", times(nginxSystem, 2), false},
+		goal{"UDP loss at full rate at most nginx's", "udp", "loss", times(nginxSystem, 1), true},
+	)
+}
+
+// maxOf is the larger of two limits, or the one that is known.
+func maxOf(a, b func(r *results, sc, m string) (float64, string, bool)) func(r *results, sc, m string) (float64, string, bool) {
+	return func(r *results, sc, m string) (float64, string, bool) {
+		va, fa, oka := a(r, sc, m)
+		vb, fb, okb := b(r, sc, m)
+		if oka && (!okb || va >= vb) {
+			return va, fa, true
+		}
+		return vb, fb, okb
+	}
 }
 
 func times(s *system, f float64) func(r *results, sc, m string) (float64, string, bool) {
