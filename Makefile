@@ -50,11 +50,13 @@ vet:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
 
 # Side by side with HAProxy and nginx; see README's performance section.
+# BENCHFLAGS passes options, e.g. BENCHFLAGS='-pin -only pgbench,newconn'.
+BENCHFLAGS ?=
 bench:
-	$(GO) run ./bench
+	$(GO) run ./bench $(BENCHFLAGS)
 
 bench-quick:
-	$(GO) run ./bench -quick
+	$(GO) run ./bench -quick $(BENCHFLAGS)
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./config
