@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -268,7 +269,10 @@ func pgbench(ctx context.Context, t target, o runOpts, tools pgTools, newConn bo
 // redisBenchmark runs GET through t's redis relay with clients
 // connections, kept alive or (keep false) one per request.
 func redisBenchmark(ctx context.Context, t target, o runOpts, bin string, clients int, keep bool) (map[string]float64, error) {
-	host, port, _ := strings.Cut(t.relays["redis"], ":")
+	host, port, err := net.SplitHostPort(t.relays["redis"])
+	if err != nil {
+		return nil, fmt.Errorf("redis relay: %w", err)
+	}
 	k := "0"
 	if keep {
 		k = "1"
