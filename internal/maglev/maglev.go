@@ -203,17 +203,6 @@ func (t *Table) Lookup(h uint64) int {
 	return int(t.entries[t.slot(h)])
 }
 
-// Probe returns the index of the backend owning the k-th slot after the
-// slot of h, wrapping around; Probe(h, 0) is Lookup(h), and k must not be
-// negative. A caller whose
-// backend for h failed probes k = 1, 2, ... for the next choice, which is
-// the same on every machine. Every backend owns a slot, so Size() probes
-// reach all of them.
-func (t *Table) Probe(h uint64, k int) int {
-	m := len(t.entries)
-	return int(t.entries[(t.slot(h)+k%m)%m])
-}
-
 // slot maps h onto [0, m) by Lemire's multiply-shift, which is cheaper than
 // a modulo by a variable and uses h's high bits, well mixed by HashAddr.
 func (t *Table) slot(h uint64) int {

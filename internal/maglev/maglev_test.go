@@ -199,21 +199,6 @@ func TestSmall(t *testing.T) {
 	}
 }
 
-func TestProbe(t *testing.T) {
-	tb := mustNew(t, backendIDs(3), ones(3), 7)
-	for h := uint64(0); h < 1<<62; h += 1 << 58 {
-		if tb.Probe(h, 0) != tb.Lookup(h) {
-			t.Fatalf("Probe(%#x, 0) = %d, Lookup = %d", h, tb.Probe(h, 0), tb.Lookup(h))
-		}
-		s := tb.slot(h)
-		for k := range 20 {
-			if got, want := tb.Probe(h, k), int(tb.entries[(s+k)%7]); got != want {
-				t.Fatalf("Probe(%#x, %d) = %d, want slot %d's %d", h, k, got, (s+k)%7, want)
-			}
-		}
-	}
-}
-
 func TestPrime(t *testing.T) {
 	var got []int
 	for n := -3; n < 40; n++ {

@@ -119,17 +119,15 @@ func compareLoad(a int64, wa int, b int64, wb int) int {
 	return 0
 }
 
-// maglev looks client up in the Maglev table; on a retry it probes the
-// following slots, so that every instance makes the same second choice.
+// maglev looks client up in the Maglev table; on a retry, in the table
+// without the backends already tried, so that the client goes where every
+// host sends it once those backends are marked down. Pick has checked that
+// some backend is left.
 func (s *selection) maglev(client netip.AddrPort, withPort bool, tried []*Backend) *Backend {
-	h := maglev.HashAddr(client, withPort)
-	// Every backend owns a slot, so Size probes find any untried one.
-	for k := range s.table.Size() {
-		if b := s.up[s.table.Probe(h, k)]; !slices.Contains(tried, b) {
-			return b
-		}
+	for _, b := range tried {
+		s = s.without(b)
 	}
-	return nil
+	return s.up[s.table.Lookup(maglev.HashAddr(client, withPort))]
 }
 
 // random draws two backends in proportion to weight and returns the less

@@ -202,3 +202,64 @@ func TestMaglevHashKey(t *testing.T) {
 		t.Errorf("client_ip_port: 100 ports of one client reach %d backends, want 4", n)
 	}
 }
+
+// TestMaglevRetryMatchesRebuilt checks that a Maglev retry goes where the
+// pool without the failed backends sends the client, so that a client
+// moves once, to the same backend on every host, whether its connection
+// comes before or after the checks mark the backend down: for every
+// backend B, Pick(client, [B]) is Pick(client, nil) on a pool without B,
+// and likewise for two failed backends.
+func TestMaglevRetryMatchesRebuilt(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		weights []int
+		key     HashKey
+	}{
+		{"2 backends", []int{1, 1}, ClientIP},
+		{"3 backends", []int{1, 1, 1}, ClientIP},
+		{"5 weighted", []int{1, 2, 3, 4, 5}, ClientIPPort},
+		{"10 backends", []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, ClientIP},
+		{"10 weighted", []int{3, 1, 4, 1, 5, 9, 2, 6, 5, 3}, ClientIPPort},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := Options{Balance: Maglev, HashKey: tc.key, TableSize: 1009, Backends: backends(tc.weights...)}
+			p := mustNew(t, o)
+			bs := p.Backends()
+			// without returns the pick of a pool built without the
+			// backends at skip, as an address.
+			without := func(skip ...int) func(netip.AddrPort) netip.AddrPort {
+				oo := o
+				oo.Backends = nil
+				for i, b := range o.Backends {
+					if !slices.Contains(skip, i) {
+						oo.Backends = append(oo.Backends, b)
+					}
+				}
+				q := mustNew(t, oo)
+				return func(c netip.AddrPort) netip.AddrPort { return q.Pick(c, nil).Addr }
+			}
+			r := rand.New(rand.NewPCG(21, 22))
+			for i := range bs {
+				want := without(i)
+				for range 500 {
+					c := randomClient(r)
+					if got := p.Pick(c, bs[i:i+1]); got.Addr != want(c) {
+						t.Fatalf("client %v, %s tried: picked %s, the pool without it picks %s", c, bs[i], got, want(c))
+					}
+				}
+				if len(bs) < 3 {
+					continue
+				}
+				j := (i + 1) % len(bs)
+				want2 := without(i, j)
+				for range 200 {
+					c := randomClient(r)
+					if got := p.Pick(c, []*Backend{bs[i], bs[j]}); got.Addr != want2(c) {
+						t.Fatalf("client %v, %s and %s tried: picked %s, the pool without them picks %s",
+							c, bs[i], bs[j], got, want2(c))
+					}
+				}
+			}
+		})
+	}
+}

@@ -2,7 +2,9 @@ package pool
 
 import (
 	"fmt"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"sluice/internal/maglev"
@@ -24,6 +26,15 @@ type selection struct {
 	seq []int32
 	// table maps hashed clients to indices into up, for Maglev.
 	table *maglev.Table
+	// less holds, for Maglev, the selection without each backend of up
+	// (same index), built the first time a connect to that backend fails.
+	// A retry goes where the table rebuilt without the failed backend
+	// sends the client: where every host sends it once the checks mark
+	// that backend down. The next slot of this table would not do: it
+	// belongs to another backend than the rebuilt table's choice for
+	// about half the clients (nine in ten with ten backends), which then
+	// move twice, and differently on each host (issue 8).
+	less []atomic.Pointer[selection]
 	// none says why up is empty, for the log of refused connections.
 	none string
 }
@@ -73,8 +84,54 @@ func (p *Pool) build(now time.Time) (*selection, error) {
 			return nil, err
 		}
 		s.table = t
+		s.less = make([]atomic.Pointer[selection], len(s.up))
 	}
 	return s, nil
+}
+
+// without returns the Maglev selection of s without b, or s itself if b is
+// not one of s.up. The first call for b builds its table (milliseconds, as
+// a change of state would) and publishes it by compare-and-swap: retries
+// racing it may build it twice, but Pick never waits on a lock, and later
+// calls only load a pointer. The tables live as long as s, until the next
+// change of state, and only for the backends whose connects failed.
+func (s *selection) without(b *Backend) *selection {
+	i := slices.Index(s.up, b)
+	if i < 0 {
+		return s
+	}
+	if t := s.less[i].Load(); t != nil {
+		return t
+	}
+	t := s.remove(i)
+	if s.less[i].CompareAndSwap(nil, t) {
+		return t
+	}
+	return s.less[i].Load()
+}
+
+// remove builds the Maglev selection of s without s.up[i]. The weights are
+// s's (scaled alike during a slow start, which leaves the table unchanged),
+// so the table is the one build would make once that backend is down.
+func (s *selection) remove(i int) *selection {
+	t := &selection{
+		up:      slices.Delete(slices.Clone(s.up), i, i+1),
+		backups: s.backups,
+		w:       slices.Delete(slices.Clone(s.w), i, i+1),
+	}
+	ids := make([]string, len(t.up))
+	for k, b := range t.up {
+		ids[k] = b.id
+	}
+	table, err := maglev.New(ids, t.w, s.table.Size())
+	if err != nil {
+		// s's table holds more backends at the same size, and Pick
+		// never removes the last one.
+		panic("pool: maglev table without " + s.up[i].id + ": " + err.Error())
+	}
+	t.table = table
+	t.less = make([]atomic.Pointer[selection], len(t.up))
+	return t
 }
 
 // rampedWeights returns the weights of bs. While any of them is in slow
