@@ -31,10 +31,20 @@ type Target interface {
 	// SetHealth is called after every check with the state rise and fall
 	// leave the backend in, and the reason: the check's error text when
 	// it failed, else a note that it passed. Most calls repeat the
-	// previous state; a target acts on changes, and may treat each call
-	// as a fresh verdict (a pool ends a passive ejection on the first up
-	// verdict after the backoff).
+	// previous state; a target acts on changes.
 	SetHealth(up bool, reason string)
+}
+
+// A StreakTarget is a Target that also wants the streak behind each
+// verdict; the checker then calls SetHealthStreak instead of SetHealth.
+// passes is how many checks in a row have passed, this one included (0 if
+// it failed), and rise how many bring a down backend up. The verdict alone
+// cannot say that checks passed: an up backend stays up through fewer than
+// fall failures. A pool uses the streak to end a passive ejection once
+// rise checks have passed since it began.
+type StreakTarget interface {
+	Target
+	SetHealthStreak(up bool, reason string, passes, rise int)
 }
 
 // Check says how to check one backend. The zero value of each optional
@@ -146,6 +156,8 @@ func (c *checker) run(ctx context.Context) {
 	t := time.NewTimer(c.firstDelay())
 	defer t.Stop()
 	var h hysteresis
+	passes := 0 // checks passed in a row
+	streak, _ := c.target.(StreakTarget)
 	defer func() {
 		if !h.known {
 			close(c.first)
@@ -173,7 +185,16 @@ func (c *checker) run(ctx context.Context) {
 		if changed && up && !first && c.rise() > 1 {
 			reason = fmt.Sprintf("%d checks passed", c.rise())
 		}
-		c.target.SetHealth(up, reason)
+		if err == nil {
+			passes++
+		} else {
+			passes = 0
+		}
+		if streak != nil {
+			streak.SetHealthStreak(up, reason, passes, c.rise())
+		} else {
+			c.target.SetHealth(up, reason)
+		}
 		if first {
 			close(c.first)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -143,6 +144,31 @@ func TestCheckerVerdicts(t *testing.T) {
 		if g := r.all()[i]; g.up != w.up || g.reason != w.reason {
 			t.Errorf("verdict %d = %v %q, want %v %q", i, g.up, g.reason, w.up, w.reason)
 		}
+	}
+}
+
+// TestCheckerStreak checks that a StreakTarget gets, with each verdict,
+// the passing checks in a row and the rise: a pool needs them to end a
+// passive ejection, and the verdict alone hides failures while it is up.
+func TestCheckerStreak(t *testing.T) {
+	s := &script{results: []bool{false, true, false, true, true, true, false, true}}
+	r := &streakRecorder{}
+	m := &Monitor{}
+	if err := m.Add(Check{Prober: s, Addr: netip.MustParseAddrPort("127.0.0.1:1"), Interval: 5 * time.Millisecond, Rise: 3}, r); err != nil {
+		t.Fatal(err)
+	}
+	m.Start()
+	waitFor(t, 5*time.Second, "eight checks", func() bool { return len(r.all()) >= 8 })
+	m.Stop()
+	passes, rise := r.streaks()
+	if want := []int{0, 1, 0, 1, 2, 3, 0, 1}; !slices.Equal(passes[:8], want) {
+		t.Errorf("passes %v, want %v", passes[:8], want)
+	}
+	if !slices.Equal(rise, slices.Repeat([]int{3}, len(rise))) {
+		t.Errorf("rise %v, want 3 each time", rise)
+	}
+	if v := r.all(); v[5].up != true || v[6].up != true || v[6].reason != "scripted failure" {
+		t.Errorf("verdicts %v: want up from the sixth check on, through the failure", v)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -52,6 +53,28 @@ func (r *recorder) SetHealth(up bool, reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.verdicts = append(r.verdicts, verdict{up, reason, time.Now()})
+}
+
+// streakRecorder is a StreakTarget that keeps every verdict and the
+// streak reported with it.
+type streakRecorder struct {
+	recorder
+	passes, rise []int
+}
+
+func (r *streakRecorder) SetHealthStreak(up bool, reason string, passes, rise int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.verdicts = append(r.verdicts, verdict{up, reason, time.Now()})
+	r.passes, r.rise = append(r.passes, passes), append(r.rise, rise)
+}
+
+func (r *streakRecorder) SetHealth(bool, string) { panic("SetHealth called on a StreakTarget") }
+
+func (r *streakRecorder) streaks() (passes, rise []int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.passes), slices.Clone(r.rise)
 }
 
 func (r *recorder) all() []verdict {

@@ -107,7 +107,13 @@ type target struct {
 // SetHealth implements health.Target.
 func (t target) SetHealth(up bool, reason string) { t.p.SetHealth(t.b, up, reason) }
 
-var _ health.Target = target{}
+// SetHealthStreak implements health.StreakTarget: the pool ends a passive
+// ejection once rise checks have passed since it began.
+func (t target) SetHealthStreak(up bool, reason string, passes, rise int) {
+	t.p.ReportCheck(t.b, pool.CheckResult{Up: up, Reason: reason, Passes: passes, Rise: rise})
+}
+
+var _ health.StreakTarget = target{}
 
 // newProber builds the prober a [health] table describes.
 func newProber(h *config.Health) (health.Prober, error) {

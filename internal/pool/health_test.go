@@ -38,6 +38,20 @@ func (l *logBuf) records(msg string) []map[string]any {
 	return out
 }
 
+// messages returns the messages logged so far, in order.
+func (l *logBuf) messages() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		var r map[string]any
+		if json.Unmarshal([]byte(line), &r) == nil {
+			out = append(out, r["msg"].(string))
+		}
+	}
+	return out
+}
+
 func newLogged(t *testing.T, o Options) (*Pool, *logBuf) {
 	t.Helper()
 	l := &logBuf{}

@@ -41,41 +41,45 @@ func (b *Backend) ReportSuccess() {
 	}
 }
 
-// eject takes b out of the selection for its backoff, which doubles with
-// every ejection until b has stayed in for the longest backoff.
+// eject takes b out of the selection. Without active checks the ejection
+// lasts its backoff, which doubles with every ejection until b has stayed
+// in for the longest backoff; with them, it lasts until the checks have
+// passed rise times in a row since (ReportCheck), and the backoff is not
+// used.
 func (p *Pool) eject(b *Backend, err error, now time.Time) {
 	st := &b.st
 	if st.ejected {
 		return
 	}
-	longest := p.backoff * maxBackoffFactor
-	if st.backoff == 0 || now.Sub(st.returned) > longest {
-		st.backoff = p.backoff
+	st.ejected, st.checksSince, st.passesSince = true, 0, 0
+	attrs := []slog.Attr{slog.String("pool", p.name), slog.String("backend", b.id),
+		slog.Int64("failures", p.passive)}
+	if !p.checked {
+		longest := p.backoff * maxBackoffFactor
+		if st.backoff == 0 || now.Sub(st.returned) > longest {
+			st.backoff = p.backoff
+		}
+		st.ejectUntil = now.Add(st.backoff)
+		attrs = append(attrs, slog.Duration("backoff", st.backoff))
+		st.backoff = min(2*st.backoff, longest)
 	}
-	st.ejected, st.ejectUntil = true, now.Add(st.backoff)
 	reason := "connection failures"
 	if err != nil {
 		reason = err.Error()
 	}
-	p.log.Warn("backend ejected", slog.String("pool", p.name), slog.String("backend", b.id),
-		slog.Int64("failures", p.passive), slog.Duration("backoff", st.backoff),
-		slog.String("reason", reason))
-	st.backoff = min(2*st.backoff, longest)
+	attrs = append(attrs, slog.String("until", st.ejectedUntil(p.checked)), slog.String("reason", reason))
+	p.log.LogAttrs(context.Background(), slog.LevelWarn, "backend ejected", attrs...)
 	p.apply(now)
 	p.poke()
 }
 
-// endEjection puts an ejected backend back and publishes the change.
-func (p *Pool) endEjection(b *Backend, now time.Time) {
-	p.leaveEjection(b, now)
-	p.apply(now)
-}
-
-// leaveEjection ends b's ejection; the caller applies the change.
-func (p *Pool) leaveEjection(b *Backend, now time.Time) {
+// leaveEjection ends b's ejection, for reason; the caller applies the
+// change.
+func (p *Pool) leaveEjection(b *Backend, now time.Time, reason string) {
 	b.st.ejected, b.st.returned = false, now
 	b.failures.Store(0)
-	p.log.Info("backend back from ejection", slog.String("pool", p.name), slog.String("backend", b.id))
+	p.log.Info("backend back from ejection", slog.String("pool", p.name), slog.String("backend", b.id),
+		slog.String("reason", reason))
 }
 
 // poke tells Run that a deadline may have moved.
@@ -127,7 +131,7 @@ func (p *Pool) advance(now time.Time) time.Time {
 			if now.Before(st.ejectUntil) {
 				soonest(st.ejectUntil)
 			} else {
-				p.leaveEjection(b, now)
+				p.leaveEjection(b, now, "backoff over")
 				changed = true
 			}
 		}

@@ -2,6 +2,8 @@ package pool
 
 import (
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,7 +132,8 @@ func TestPassiveBackoffCap(t *testing.T) {
 	for range 10 {
 		a.ReportFailure(nil)
 		p.mu.Lock()
-		p.endEjection(a, time.Now())
+		p.leaveEjection(a, time.Now(), "test")
+		p.apply(time.Now())
 		p.mu.Unlock()
 	}
 	p.mu.Lock()
@@ -146,39 +149,70 @@ func TestPassiveBackoffCap(t *testing.T) {
 	}
 }
 
-// TestPassiveEjectionChecked checks that, with active checks, an ejected
-// backend comes back only on an up verdict after its backoff.
+// TestPassiveEjectionChecked checks that, with active checks, an ejection
+// ends once rise checks in a row have passed since it began, whatever the
+// backoff; that a streak begun before it does not count; and that no line
+// calls the backend up while it is still ejected.
 func TestPassiveEjectionChecked(t *testing.T) {
-	p, logs := newLogged(t, Options{Checked: true, PassiveFailures: 2, PassiveBackoff: 30 * time.Millisecond, Backends: backends(1)})
-	runPool(t, p)
-	a := p.Backends()[0]
-	p.SetHealth(a, true, "")
-	a.ReportFailure(nil)
-	a.ReportFailure(nil)
-	p.SetHealth(a, true, "") // during the backoff: not yet
-	if a.Up() {
-		t.Fatal("back during the backoff")
+	pass := func(passes int) CheckResult {
+		return CheckResult{Up: true, Reason: "check passed", Passes: passes, Rise: 2}
 	}
-	time.Sleep(60 * time.Millisecond) // past the backoff: Run must not end it
-	if a.Up() {
-		t.Fatal("back after the backoff without a check")
+	rising := func(up bool, passes int) CheckResult {
+		return CheckResult{Up: up, Reason: "check passed", Passes: passes, Rise: 2}
 	}
-	p.SetHealth(a, true, "")
-	if !a.Up() {
-		t.Fatal("not back after a passing check past the backoff")
-	}
-	// Down by its checks while ejected: it returns with its first up
-	// verdict after the backoff, which is also a change of health.
-	a.ReportFailure(nil)
-	a.ReportFailure(nil)
-	p.SetHealth(a, false, "x")
-	time.Sleep(80 * time.Millisecond) // past the doubled backoff, 60ms
-	p.SetHealth(a, true, "")
-	if !a.Up() || a.State() != StateUp {
-		t.Fatalf("state %v after a passing check past the backoff", a.State())
-	}
-	if n := len(logs.records("backend back from ejection")); n != 2 {
-		t.Errorf("%d return records, want 2", n)
+	fail := func(up bool) CheckResult { return CheckResult{Up: up, Reason: "connect: connection refused", Rise: 2} }
+	for _, tc := range []struct {
+		name   string
+		before []CheckResult // reported before the ejection
+		after  []CheckResult // reported after it, the last one ending it
+		health []string      // health lines logged after the ejection
+	}{
+		{"up all along", []CheckResult{pass(1), pass(2), pass(3)}, []CheckResult{pass(4), pass(5)}, nil},
+		{"a failed check in between", []CheckResult{pass(1)}, []CheckResult{pass(2), fail(true), pass(1), pass(2)}, nil},
+		{"down, then restarted", []CheckResult{pass(1), fail(true), fail(true)},
+			[]CheckResult{fail(false), rising(false, 1), rising(true, 2)}, []string{"backend down", "backend up"}},
+		{"rising when ejected", []CheckResult{pass(1), fail(true), fail(true), fail(false), rising(false, 1)},
+			[]CheckResult{rising(true, 2), pass(3)}, []string{"backend passed its checks, still ejected"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, logs := newLogged(t, Options{Checked: true, PassiveFailures: 2, PassiveBackoff: time.Hour, Backends: backends(1)})
+			runPool(t, p)
+			a := p.Backends()[0]
+			for _, r := range tc.before {
+				p.ReportCheck(a, r)
+			}
+			a.ReportFailure(nil)
+			a.ReportFailure(nil)
+			if a.Up() {
+				t.Fatal("not ejected after two failures")
+			}
+			for i, r := range tc.after {
+				p.ReportCheck(a, r)
+				if last := i == len(tc.after)-1; a.Up() != last {
+					t.Fatalf("after check %d of %d since the ejection (%+v): up %v", i+1, len(tc.after), r, a.Up())
+				}
+			}
+			var health []string
+			msgs := logs.messages()
+			for _, m := range msgs[slices.Index(msgs, "backend ejected"):] {
+				if strings.HasPrefix(m, "backend up") || strings.HasPrefix(m, "backend down") || strings.HasPrefix(m, "backend passed") {
+					health = append(health, m)
+				}
+			}
+			if !slices.Equal(health, tc.health) {
+				t.Errorf("health lines after the ejection %q, want %q", health, tc.health)
+			}
+			if r := logs.records("backend back from ejection"); len(r) != 1 || r[0]["reason"] != "2 checks passed" {
+				t.Errorf("return records %v", r)
+			}
+			e := logs.records("backend ejected")
+			if len(e) != 1 || e[0]["until"] != "2 more passing checks in a row" || e[0]["backoff"] != nil {
+				t.Errorf("ejection records %v", e)
+			}
+			if r := logs.records("backend passed its checks, still ejected"); len(r) > 0 && r[0]["until"] != "1 more passing check" {
+				t.Errorf("still ejected record %v", r[0])
+			}
+		})
 	}
 }
 

@@ -66,9 +66,10 @@ type Options struct {
 	Backends []BackendOptions
 
 	// Checked says the backends have active health checks reporting to
-	// SetHealth: they start down and come up on their first passing
-	// check, and a backend ejected by passive checks comes back only on a
-	// passing check after its backoff. False: they start up.
+	// ReportCheck (or SetHealth): they start down and come up on their
+	// first passing check, and a backend ejected by passive checks comes
+	// back once its checks have passed rise times in a row since the
+	// ejection, whatever PassiveBackoff. False: they start up.
 	Checked bool
 	// SlowStart is how long a backend coming back up takes to get its
 	// full weight back, in slowStartSteps steps; the ramp does not apply
@@ -82,7 +83,7 @@ type Options struct {
 	// PassiveBackoff is how long the first ejection lasts; it doubles with
 	// each ejection while the backend keeps failing, up to
 	// maxBackoffFactor times. Zero means DefaultPassiveBackoff; negative is
-	// an error. Without Checked, Run ends the ejections.
+	// an error. It applies only without Checked; Run ends the ejections.
 	PassiveBackoff time.Duration
 	// CloseOnDown says that connections to a backend its health checks
 	// mark down must be closed: OnDown callbacks run and Closing reports

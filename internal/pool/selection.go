@@ -172,7 +172,7 @@ func (p *Pool) noneReason() string {
 		switch {
 		case b.st.state != StateDown:
 		case b.st.ejected:
-			sb.WriteString(" (ejected after connection failures)")
+			fmt.Fprintf(&sb, " (ejected after connection failures, until %s)", b.st.ejectedUntil(p.checked))
 		case b.st.reason != "":
 			fmt.Fprintf(&sb, " (%s)", b.st.reason)
 		case !b.st.known:

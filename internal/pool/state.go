@@ -75,16 +75,32 @@ type backendState struct {
 	known   bool // a health check has reported
 	reason  string
 
-	ejected    bool
-	ejectUntil time.Time
-	backoff    time.Duration // length of the next ejection; 0: the pool's first
-	returned   time.Time     // when the last ejection ended
+	ejected     bool
+	ejectUntil  time.Time     // without active checks: when the ejection ends
+	checksSince int           // with active checks: checks reported since the ejection began
+	passesSince int           // ... of which the last ones passed, in a row
+	rise        int           // the checks' rise, from their last report; 0 before
+	backoff     time.Duration // length of the next ejection without active checks; 0: the pool's first
+	returned    time.Time     // when the last ejection ended
 
 	everUp    bool      // has been up since the pool was built
 	rampStart time.Time // slow start began; zero: full weight
 	rampStep  int       // slow start step in the current selection, 1..slowStartSteps
 
 	state State // last effective state, for logging changes
+}
+
+// ejectedUntil says until when an ejected backend stays out: a time of day
+// without active checks, the passing checks still needed with them.
+func (s *backendState) ejectedUntil(checked bool) string {
+	if !checked {
+		return s.ejectUntil.Format("15:04:05.000")
+	}
+	n := max(s.rise, 1) - s.passesSince
+	if n == 1 {
+		return "1 more passing check"
+	}
+	return fmt.Sprintf("%d more passing checks in a row", n)
 }
 
 // effective returns the state the inputs add up to.
@@ -121,32 +137,63 @@ func (p *Pool) mine(b *Backend, op string) {
 	}
 }
 
-// SetHealth records a health check's verdict on b, with reason the check's
-// error text when it failed. Checkers call it after every check; only a
-// change of verdict rebuilds the selection (for Maglev, milliseconds). An
-// up verdict also ends an ejection whose backoff has run out.
-func (p *Pool) SetHealth(b *Backend, up bool, reason string) {
-	p.mine(b, "SetHealth")
+// CheckResult is what one active health check reports on a backend: the
+// state its rise and fall leave the backend in, and the streak behind it.
+type CheckResult struct {
+	// Up is the checks' verdict after rise and fall.
+	Up bool
+	// Reason is the check's error text when it failed, else a note that
+	// it passed.
+	Reason string
+	// Passes is how many checks in a row have passed, this one included:
+	// 0 if it failed.
+	Passes int
+	// Rise is how many passing checks in a row bring a down backend up.
+	// As many passing checks since a passive ejection began end it. Zero
+	// or negative means 1.
+	Rise int
+}
+
+// ReportCheck records an active check's result on b. Checkers call it
+// after every check; only a change of verdict, or the end of an ejection,
+// rebuilds the selection (for Maglev, milliseconds).
+//
+// In a pool with Options.Checked, Rise passing checks since a passive
+// ejection began end it, whatever the backoff: every host checking the
+// backend then takes it back within Rise intervals of its recovery, rather
+// than each keeping it out for the backoff its own traffic earned (issue 8).
+// A streak that began before the ejection does not count: it may be what
+// the failures interrupted.
+func (p *Pool) ReportCheck(b *Backend, r CheckResult) {
+	p.mine(b, "ReportCheck")
 	now := time.Now()
 	p.mu.Lock()
 	st := &b.st
 	first := !st.known
-	st.known = true
-	returned := up && st.ejected && p.checked && !now.Before(st.ejectUntil)
-	if returned {
-		p.leaveEjection(b, now)
+	st.known, st.rise = true, max(r.Rise, 1)
+	ends := false
+	if st.ejected && p.checked {
+		st.checksSince++
+		st.passesSince = min(r.Passes, st.checksSince)
+		ends = st.passesSince >= st.rise
 	}
-	if st.healthy == up && !first {
-		if returned {
+	if ends {
+		p.leaveEjection(b, now, fmt.Sprintf("%d checks passed", st.rise))
+	}
+	changed := first || st.healthy != r.Up
+	if changed {
+		st.healthy, st.reason = r.Up, r.Reason
+		p.logHealth(b, r)
+	}
+	if !changed {
+		if ends {
 			p.apply(now)
 		}
 		p.mu.Unlock()
 		return
 	}
-	st.healthy, st.reason = up, reason
-	p.logHealth(b, up, reason)
-	notify := !up && p.closeOn && !b.closing.Load()
-	b.closing.Store(!up && p.closeOn)
+	notify := !r.Up && p.closeOn && !b.closing.Load()
+	b.closing.Store(!r.Up && p.closeOn)
 	p.apply(now)
 	callbacks := p.onDown
 	p.mu.Unlock()
@@ -155,6 +202,18 @@ func (p *Pool) SetHealth(b *Backend, up bool, reason string) {
 			f(b)
 		}
 	}
+}
+
+// SetHealth records a health verdict on b, with reason the check's error
+// text when it failed: ReportCheck for callers that know no streak. An up
+// verdict counts as one passing check with a Rise of 1, so it ends a
+// passive ejection in a pool with Options.Checked.
+func (p *Pool) SetHealth(b *Backend, up bool, reason string) {
+	r := CheckResult{Up: up, Reason: reason, Rise: 1}
+	if up {
+		r.Passes = 1
+	}
+	p.ReportCheck(b, r)
 }
 
 // SetUp is SetHealth without a reason, for callers that decide health
@@ -191,16 +250,22 @@ func (p *Pool) OnDown(f func(*Backend)) {
 // there are and why none is up. It is "" while some backend is up.
 func (p *Pool) Unavailable() string { return p.sel.Load().none }
 
-// logHealth logs a change of b's health verdict.
-func (p *Pool) logHealth(b *Backend, up bool, reason string) {
+// logHealth logs a change of b's health verdict to r. A backend that
+// passes its checks while still ejected is not "up": it gets no traffic,
+// so the line says it is still ejected, and until when.
+func (p *Pool) logHealth(b *Backend, r CheckResult) {
 	level, msg := slog.LevelWarn, "backend down"
-	if up {
+	attrs := []slog.Attr{slog.String("pool", p.name), slog.String("backend", b.id), slog.String("reason", r.Reason)}
+	switch {
+	case r.Up && b.st.ejected:
+		level, msg = slog.LevelInfo, "backend passed its checks, still ejected"
+		attrs = append(attrs, slog.String("until", b.st.ejectedUntil(p.checked)))
+	case r.Up:
 		level, msg = slog.LevelInfo, "backend up"
 	}
 	if b.st.admin == Maintenance {
 		// Expected while the backend is worked on.
 		level = slog.LevelDebug
 	}
-	p.log.Log(context.Background(), level, msg, slog.String("pool", p.name), slog.String("backend", b.id),
-		slog.String("reason", reason))
+	p.log.LogAttrs(context.Background(), level, msg, attrs...)
 }
