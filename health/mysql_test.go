@@ -2,8 +2,13 @@ package health
 
 import (
 	"bytes"
+	"context"
+	"database/sql/driver"
 	"errors"
 	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
 
 	"sluice/internal/dbtest"
 )
@@ -98,9 +103,51 @@ func TestMySQL(t *testing.T) {
 		wantResult(t, probe(t, with(RoleReplica), m.Addr), "")
 		wantResult(t, probe(t, MySQL{}, m.Addr), "")
 	})
+	// Issue 8: without a user the check reads the greeting, which a live
+	// server sends whoever connects: no account is needed.
+	t.Run("greeting, no such user", func(t *testing.T) {
+		wantResult(t, probe(t, MySQL{User: "nobody"}, m.Addr), "Error 1045 (28000): Access denied")
+		wantResult(t, probe(t, MySQL{}, m.Addr), "")
+	})
+	t.Run("greeting, connection limit", func(t *testing.T) {
+		fillMariaDB(t, m)
+		wantResult(t, probe(t, MySQL{}, m.Addr), "mysql refused the connection: error 1040: Too many connections")
+	})
+	wantResult(t, probe(t, MySQL{}, m.Addr), "") // the connections are closed again
 	t.Run("read_only off", func(t *testing.T) {
 		m.Exec(t, "SET GLOBAL read_only = OFF")
 		wantResult(t, probe(t, with(RolePrimary), m.Addr), "")
 		wantResult(t, probe(t, with(RoleReplica), m.Addr), "role primary, want replica")
 	})
+}
+
+// fillMariaDB opens connections to m until it refuses one with 1040 (too
+// many connections), and closes them when t ends. m's user has every
+// privilege, so it also takes the one connection kept for SUPER: after
+// that the server refuses with an ERR packet instead of the greeting.
+func fillMariaDB(t *testing.T, m *dbtest.MariaDB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	connector, err := mysql.NewConnector(m.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []driver.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range 500 {
+		c, err := connector.Connect(ctx)
+		if me := (*mysql.MySQLError)(nil); errors.As(err, &me) && me.Number == 1040 {
+			return
+		}
+		if err != nil {
+			t.Fatalf("connection %d: %v", len(conns)+1, err)
+		}
+		conns = append(conns, c)
+	}
+	t.Fatalf("%d connections and still no 1040", len(conns))
 }

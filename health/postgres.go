@@ -169,6 +169,12 @@ func (p Postgres) connConfig(addr netip.AddrPort) (*pgx.ConnConfig, error) {
 // one, else the network failure.
 func (p Postgres) loginError(ctx context.Context, start time.Time, err error) error {
 	doing := "logging in to postgres as " + strconv.Quote(p.user())
+	if p.User == "" {
+		// Only a role check logs in without a user (issue 8): the
+		// server is up, but answering which role it has needs a login
+		// it accepts, which the bare check's default role rarely is.
+		doing += " (no user set: a role check logs in, give user and password)"
+	}
 	if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) {
 		return fmt.Errorf("%s: %w", doing, pe)
 	}

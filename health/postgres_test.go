@@ -2,11 +2,16 @@ package health
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"sluice/internal/dbtest"
 )
@@ -78,7 +83,7 @@ func TestPostgresStartupFake(t *testing.T) {
 	}
 	wantResult(t, probe(t, Postgres{}, deadAddr(t)), "connect: connection refused")
 	wantResult(t, probe(t, Postgres{Role: RolePrimary}, deadAddr(t)),
-		`logging in to postgres as "sluice": connection refused`)
+		`logging in to postgres as "sluice" (no user set: a role check logs in, give user and password): connection refused`)
 }
 
 // FuzzPostgresStartupReply feeds the startup reply reader arbitrary bytes, as a broken or
@@ -132,6 +137,8 @@ func TestPostgres(t *testing.T) {
 			`logging in to postgres as "postgres": FATAL: password authentication failed for user "postgres" (SQLSTATE 28P01)`},
 		{"no such database", Postgres{User: "postgres", Password: primary.Password, Database: "nope"},
 			primary, `database "nope" does not exist (SQLSTATE 3D000)`},
+		{"role check without user", Postgres{Role: RolePrimary}, primary,
+			`logging in to postgres as "sluice" (no user set: a role check logs in, give user and password):`},
 		{"primary wanted, primary", with(RolePrimary), primary, ""},
 		{"replica wanted, standby", with(RoleReplica), standby, ""},
 		{"primary wanted, standby", with(RolePrimary), standby, "role replica, want primary"},
@@ -141,9 +148,50 @@ func TestPostgres(t *testing.T) {
 			wantResult(t, probe(t, tc.probe, tc.server.Addr), tc.want)
 		})
 	}
+	// Issue 8: the bare check starts up as "sluice", a role these servers
+	// do not have; the server still answers (SCRAM request, or 28000 with
+	// trust), which shows it is up.
+	t.Run("startup exchange, no such role", func(t *testing.T) {
+		if n := primary.QueryString(t, "SELECT count(*)::text FROM pg_roles WHERE rolname = 'sluice'"); n != "0" {
+			t.Fatalf("%s roles named sluice, want none", n)
+		}
+		wantResult(t, probe(t, Postgres{}, primary.Addr), "")
+		wantResult(t, probe(t, Postgres{User: "nobody", Database: "nowhere"}, primary.Addr), "")
+	})
+	t.Run("startup exchange, connection limit", func(t *testing.T) {
+		fillPostgres(t, primary)
+		err := probe(t, Postgres{}, primary.Addr)
+		wantResult(t, err, "postgres refused the startup: FATAL: sorry, too many clients already (SQLSTATE 53300)")
+	})
+	wantResult(t, probe(t, Postgres{}, primary.Addr), "") // the connections are closed again
 	t.Run("promotion", func(t *testing.T) {
 		standby.Promote(t)
 		wantResult(t, probe(t, with(RolePrimary), standby.Addr), "")
 		wantResult(t, probe(t, with(RoleReplica), standby.Addr), "role primary, want replica")
 	})
+}
+
+// fillPostgres opens superuser connections to p until it refuses one with
+// 53300 (too many clients), and closes them when t ends.
+func fillPostgres(t *testing.T, p *dbtest.Postgres) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var conns []*pgx.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close(context.Background())
+		}
+	})
+	for range 500 {
+		c, err := p.Connect(ctx)
+		if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "53300" {
+			return
+		}
+		if err != nil {
+			t.Fatalf("connection %d: %v", len(conns)+1, err)
+		}
+		conns = append(conns, c)
+	}
+	t.Fatalf("%d connections and still no 53300", len(conns))
 }
