@@ -1,7 +1,7 @@
 // Package pool holds named sets of backends and picks one of them for each
 // new connection or flow, by round robin, least connections, Maglev
 // consistent hashing or the power of two random choices. Pools are shared by
-// the TCP and UDP proxies; health checks (SetHealth), passive checks
+// the TCP and UDP proxies; health checks (ReportCheck, SetHealth), passive checks
 // (ReportFailure, ReportSuccess) and the administrative state (SetAdmin)
 // decide which backends are up, and Run takes the timed steps of slow
 // starts and ejections.
