@@ -60,6 +60,7 @@ bench-quick:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./config
+	$(GO) test -run '^$$' -fuzz FuzzScanLines -fuzztime 60s ./config
 	$(GO) test -run '^$$' -fuzz FuzzParseDNSReply -fuzztime 60s ./health
 
 clean:

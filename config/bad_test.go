@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -111,13 +112,13 @@ var badConfigs = []struct {
 	{"backend lines with odd headers", listenerPG + "[pools.db]\n[[ pools . \"db\" . backends ]]  # first\n\n  'address' = \"10.0.0.1:0\"\n" +
 		"[pools.other]\n[[pools.other.backends]]\naddress = \"10.0.0.9:1\"\n[[pools.db.backends]]\nweight = 3\naddress = \"10.0.0.2:1\"\n",
 		[]string{`t.toml:9: pools.db.backends[0].address: "10.0.0.1:0": port "0"`}},
-	{"backend line unknown inline", listenerPG + "[pools.db]\nbackends = [\n  {address = \"10.0.0.1:1\", weight = 0},\n  {address = \"10.0.0.2:1\", weight = 1},\n]\n",
-		[]string{"t.toml: pools.db.backends[0].weight: must be 1..256, not 0"}},
+	{"backend line redefined inline", listenerPG + "[pools.db]\nbackends = [\n  {address = \"10.0.0.1:1\", weight = 0},\n  {address = \"10.0.0.2:1\", weight = 1},\n]\n",
+		[]string{"t.toml:8: pools.db.backends[0].weight: must be 1..256, not 0"}},
 	{"backend line inline", listenerPG + "[pools.db]\nbackends = [\n  {address = \"10.0.0.1:1\", weight = 0},\n  {address = \"10.0.0.2:1\"},\n]\n",
 		[]string{"t.toml:8: pools.db.backends[0].weight: must be 1..256, not 0"}},
-	{"backend line unknown fake header", listenerPG + "[pools.db]\n[[pools.db.backends]]\naddress = \"10.0.0.1:1\"\nweight = 0\nnote = '''\n[[pools.db.backends]]\n'''\n" +
+	{"backend line with fake header", listenerPG + "[pools.db]\n[[pools.db.backends]]\naddress = \"10.0.0.1:1\"\nweight = 0\nnote = '''\n[[pools.db.backends]]\n'''\n" +
 		"[[pools.db.backends]]\naddress = \"10.0.0.2:1\"\nweight = 2\n",
-		[]string{"t.toml: pools.db.backends[0].weight: must be 1..256, not 0", "t.toml:10: pools.db.backends[0].note: unknown key"}},
+		[]string{"t.toml:9: pools.db.backends[0].weight: must be 1..256, not 0", "t.toml:10: pools.db.backends[0].note: unknown key"}},
 	{"many at once", "drain_timeout = 5\n[log]\nformat = \"xml\"\n[listeners.a]\nbind = \"localhost:80\"\npool = \"nope\"\n" +
 		"[pools.db]\nbalance = \"random\"\ntable_size = 7\n[[pools.db.backends]]\naddress = \"10.0.0.1:80\"\nweight = 300\n",
 		[]string{"t.toml:1: drain_timeout: must be a string with a unit", "t.toml:3: log.format: unknown log format",
@@ -194,4 +195,48 @@ func fmtErr(err error) string {
 		return "<nil>"
 	}
 	return err.Error()
+}
+
+// TestBindConflicts checks that each listener is reported once, against
+// the first earlier listener (in name order) it conflicts with, so that
+// many listeners on one port make as many errors, not one per pair.
+func TestBindConflicts(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		binds []string // listeners l0, l1, ... in order
+		want  []string // key: conflicting bind
+	}{
+		{"same", []string{"127.0.0.1:80", "127.0.0.1:80", "127.0.0.1:80"},
+			[]string{"listeners.l1.bind: 127.0.0.1:80 conflicts with listeners.l0.bind", "listeners.l2.bind: 127.0.0.1:80 conflicts with listeners.l0.bind"}},
+		{"wildcard after", []string{"10.0.0.1:80", "10.0.0.2:80", ":80"},
+			[]string{"listeners.l2.bind: [::]:80 conflicts with listeners.l0.bind (10.0.0.1:80)"}},
+		{"wildcard before", []string{"0.0.0.0:80", "10.0.0.2:80", "[::]:80"},
+			[]string{"listeners.l1.bind: 10.0.0.2:80 conflicts with listeners.l0.bind", "listeners.l2.bind: [::]:80 conflicts with listeners.l0.bind"}},
+		{"address before wildcard", []string{"10.0.0.1:80", ":80", "10.0.0.1:80"},
+			[]string{"listeners.l1.bind: [::]:80 conflicts with listeners.l0.bind", "listeners.l2.bind: 10.0.0.1:80 conflicts with listeners.l0.bind"}},
+		{"wildcard before address", []string{"10.0.0.2:80", ":80", "10.0.0.1:80"},
+			[]string{"listeners.l1.bind: [::]:80 conflicts with listeners.l0.bind", "listeners.l2.bind: 10.0.0.1:80 conflicts with listeners.l1.bind"}},
+		{"other ports and protocols", []string{"10.0.0.1:80", "10.0.0.1:81", "udp 10.0.0.1:80", "udp :80"},
+			[]string{"listeners.l3.bind: [::]:80 conflicts with listeners.l2.bind (10.0.0.1:80)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			for i, bind := range tc.binds {
+				proto := "tcp"
+				if p, a, ok := strings.Cut(bind, " "); ok {
+					proto, bind = p, a
+				}
+				fmt.Fprintf(&b, "[listeners.l%d]\nbind = %q\nprotocol = %q\npool = \"db\"\n", i, bind, proto)
+			}
+			_, err := parseFake(b.String() + poolDB)
+			var errs Errors
+			if len(tc.want) > 0 && !errors.As(err, &errs) {
+				t.Fatalf("got %v", err)
+			}
+			if len(errs) != len(tc.want) {
+				t.Errorf("%d errors, want %d:\n%v", len(errs), len(tc.want), err)
+			}
+			wantContains(t, fmtErr(err), tc.want...)
+		})
+	}
 }

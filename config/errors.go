@@ -42,13 +42,32 @@ func (e *Error) Error() string {
 // then key.
 type Errors []*Error
 
-// Error returns the errors one per line.
+// MaxReported is how many errors Errors.Error lists before it counts the
+// rest: as with a compiler, the first hundred say what is wrong, and a
+// generated file with a million mistakes still gives a readable report.
+const MaxReported = 100
+
+// Error returns the errors one per line, the first MaxReported of them,
+// then "and N more errors" if there are more.
 func (es Errors) Error() string {
-	lines := make([]string, len(es))
-	for i, e := range es {
-		lines[i] = e.Error()
+	var b strings.Builder
+	for i, e := range es[:min(len(es), MaxReported)] {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
 	}
-	return strings.Join(lines, "\n")
+	if n := len(es) - MaxReported; n > 0 {
+		fmt.Fprintf(&b, "\n%s: and %d more %s", es[0].File, n, plural(n, "error", "errors"))
+	}
+	return b.String()
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // Unwrap returns each *Error, for errors.As and errors.Is.

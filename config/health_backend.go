@@ -9,9 +9,8 @@ import (
 )
 
 // backendHealth reads the keys of backend entry t that health checking
-// adds, and its [health] override table, if any; lines finds the override's
-// key lines. b.Address is set if valid.
-func (d *decoder) backendHealth(t *table, lines *entryLines, i int, ph *Health, b *Backend) {
+// adds, and its [health] override table, if any. b.Address is set if valid.
+func (d *decoder) backendHealth(t *table, i int, ph *Health, b *Backend) {
 	t.boolean("backup", &b.Backup)
 	t.text("state", &b.State)
 	if ph != nil {
@@ -32,8 +31,7 @@ func (d *decoder) backendHealth(t *table, lines *entryLines, i int, ph *Health, 
 		t.errorf("health", "overrides nothing: the pool has no [%s.health] table", strings.TrimSuffix(t.path, fmt.Sprintf(".backends[%d]", i)))
 		return
 	}
-	ht := &table{d: d, name: "health", path: t.key("health"), keys: keys, line: lines.key(i, "health"),
-		lineOf: func(k string) int { return lines.subKey(i, "health", k) }}
+	ht := &table{d: d, name: "health", path: t.key("health"), keys: keys, node: t.node.key("health")}
 	ht.allow(healthKeys(true)...)
 	if ht.has("kind") {
 		ht.errorf("kind", "cannot be set per backend: a pool's backends are checked alike")
@@ -65,45 +63,4 @@ func (d *decoder) checkAddress(b *Backend, override netip.AddrPort) {
 	default:
 		b.Health.Address = b.Address
 	}
-}
-
-// subKey returns the line of key k in the sub-table sub of entry i (such
-// as [pools.db.backends.health]), or 0 when it cannot be known, as key does
-// for the entry's own keys.
-func (e *entryLines) subKey(i int, sub, k string) int {
-	p, ok := subPrim(&e.d.md, e.entries[i], sub, k)
-	if !ok {
-		return e.key(i, sub)
-	}
-	later := false
-	for _, m := range e.entries[i+1:] {
-		if _, ok := subPrim(&e.d.md, m, sub, k); ok {
-			later = true
-		}
-	}
-	if !later {
-		return probeLine(&e.d.md, p, e.d.text)
-	}
-	c, ok := e.cut(i)
-	if !ok {
-		return 0
-	}
-	if p, ok = subPrim(c.md, c.entries[i], sub, k); !ok {
-		return 0
-	}
-	return probeLine(c.md, p, e.d.text)
-}
-
-// subPrim returns entry[sub][k].
-func subPrim(md *toml.MetaData, entry map[string]toml.Primitive, sub, k string) (toml.Primitive, bool) {
-	p, ok := entry[sub]
-	if !ok {
-		return toml.Primitive{}, false
-	}
-	var m map[string]toml.Primitive
-	if md.PrimitiveDecode(p, &m) != nil {
-		return toml.Primitive{}, false
-	}
-	v, ok := m[k]
-	return v, ok
 }

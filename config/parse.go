@@ -47,6 +47,7 @@ type decoder struct {
 	file string
 	text string
 	md   toml.MetaData
+	root *keyNode // the file's keys and their lines; nil if unknown
 	errs Errors
 
 	host    func() (hostAddrs, error)
@@ -82,8 +83,9 @@ func (d *decoder) config() *Config {
 		return nil
 	}
 	d.md = md
+	d.root = scanLines(d.text, md.Keys())
 	cfg := defaultConfig(d.file)
-	t := &table{d: d, keys: top}
+	t := &table{d: d, keys: top, node: d.root}
 	t.allow("drain_timeout", "log", "listeners", "pools")
 	t.duration("drain_timeout", &cfg.DrainTimeout, false)
 	if lt := t.table("log"); lt != nil {
@@ -102,12 +104,11 @@ func (d *decoder) config() *Config {
 
 // table is one TOML table being read.
 type table struct {
-	d      *decoder
-	name   string // last key of path, as written
-	path   string // key path for errors; "" at the top
-	line   int    // line of the table's header or key, 0 if unknown
-	keys   map[string]toml.Primitive
-	lineOf func(key string) int // nil: ask the library
+	d    *decoder
+	name string // last key of path, as written
+	path string // key path for errors; "" at the top
+	keys map[string]toml.Primitive
+	node *keyNode // where the table and its keys are; nil if unknown
 }
 
 // key returns the key path of k in t.
@@ -123,13 +124,9 @@ func joinKey(path, k string) string {
 
 // errorf reports a problem with key k, at its line or else the table's.
 func (t *table) errorf(k, format string, args ...any) {
-	line := 0
-	if p, ok := t.keys[k]; !ok {
-		line = t.line
-	} else if t.lineOf != nil {
-		line = t.lineOf(k)
-	} else {
-		line = probeLine(&t.d.md, p, t.d.text)
+	line := t.node.lineNo()
+	if _, ok := t.keys[k]; ok {
+		line = t.node.key(k).lineNo()
 	}
 	t.d.errorf(line, t.key(k), format, args...)
 }
@@ -250,12 +247,7 @@ func (t *table) table(k string) *table {
 		t.errorf(k, "must be a table, not %s", typeName(v))
 		return nil
 	}
-	sub := &table{d: t.d, name: k, path: t.key(k), keys: keys, line: probeLine(&t.d.md, t.keys[k], t.d.text)}
-	if t.lineOf != nil { // an entry of an array of tables: the library's lines are wrong
-		sub.line = t.lineOf(k)
-		sub.lineOf = func(string) int { return 0 }
-	}
-	return sub
+	return &table{d: t.d, name: k, path: t.key(k), keys: keys, node: t.node.key(k)}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -110,12 +110,11 @@ func (d *decoder) backends(pt *table, ph *Health) []Backend {
 		pt.errorf("backends", "no backends: add at least one [[%s.backends]] table", pt.path)
 		return nil
 	}
-	lines := newEntryLines(d, []string{"pools", pt.name, "backends"}, probeLine(&d.md, prim, d.text), entries)
 	seen := make(map[netip.AddrPort]int, len(entries))
 	out := make([]Backend, len(entries))
 	for i, keys := range entries {
 		t := &table{d: d, path: fmt.Sprintf("%s.backends[%d]", pt.path, i), keys: keys,
-			line: lines.header(i), lineOf: func(k string) int { return lines.key(i, k) }}
+			node: pt.node.key("backends").elem(i)}
 		out[i] = defaultBackend()
 		t.allow("address", "weight", "backup", "state", "health")
 		t.required("address")
@@ -131,32 +130,76 @@ func (d *decoder) backends(pt *table, ph *Health) []Backend {
 				out[i].Address = a
 			}
 		}
-		d.backendHealth(t, lines, i, ph, &out[i])
+		d.backendHealth(t, i, ph, &out[i])
 	}
 	return out
 }
 
 // listeners reads the [listeners.NAME] tables; pools are the names under
-// [pools], valid or not, so a listener is not blamed for a broken pool.
+// [pools], sorted, valid or not, so a listener is not blamed for a broken
+// pool.
 func (d *decoder) listeners(top *table, pools []string) []Listener {
 	tables, empty := top.names("listeners")
 	if empty {
 		top.errorf("listeners", "no listeners: add at least one [listeners.NAME] table")
 	}
 	out := make([]Listener, len(tables))
+	ports := map[protoPort]*portBinds{}
 	for i, t := range tables {
 		out[i] = d.listener(t, pools)
-	}
-	for i := range out {
-		for j := range i {
-			a, b := out[i], out[j]
-			if a.Bind.IsValid() && b.Bind.IsValid() && a.Protocol == b.Protocol && bindsConflict(a.Bind, b.Bind) {
-				tables[i].errorf("bind", "%s conflicts with %s (%s)",
-					a.Bind, joinKey(joinKey("listeners", b.Name), "bind"), b.Bind)
-			}
+		a := out[i].Bind
+		if !a.IsValid() {
+			continue
+		}
+		pp := protoPort{out[i].Protocol, a.Port()}
+		if ports[pp] == nil {
+			ports[pp] = &portBinds{addrs: map[netip.Addr]int{}, wildcard: -1}
+		}
+		// Against the first earlier listener it conflicts with: one error
+		// per listener, however many share its port.
+		if j, ok := ports[pp].conflict(a.Addr(), i); ok {
+			b := out[j]
+			t.errorf("bind", "%s conflicts with %s (%s)", a, joinKey(joinKey("listeners", b.Name), "bind"), b.Bind)
 		}
 	}
 	return out
+}
+
+// protoPort is a protocol and a port, which listeners' binds conflict
+// within (see bindsConflict).
+type protoPort struct {
+	proto Protocol
+	port  uint16
+}
+
+// portBinds is the listeners bound to one protocol and port so far, by
+// index, so that conflicts are found without comparing every pair.
+type portBinds struct {
+	first    int                // the first listener on the port
+	wildcard int                // the first with a wildcard address, or -1
+	addrs    map[netip.Addr]int // the first on each address
+}
+
+// conflict records listener i bound to addr and returns the first earlier
+// listener it conflicts with.
+func (p *portBinds) conflict(addr netip.Addr, i int) (int, bool) {
+	j, conflict := p.addrs[addr]
+	switch {
+	case len(p.addrs) > 0 && addr.IsUnspecified():
+		j, conflict = p.first, true
+	case p.wildcard >= 0 && (!conflict || p.wildcard < j):
+		j, conflict = p.wildcard, true
+	}
+	if len(p.addrs) == 0 {
+		p.first = i
+	}
+	if _, ok := p.addrs[addr]; !ok {
+		p.addrs[addr] = i
+	}
+	if addr.IsUnspecified() && p.wildcard < 0 {
+		p.wildcard = i
+	}
+	return j, conflict
 }
 
 func (d *decoder) listener(t *table, pools []string) Listener {
@@ -171,7 +214,7 @@ func (d *decoder) listener(t *table, pools []string) Listener {
 	}
 	if s, ok := t.str("pool"); ok {
 		l.Pool = s
-		if !slices.Contains(pools, s) {
+		if _, found := slices.BinarySearch(pools, s); !found {
 			t.errorf("pool", "no pool %q in this file", s)
 		}
 	}
