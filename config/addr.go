@@ -19,11 +19,11 @@ var errHostName = errors.New("host names are not resolved; give an IP address")
 func parseAddrPort(s string, wildcard bool) (netip.AddrPort, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%q: want IP:port, such as \"10.0.0.3:5432\" or \"[::1]:5432\"", s)
+		return netip.AddrPort{}, fmt.Errorf("%s: want IP:port, such as \"10.0.0.3:5432\" or \"[::1]:5432\"", quote(s))
 	}
 	if host == "" {
 		if !wildcard {
-			return netip.AddrPort{}, fmt.Errorf("%q: missing IP address", s)
+			return netip.AddrPort{}, fmt.Errorf("%s: missing IP address", quote(s))
 		}
 		// An unspecified IPv6 socket accepts IPv4 too (IPV6_V6ONLY is off
 		// by default on Linux), so [::] is "every address".
@@ -31,7 +31,7 @@ func parseAddrPort(s string, wildcard bool) (netip.AddrPort, error) {
 	}
 	ap, err := addrPort(host, port)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%q: %w", s, err)
+		return netip.AddrPort{}, fmt.Errorf("%s: %w", quote(s), err)
 	}
 	return ap, nil
 }
@@ -40,14 +40,14 @@ func parseAddrPort(s string, wildcard bool) (netip.AddrPort, error) {
 func addrPort(host, port string) (netip.AddrPort, error) {
 	p, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || p == 0 {
-		return netip.AddrPort{}, fmt.Errorf("port %q: want 1..65535", port)
+		return netip.AddrPort{}, fmt.Errorf("port %s: want 1..65535", quote(port))
 	}
 	addr, err := netip.ParseAddr(host)
 	if err != nil {
 		if isHostName(host) {
 			return netip.AddrPort{}, errHostName
 		}
-		return netip.AddrPort{}, fmt.Errorf("invalid IP address %q", host)
+		return netip.AddrPort{}, fmt.Errorf("invalid IP address %s", quote(host))
 	}
 	// ::ffff:10.0.0.3 and 10.0.0.3 are one socket address; unmapping
 	// makes duplicate and conflict checks see that.

@@ -53,9 +53,9 @@ func parseBind(text string, h hostAddrs) (netip.AddrPort, error) {
 	fields := strings.Fields(out)
 	switch {
 	case len(fields) == 0:
-		return netip.AddrPort{}, fmt.Errorf("template resolved to no address (%q)", out)
+		return netip.AddrPort{}, fmt.Errorf("template resolved to no address (%s)", quote(out))
 	case len(fields) > 1:
-		return netip.AddrPort{}, fmt.Errorf("template resolved to %d addresses (%q): want exactly one", len(fields), out)
+		return netip.AddrPort{}, fmt.Errorf("template resolved to %d addresses (%s): want exactly one", len(fields), quote(out))
 	}
 	s := fields[0]
 	host, port, err := net.SplitHostPort(s)
@@ -64,18 +64,18 @@ func parseBind(text string, h hostAddrs) (netip.AddrPort, error) {
 		// '{{ GetInterfaceIP "eth0" }}:5432' can give "fd00::5:5432".
 		i := strings.LastIndexByte(s, ':')
 		if i < 0 {
-			return netip.AddrPort{}, fmt.Errorf("template resolved to %q: want an IP address and a port", s)
+			return netip.AddrPort{}, fmt.Errorf("template resolved to %s: want an IP address and a port", quote(s))
 		}
 		host, port = s[:i], s[i+1:]
 	}
 	if host == "" {
 		// ":5432" written out means every address; a template that gave
 		// nothing before the port found no address, which is an error.
-		return netip.AddrPort{}, fmt.Errorf("template resolved to no address (%q)", s)
+		return netip.AddrPort{}, fmt.Errorf("template resolved to no address (%s)", quote(s))
 	}
 	ap, err := addrPort(host, port)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("template resolved to %q: %w", s, err)
+		return netip.AddrPort{}, fmt.Errorf("template resolved to %s: %w", quote(s), err)
 	}
 	return ap, nil
 }

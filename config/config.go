@@ -62,7 +62,7 @@ func (f *LogFormat) UnmarshalText(text []byte) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("unknown log format %q: want \"text\" or \"json\"", text)
+	return fmt.Errorf("unknown log format %s: want \"text\" or \"json\"", quote(string(text)))
 }
 
 // Protocol is the transport a listener accepts. The zero value is TCP.
@@ -94,7 +94,7 @@ func (p *Protocol) UnmarshalText(text []byte) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("unknown protocol %q: want \"tcp\" or \"udp\"", text)
+	return fmt.Errorf("unknown protocol %s: want \"tcp\" or \"udp\"", quote(string(text)))
 }
 
 // Listener is one [listeners.NAME] table.

@@ -1,6 +1,6 @@
 // Package config loads sluice's one TOML file, rejects bad input at load
-// with every problem reported at once (each with file:line where the TOML
-// library can give it, and always with the key path), and returns plain
+// with every problem reported at once (each with its key path and
+// file:line; the error's text lists the first 100), and returns plain
 // parsed values: the runtime never sees TOML types.
 //
 //	cfg, err := config.Load("/etc/sluice/sluice.toml")

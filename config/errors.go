@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Error is one problem found in a configuration file.
@@ -83,4 +85,54 @@ func (es Errors) sort() {
 	slices.SortStableFunc(es, func(a, b *Error) int {
 		return cmp.Or(cmp.Compare(a.Line, b.Line), strings.Compare(a.Key, b.Key))
 	})
+}
+
+// maxShown is how many bytes of a name or value from the file an error
+// shows: enough to recognise it, while a 1 MB value in the file does not
+// make a 1 MB message.
+const maxShown = 80
+
+// clip shortens a name or value from the file for an error: its first
+// maxShown bytes (cut at a character boundary), "..." and its length.
+func clip(s string) string {
+	if len(s) <= maxShown {
+		return s
+	}
+	return fmt.Sprintf("%s...(%d bytes)", s[:cutAt(s, maxShown)], len(s))
+}
+
+// quote is %q of a value from the file, shortened as clip does.
+func quote(s string) string {
+	if len(s) <= maxShown {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%q...(%d bytes)", s[:cutAt(s, maxShown)], len(s))
+}
+
+// maxMsg bounds a whole message, which may hold values that other
+// packages (regexp, text/template) echo in their errors. It is well above
+// any message of ours: the longest, a list of allowed keys, is about 250
+// bytes.
+const maxMsg = 1024
+
+// clipMsg shortens a message longer than maxMsg by eliding its middle,
+// keeping what was wrong, at the start, and what is wanted, at the end.
+func clipMsg(msg string) string {
+	if len(msg) <= maxMsg {
+		return msg
+	}
+	head := cutAt(msg, maxMsg/2)
+	tail := len(msg) - maxMsg/2
+	for tail < len(msg) && !utf8.RuneStart(msg[tail]) {
+		tail++
+	}
+	return fmt.Sprintf("%s...(%d bytes)...%s", msg[:head], tail-head, msg[tail:])
+}
+
+// cutAt returns n, moved back to the start of the character it splits.
+func cutAt(s string, n int) int {
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return n
 }

@@ -32,7 +32,7 @@ func (o OnDown) String() string { return enumName(onDownNames[:], int(o), "OnDow
 func (o *OnDown) UnmarshalText(text []byte) error {
 	i := slices.Index(onDownNames[:], string(text))
 	if i < 0 {
-		return fmt.Errorf("unknown on_down %q: want \"keep\" or \"close\"", text)
+		return fmt.Errorf("unknown on_down %s: want \"keep\" or \"close\"", quote(string(text)))
 	}
 	*o = OnDown(i)
 	return nil
@@ -68,7 +68,7 @@ func (k CheckKind) String() string { return enumName(checkKindNames[:], int(k), 
 func (k *CheckKind) UnmarshalText(text []byte) error {
 	i := slices.Index(checkKindNames[:], string(text))
 	if i < 0 {
-		return fmt.Errorf("unknown kind %q: want %s", text, strings.Join(checkKindNames[:], ", "))
+		return fmt.Errorf("unknown kind %s: want %s", quote(string(text)), strings.Join(checkKindNames[:], ", "))
 	}
 	*k = CheckKind(i)
 	return nil

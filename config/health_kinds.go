@@ -55,13 +55,13 @@ var httpMethodRE = regexp.MustCompile(`^[A-Z]{1,20}$`)
 
 func (t *table) httpValues(h *Health, str func(string, *string) bool) {
 	if str("method", &h.Method) && !httpMethodRE.MatchString(h.Method) {
-		t.errorf("method", "invalid method %q: want upper-case letters, such as GET or HEAD", h.Method)
+		t.errorf("method", "invalid method %s: want upper-case letters, such as GET or HEAD", quote(h.Method))
 	}
 	if str("path", &h.Path) && (!strings.HasPrefix(h.Path, "/") || strings.ContainsAny(h.Path, " \r\n")) {
-		t.errorf("path", "invalid path %q: want one starting with /, without spaces", h.Path)
+		t.errorf("path", "invalid path %s: want one starting with /, without spaces", quote(h.Path))
 	}
 	if str("host", &h.Host) && (h.Host == "" || strings.ContainsAny(h.Host, " \r\n/")) {
-		t.errorf("host", "invalid host %q", h.Host)
+		t.errorf("host", "invalid host %s", quote(h.Host))
 	}
 	var status string
 	if str("status", &status) {
@@ -83,7 +83,7 @@ func parseStatus(s string) (lo, hi int, err error) {
 		hi, err2 = strconv.Atoi(b)
 	}
 	if err1 != nil || err2 != nil || lo < 100 || hi > 599 || lo > hi {
-		return 0, 0, fmt.Errorf("invalid status %q: want a code or a range of codes 100..599, such as \"200\" or \"200-399\"", s)
+		return 0, 0, fmt.Errorf("invalid status %s: want a code or a range of codes 100..599, such as \"200\" or \"200-399\"", quote(s))
 	}
 	return lo, hi, nil
 }

@@ -4,7 +4,9 @@ import (
 	"encoding"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -56,7 +58,7 @@ type decoder struct {
 }
 
 func (d *decoder) errorf(line int, key, format string, args ...any) {
-	d.errs = append(d.errs, &Error{File: d.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+	d.errs = append(d.errs, &Error{File: d.file, Line: line, Key: key, Msg: clipMsg(fmt.Sprintf(format, args...))})
 }
 
 // hostAddrs calls d.host once.
@@ -114,12 +116,14 @@ type table struct {
 // key returns the key path of k in t.
 func (t *table) key(k string) string { return joinKey(t.path, k) }
 
-// joinKey appends a key to a path, quoting it as TOML would if needed.
+// joinKey appends a key to a path, quoting it as TOML would if needed and
+// shortening it if it is long (see clip).
 func joinKey(path, k string) string {
+	k = clip(toml.Key{k}.String())
 	if path == "" {
-		return toml.Key{k}.String()
+		return k
 	}
-	return path + "." + toml.Key{k}.String()
+	return path + "." + k
 }
 
 // errorf reports a problem with key k, at its line or else the table's.
@@ -210,6 +214,10 @@ func (t *table) integer(k string, lo, hi int, dst *int) bool {
 	return ok
 }
 
+// durationRE is the syntax time.ParseDuration accepts: numbers with units,
+// such as 1h30m or 1.5s.
+var durationRE = regexp.MustCompile(`^[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
 // duration sets *dst from k's duration string, which must be > 0 if
 // positive and >= 0 otherwise.
 func (t *table) duration(k string, dst *time.Duration, positive bool) {
@@ -225,10 +233,14 @@ func (t *table) duration(k string, dst *time.Duration, positive bool) {
 	}
 	dur, err := time.ParseDuration(s)
 	switch {
+	case err != nil && durationRE.MatchString(s):
+		// time.ParseDuration has one error for both; this one is well
+		// formed, so it overflowed.
+		t.errorf(k, "%s is out of range: the longest duration is %v (about 292 years)", quote(s), time.Duration(math.MaxInt64))
 	case err != nil:
-		t.errorf(k, "invalid duration %q: want a number and a unit (ns, us, ms, s, m, h), such as \"30s\"", s)
+		t.errorf(k, "invalid duration %s: want a number and a unit (ns, us, ms, s, m, h), such as \"30s\"", quote(s))
 	case dur < 0:
-		t.errorf(k, "must not be negative, not %s", s)
+		t.errorf(k, "must not be negative, not %s", clip(s))
 	case dur == 0 && positive:
 		t.errorf(k, "must be greater than zero")
 	default:

@@ -215,7 +215,7 @@ func (d *decoder) listener(t *table, pools []string) Listener {
 	if s, ok := t.str("pool"); ok {
 		l.Pool = s
 		if _, found := slices.BinarySearch(pools, s); !found {
-			t.errorf("pool", "no pool %q in this file", s)
+			t.errorf("pool", "no pool %s in this file", quote(s))
 		}
 	}
 	t.integer("sockets", 0, maxSockets, &l.Sockets)
@@ -254,6 +254,6 @@ func (d *decoder) bind(t *table, l *Listener) {
 func (t *table) level(k string, dst *slog.Level) {
 	s, ok := t.str(k)
 	if ok && dst.UnmarshalText([]byte(s)) != nil {
-		t.errorf(k, "unknown level %q: want debug, info, warn or error", s)
+		t.errorf(k, "unknown level %s: want debug, info, warn or error", quote(s))
 	}
 }
