@@ -25,6 +25,10 @@ const (
 	EndBackendError
 	// EndDrain: the server shut down and the drain timeout ran out.
 	EndDrain
+	// EndEvicted: the session table was full (Server.MaxSessions) and this
+	// was the least recently active session, idle for at least
+	// Server.EvictIdle, so it made room for a new flow.
+	EndEvicted
 )
 
 var endNames = [...]string{
@@ -35,6 +39,7 @@ var endNames = [...]string{
 	EndBackendRefused: "backend_refused",
 	EndBackendError:   "backend_error",
 	EndDrain:          "drain",
+	EndEvicted:        "evicted",
 }
 
 // String returns the name logged for e.

@@ -102,10 +102,10 @@ func (l *loop) session(k flowKey, ifindex uint32, i int) *session {
 	case l.draining:
 		l.stats.droppedDraining.Add(1)
 		return nil
-	case l.s.live.Add(1) > l.s.maxSessions():
-		l.s.live.Add(-1)
+	case !l.reserve():
 		l.stats.droppedCap.Add(1)
-		l.warn("udp session cap reached, dropping new flows", slog.Int64("max_sessions", l.s.maxSessions()))
+		l.drops.warn(l, "udp session cap reached, dropping new flows",
+			slog.Int64("max_sessions", l.s.maxSessions()))
 		return nil
 	}
 	s, err := l.open(k, ifindex, i)
@@ -113,7 +113,7 @@ func (l *loop) session(k flowKey, ifindex uint32, i int) *session {
 		l.s.live.Add(-1)
 		if err != nil {
 			l.stats.droppedSocket.Add(1)
-			l.warn("udp session not opened, dropping its datagram", slog.String("error", err.Error()))
+			l.drops.warn(l, "udp session not opened, dropping its datagram", slog.String("error", err.Error()))
 		} else {
 			l.stats.droppedNoBackend.Add(1)
 		}
@@ -306,15 +306,23 @@ func (l *loop) end(s *session, e End, err error) {
 	log.LogAttrs(context.Background(), slog.LevelInfo, "session", attrs...)
 }
 
-// warn logs why a new flow's datagram was dropped, at most once a second
-// per socket: when the cap is reached or fds run out, every new flow fails
-// at once. also_dropped counts the drops not logged since the last line.
-func (l *loop) warn(msg string, attr slog.Attr) {
-	if l.now-l.warned < time.Second {
-		l.unwarned++
+// warnLimit limits a kind of warning to one line a second per loop: when
+// the cap is reached or fds run out, every new flow fails at once.
+type warnLimit struct {
+	also string        // key of the count of events not logged
+	last time.Duration // when the line was last logged, on the loop's clock
+	n    int           // events not logged since
+}
+
+// warn logs msg with attr unless a line went out less than a second ago.
+// The line counts, under w.also, the events not logged since the one
+// before.
+func (w *warnLimit) warn(l *loop, msg string, attr slog.Attr) {
+	if l.now-w.last < time.Second {
+		w.n++
 		return
 	}
 	l.s.logger().LogAttrs(context.Background(), slog.LevelWarn, msg, slog.String("listener", l.s.Name),
-		attr, slog.Int("also_dropped", l.unwarned))
-	l.warned, l.unwarned = l.now, 0
+		attr, slog.Int(w.also, w.n))
+	w.last, w.n = l.now, 0
 }

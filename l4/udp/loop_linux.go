@@ -57,11 +57,11 @@ type loop struct {
 	free  []int32    // free slots
 	idle  idleList
 
-	base     time.Time     // the loop's clock starts here
-	now      time.Duration // read once per wake-up
-	draining bool
-	warned   time.Duration // when a dropped new flow was last logged
-	unwarned int           // drops not logged since
+	base      time.Time     // the loop's clock starts here
+	now       time.Duration // read once per wake-up
+	draining  bool
+	drops     warnLimit // new flows dropped
+	evictions warnLimit // sessions evicted for new flows
 
 	stats counters
 }
@@ -69,7 +69,9 @@ type loop struct {
 // newLoop prepares the loop for conn. It does not close conn on failure.
 func newLoop(s *Server, conn *net.UDPConn) (*loop, error) {
 	l := &loop{s: s, conn: conn, ep: -1, efd: -1, flows: make(map[flowKey]*session),
-		events: make([]unix.EpollEvent, 128), base: time.Now(), warned: -time.Hour}
+		events: make([]unix.EpollEvent, 128), base: time.Now()}
+	l.drops = warnLimit{also: "also_dropped", last: -time.Hour}
+	l.evictions = warnLimit{also: "also_evicted", last: -time.Hour}
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -152,6 +154,9 @@ func (l *loop) run() {
 		}
 		l.flush()
 		l.expire()
+		if l.s.wants.Load() != 0 {
+			l.lend()
+		}
 		switch l.s.state.Load() {
 		case closing:
 			l.endAll(EndDrain)

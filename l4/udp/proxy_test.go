@@ -176,7 +176,9 @@ func TestIdleSessionExpires(t *testing.T) {
 
 func TestSessionCap(t *testing.T) {
 	b := startBackend(t, "b1", "127.0.0.1", 0)
-	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, b), MaxSessions: 5}, "127.0.0.1:0")
+	// The floor is never reached here: see TestFullTableEvictsIdleSession.
+	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, b), MaxSessions: 5,
+		EvictIdle: time.Hour}, "127.0.0.1:0")
 	fds := countFDs()
 	answered := 0
 	var clients []*net.UDPConn

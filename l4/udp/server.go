@@ -26,6 +26,12 @@ var _ Picker = (*pool.Pool)(nil)
 const (
 	DefaultSessionTimeout = 30 * time.Second
 	DefaultMaxSessions    = 65536
+	// DefaultEvictIdle is how long a session must have been idle before
+	// a full table may end it to make room for a new flow: long enough
+	// that a flood cannot churn through live request/response exchanges,
+	// short enough that a client retrying (dig waits 5 s, most resolvers
+	// 1 to 2 s) finds room.
+	DefaultEvictIdle = time.Second
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -48,21 +54,40 @@ type Server struct {
 	// negative means no limit.
 	Responses int
 	// MaxSessions caps live sessions across all of the server's sockets.
-	// Datagrams that would open a session beyond it are dropped and
-	// counted (Stats.DroppedSessionCap). Each session holds one file
-	// descriptor and one local port. Zero or negative means
-	// DefaultMaxSessions (65536).
+	// Each session holds one file descriptor and one local port. Zero or
+	// negative means DefaultMaxSessions (65536).
+	//
+	// When the cap is reached, a new flow takes the place of the least
+	// recently active session of its socket if that one has been idle
+	// for EvictIdle (Stats.Evicted), as conntrack's early drop does, so
+	// a flood of new source ports cannot shut out new clients until its
+	// sessions expire. Otherwise its datagram is dropped and counted
+	// (Stats.DroppedSessionCap), and if its socket had no session to
+	// evict, another socket evicts one of its own for the flow's next
+	// datagram. A flood faster than the cap per EvictIdle is still
+	// refused, and memory stays bounded either way.
 	MaxSessions int
+	// EvictIdle is how long a session must have been idle before a full
+	// table ends it for a new flow. Zero means DefaultEvictIdle (1s);
+	// negative means never: new flows wait for sessions to end.
+	EvictIdle time.Duration
 	// Logger receives one line per session when it ends, at level Info,
 	// and a warning when datagrams of new flows are dropped because of
-	// MaxSessions or because no socket could be opened, at most once a
-	// second per socket. Nil means slog.Default().
+	// MaxSessions or because no socket could be opened, and when sessions
+	// are evicted for new flows, each at most once a second per socket.
+	// Nil means slog.Default().
 	Logger *slog.Logger
 
 	// state is running, draining or closing; it only moves forward.
 	// Loops read it when woken, never per datagram.
 	state atomic.Int32
-	live  atomic.Int64 // sessions, for MaxSessions
+	// live counts sessions and places lent (see lend) against
+	// MaxSessions.
+	live atomic.Int64
+	// wants is 1 while a loop with a full table and no session of its
+	// own to evict waits for another loop to lend it a place; lent counts
+	// places given up by evictions that a new flow has not taken yet.
+	wants, lent atomic.Int64
 
 	mu    sync.Mutex
 	loops []*loop
@@ -87,6 +112,15 @@ func (s *Server) maxSessions() int64 {
 		return DefaultMaxSessions
 	}
 	return int64(s.MaxSessions)
+}
+
+// evictIdle returns the idle floor for eviction, or a negative duration
+// if sessions are never evicted.
+func (s *Server) evictIdle() time.Duration {
+	if s.EvictIdle == 0 {
+		return DefaultEvictIdle
+	}
+	return s.EvictIdle
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -180,6 +214,17 @@ func (s *Server) setState(st int32) {
 	}
 }
 
+// wakeOthers wakes every loop but l, to look at a request for a place.
+func (s *Server) wakeOthers(l *loop) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range s.loops {
+		if o != l {
+			o.wake()
+		}
+	}
+}
+
 // Stats counts what a Server has done since it started. Datagram counts
 // are updated once per batch, so a reading taken while datagrams move may
 // lag by a batch.
@@ -191,9 +236,12 @@ type Stats struct {
 	// ToClients replies sent on to clients.
 	FromClients, ToBackends, FromBackends, ToClients uint64
 	// DroppedSessionCap counts datagrams of new flows dropped because
-	// MaxSessions sessions were live; they are also logged, at most once
-	// a second per socket.
+	// MaxSessions sessions were live and none had been idle for
+	// EvictIdle; they are also logged, at most once a second per socket.
 	DroppedSessionCap uint64
+	// Evicted counts sessions ended (end=evicted) to make room for a new
+	// flow when MaxSessions sessions were live.
+	Evicted uint64
 	// DroppedNoBackend counts datagrams of new flows dropped because the
 	// pool had no backend up.
 	DroppedNoBackend uint64
@@ -211,7 +259,7 @@ type Stats struct {
 
 // Stats returns the server's counters, summed over its sockets.
 func (s *Server) Stats() Stats {
-	st := Stats{Sessions: s.live.Load()}
+	st := Stats{Sessions: s.live.Load() - s.lent.Load()}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, l := range s.loops {
@@ -221,6 +269,7 @@ func (s *Server) Stats() Stats {
 		st.FromBackends += c.fromBackends.Load()
 		st.ToClients += c.toClients.Load()
 		st.DroppedSessionCap += c.droppedCap.Load()
+		st.Evicted += c.evicted.Load()
 		st.DroppedNoBackend += c.droppedNoBackend.Load()
 		st.DroppedSocket += c.droppedSocket.Load()
 		st.DroppedDraining += c.droppedDraining.Load()
@@ -233,7 +282,7 @@ func (s *Server) Stats() Stats {
 type counters struct {
 	fromClients, toBackends, fromBackends, toClients atomic.Uint64
 	droppedCap, droppedNoBackend, droppedSocket      atomic.Uint64
-	droppedDraining, sendFailed                      atomic.Uint64
+	droppedDraining, sendFailed, evicted             atomic.Uint64
 	// Keeps the next loop's counters off this cache line.
 	_ [64]byte
 }

@@ -42,7 +42,13 @@ func (l *loop) wait() (int, error) {
 	}
 	var deadline time.Time
 	if s := l.idle.front; s != nil {
-		deadline = l.base.Add(s.last + l.s.sessionTimeout())
+		due := s.last + l.s.sessionTimeout()
+		if floor := l.s.evictIdle(); floor >= 0 && l.s.wants.Load() != 0 {
+			// Another loop asks for a place: lend one as soon as
+			// the front session may be evicted.
+			due = min(due, s.last+floor)
+		}
+		deadline = l.base.Add(due)
 	}
 	if !deadline.Equal(l.armed) {
 		l.epf.SetReadDeadline(deadline)
