@@ -2,7 +2,9 @@ package udp
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"os"
 	"syscall"
 	"time"
 
@@ -146,6 +148,11 @@ func (l *loop) open(k flowKey, ifindex uint32, i int) (*session, error) {
 	}
 	fd, err := dialBackend(be.Addr)
 	if err != nil {
+		if !localFailure(err) {
+			// No route to it, say: the backend's fault, as a
+			// failed TCP connect is.
+			be.ReportFailure(err)
+		}
 		return nil, err
 	}
 	s := &session{key: k, be: be, fd: fd, start: l.now,
@@ -195,9 +202,9 @@ func (l *loop) sendError(s *session, errno syscall.Errno) {
 	switch errno {
 	case unix.EAGAIN, unix.ENOBUFS:
 	case unix.ECONNREFUSED:
-		l.end(s, EndBackendRefused, nil)
+		l.end(s, EndBackendRefused, os.NewSyscallError("sendmmsg", errno))
 	default:
-		l.end(s, EndBackendError, errno)
+		l.end(s, EndBackendError, os.NewSyscallError("sendmmsg", errno))
 	}
 }
 
@@ -221,11 +228,17 @@ func (l *loop) readReplies(s *session) {
 			return
 		case unix.ECONNREFUSED:
 			// ICMP port unreachable for an earlier datagram.
-			l.end(s, EndBackendRefused, nil)
+			l.end(s, EndBackendRefused, os.NewSyscallError("recvmmsg", errno))
 			return
 		default:
-			l.end(s, EndBackendError, errno)
+			l.end(s, EndBackendError, os.NewSyscallError("recvmmsg", errno))
 			return
+		}
+		if s.replies == 0 {
+			// The backend answered: for passive checks the session
+			// worked, as a TCP connection does on its first byte
+			// back. Once per session, not per datagram.
+			s.be.ReportSuccess()
 		}
 		l.stats.fromBackends.Add(uint64(n))
 		for i := from; i < from+n; i++ {
@@ -285,6 +298,10 @@ func (l *loop) end(s *session, e End, err error) {
 	s.fd = -1
 	s.be.Release()
 	l.s.live.Add(-1)
+	if (e == EndBackendRefused || e == EndBackendError) && !localFailure(err) {
+		// Once per session, as TCP reports once per connection.
+		s.be.ReportFailure(err)
+	}
 	log := l.s.logger()
 	if !log.Enabled(context.Background(), slog.LevelInfo) {
 		return
@@ -304,6 +321,21 @@ func (l *loop) end(s *session, e End, err error) {
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
 	log.LogAttrs(context.Background(), slog.LevelInfo, "session", attrs...)
+}
+
+// localFailure reports whether err, from opening a session's socket or
+// moving its datagrams, is this host's doing (out of fds, memory, buffer
+// space or local ports; a datagram too large to send) rather than the
+// backend's: other backends would fail the same way, so passive checks do
+// not count it.
+func localFailure(err error) bool {
+	for _, e := range [...]syscall.Errno{unix.EMFILE, unix.ENFILE, unix.ENOMEM, unix.ENOBUFS,
+		unix.EAGAIN, unix.EADDRNOTAVAIL, unix.EADDRINUSE, unix.EMSGSIZE, unix.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // warnLimit limits a kind of warning to one line a second per loop: when

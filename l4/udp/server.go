@@ -247,7 +247,8 @@ type Stats struct {
 	DroppedNoBackend uint64
 	// DroppedSocket counts datagrams of new flows dropped because no
 	// socket to the backend could be opened (out of file descriptors or
-	// local ports); each is also logged, at most once a second per socket.
+	// local ports) or connected (no route to the backend); they are also
+	// logged, at most once a second per socket.
 	DroppedSocket uint64
 	// DroppedDraining counts datagrams of new flows dropped during
 	// Shutdown.

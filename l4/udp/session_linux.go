@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"os"
 	"time"
 	"unsafe"
 
@@ -149,11 +150,12 @@ func dialBackend(addr netip.AddrPort) (int, error) {
 	}
 	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("opening a socket to backend %s: %w", addr, err)
+		return -1, fmt.Errorf("opening a socket to backend %s: %w", addr, os.NewSyscallError("socket", err))
 	}
 	if err := unix.Connect(fd, sa); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("connecting to backend %s: %w", addr, err)
+		// Out of local ports, connect fails with EAGAIN.
+		return -1, fmt.Errorf("connecting to backend %s: %w", addr, os.NewSyscallError("connect", err))
 	}
 	return fd, nil
 }
