@@ -154,7 +154,7 @@ func (l *loop) run() {
 		}
 		l.flush()
 		l.expire()
-		if l.s.wants.Load() != 0 {
+		if l.s.wants.Load() != 0 && !l.draining {
 			l.lend()
 		}
 		switch l.s.state.Load() {
