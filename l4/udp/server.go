@@ -236,8 +236,9 @@ type Stats struct {
 	// ToClients replies sent on to clients.
 	FromClients, ToBackends, FromBackends, ToClients uint64
 	// DroppedSessionCap counts datagrams of new flows dropped because
-	// MaxSessions sessions were live and none had been idle for
-	// EvictIdle; they are also logged, at most once a second per socket.
+	// MaxSessions sessions were live and none of their socket's had been
+	// idle for EvictIdle; they are also logged, at most once a second per
+	// socket.
 	DroppedSessionCap uint64
 	// Evicted counts sessions ended (end=evicted) to make room for a new
 	// flow when MaxSessions sessions were live.

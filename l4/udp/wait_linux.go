@@ -43,7 +43,7 @@ func (l *loop) wait() (int, error) {
 	var deadline time.Time
 	if s := l.idle.front; s != nil {
 		due := s.last + l.s.sessionTimeout()
-		if floor := l.s.evictIdle(); floor >= 0 && l.s.wants.Load() != 0 {
+		if floor := l.s.evictIdle(); floor >= 0 && l.s.wants.Load() != 0 && !l.draining {
 			// Another loop asks for a place: lend one as soon as
 			// the front session may be evicted.
 			due = min(due, s.last+floor)
