@@ -128,6 +128,14 @@ func (t *table) dbValues(h *Health, str func(string, *string) bool) {
 	case h.Kind == CheckMySQL && h.User == "" && (h.Password != "" || h.Role != health.RoleAny) &&
 		(t.has("password") || t.has("password_file") || t.has("role")):
 		t.errorf(firstOf(t, "role", "password", "password_file"), "needs user: mysql checks log in only with a user")
+	case h.Kind == CheckPostgres && h.User == "" && (h.Password != "" || h.Role != health.RoleAny) &&
+		(t.has("password") || t.has("password_file") || t.has("role")):
+		// With a password or a role the check logs in, and "sluice", the
+		// default that suits the startup exchange (any refusal shows a
+		// live server), is rarely a role the server lets in: such a check
+		// would stay down for good (issue 8).
+		t.errorf(firstOf(t, "role", "password", "password_file"),
+			"needs user: a postgres check with password or role logs in; add user = the role it logs in as")
 	}
 }
 

@@ -209,7 +209,7 @@ func TestParseRelativeFiles(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "pw"), []byte("secret\r\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "ca.pem"), []byte(testCA), 0o600)
-	text := poolWith("[pools.db.health]\nkind = \"postgres\"\npassword_file = \"pw\"\n") + `
+	text := poolWith("[pools.db.health]\nkind = \"postgres\"\nuser = \"u\"\npassword_file = \"pw\"\n") + `
 [pools.tls]
 health = { kind = "tls", verify = true, ca_file = "ca.pem" }
 [[pools.tls.backends]]
@@ -282,6 +282,18 @@ var badHealthConfigs = []struct {
 		[]string{"t.toml:4: pools.db.health.username: needs a password"}},
 	{"mysql role without user", poolWith("[pools.db.health]\nkind = \"mysql\"\nrole = \"primary\""),
 		[]string{"t.toml:4: pools.db.health.role: needs user"}},
+	{"postgres role without user", poolWith("[pools.db.health]\nkind = \"postgres\"\nrole = \"primary\""),
+		[]string{"t.toml:4: pools.db.health.role: needs user: a postgres check with password or role logs in; add user = the role it logs in as"}},
+	{"postgres password without user", poolWith("[pools.db.health]\nkind = \"postgres\"\ndatabase = \"app\"\npassword = \"pw\""),
+		[]string{"t.toml:5: pools.db.health.password: needs user: a postgres check"}},
+	{"postgres role without user, per backend", `[pools.db]
+[pools.db.health]
+kind = "postgres"
+[[pools.db.backends]]
+address = "10.0.0.3:5432"
+[pools.db.backends.health]
+role = "replica"
+` + listenerPG, []string{"t.toml:7: pools.db.backends[0].health.role: needs user: a postgres check"}},
 	{"dns type", poolWith("[pools.db.health]\nkind = \"dns\"\ntype = \"AXFR\""),
 		[]string{`t.toml:4: pools.db.health.type: unknown DNS type "AXFR"`}},
 	{"backend keys", `[pools.db]
@@ -328,6 +340,42 @@ address = "10.0.0.4:5432"
 rise = 200
 ` + listenerPG, []string{"t.toml:6: pools.db.backends[0].health.rise: must be 1..100, not 0",
 		"t.toml:10: pools.db.backends[1].health.rise: must be 1..100, not 200"}},
+}
+
+// TestParseLoginAndBackoff checks what the refusal of a postgres login
+// without user leaves accepted.
+func TestParseLoginAndBackoff(t *testing.T) {
+	tests := []struct {
+		name string
+		toml string
+		want func(p Pool) bool
+	}{
+		{"postgres startup exchange without user", poolWith("[pools.db.health]\nkind = \"postgres\"\ndatabase = \"app\""),
+			func(p Pool) bool { return p.Health.User == "" && p.Health.Database == "app" }},
+		{"postgres user in the pool, role per backend", `[pools.db]
+[pools.db.health]
+kind = "postgres"
+user = "probe"
+[[pools.db.backends]]
+address = "10.0.0.3:5432"
+[pools.db.backends.health]
+role = "replica"
+` + listenerPG, func(p Pool) bool {
+			h := p.Backends[0].Health
+			return h.User == "probe" && h.Role == health.RoleReplica && p.Health.Role == health.RoleAny
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseFake(tc.toml)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := cfg.Pools[0]; !tc.want(p) {
+				t.Errorf("pool %+v, health %+v", p, p.Health)
+			}
+		})
+	}
 }
 
 func TestParseBadHealth(t *testing.T) {
