@@ -165,7 +165,8 @@ type Pool struct {
 	// fail (connect refused or timed out, or reset by the backend) to
 	// eject it; zero turns passive checks off. 0 to 1000.
 	PassiveFailures int
-	// PassiveBackoff is how long a first ejection lasts; > 0.
+	// PassiveBackoff is how long a first ejection lasts; > 0. With Health
+	// set it is the default and unused: the checks end ejections.
 	PassiveBackoff time.Duration
 	// Health is the pool's [health] table, nil if it has none (then its
 	// backends are not actively checked).

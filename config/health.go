@@ -184,6 +184,13 @@ func (t *table) poolHealth(p *Pool) {
 	if !t.has("health") {
 		return
 	}
+	if t.has("passive_backoff") {
+		// With active checks an ejection ends when rise checks have
+		// passed since it began (HAProxy's on-error mark-down), so the
+		// backoff would never be read: refused like any key that does
+		// not apply, rather than silently ignored.
+		t.errorf("passive_backoff", "applies only to pools without [%s.health]: with active checks an ejection ends after rise passing checks; remove passive_backoff", t.path)
+	}
 	ht := t.table("health")
 	if ht == nil {
 		return

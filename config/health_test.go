@@ -150,7 +150,6 @@ func TestParseBackendHealth(t *testing.T) {
 on_down = "close"
 slow_start = "30s"
 passive_failures = 0
-passive_backoff = "1m"
 [pools.db.health]
 kind = "http"
 path = "/primary"
@@ -175,7 +174,7 @@ address = "10.0.0.5:5432"
 		t.Fatal(err)
 	}
 	p := cfg.Pools[0]
-	if p.OnDown != OnDownClose || p.SlowStart != 30*time.Second || p.PassiveFailures != 0 || p.PassiveBackoff != time.Minute {
+	if p.OnDown != OnDownClose || p.SlowStart != 30*time.Second || p.PassiveFailures != 0 || p.PassiveBackoff != 10*time.Second {
 		t.Errorf("pool %+v", p)
 	}
 	b := p.Backends
@@ -294,6 +293,8 @@ address = "10.0.0.3:5432"
 [pools.db.backends.health]
 role = "replica"
 ` + listenerPG, []string{"t.toml:7: pools.db.backends[0].health.role: needs user: a postgres check"}},
+	{"passive_backoff with active checks", poolWith("passive_backoff = \"30s\"\n[pools.db.health]\nkind = \"tcp\""),
+		[]string{"t.toml:2: pools.db.passive_backoff: applies only to pools without [pools.db.health]: with active checks an ejection ends after rise passing checks; remove passive_backoff"}},
 	{"dns type", poolWith("[pools.db.health]\nkind = \"dns\"\ntype = \"AXFR\""),
 		[]string{`t.toml:4: pools.db.health.type: unknown DNS type "AXFR"`}},
 	{"backend keys", `[pools.db]
@@ -342,8 +343,8 @@ rise = 200
 		"t.toml:10: pools.db.backends[1].health.rise: must be 1..100, not 200"}},
 }
 
-// TestParseLoginAndBackoff checks what the refusal of a postgres login
-// without user leaves accepted.
+// TestParseLoginAndBackoff checks what the refusals of a postgres login
+// without user and of passive_backoff with [health] leave accepted.
 func TestParseLoginAndBackoff(t *testing.T) {
 	tests := []struct {
 		name string
@@ -364,6 +365,8 @@ role = "replica"
 			h := p.Backends[0].Health
 			return h.User == "probe" && h.Role == health.RoleReplica && p.Health.Role == health.RoleAny
 		}},
+		{"passive_backoff without active checks", poolWith("passive_backoff = \"1m\""),
+			func(p Pool) bool { return p.Health == nil && p.PassiveBackoff == time.Minute }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
