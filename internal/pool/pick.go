@@ -12,7 +12,9 @@ import (
 // Pick returns an up backend for a new connection from client, skipping the
 // backends in tried (those this connection already failed to connect to),
 // or nil if none is left. It does not allocate or take a lock: it runs for
-// every connection.
+// every connection. The one exception is a Maglev retry: the first after a
+// change of state that skips a given backend builds the table without it,
+// and concurrent ones wait for that build (see selection.without).
 func (p *Pool) Pick(client netip.AddrPort, tried []*Backend) *Backend {
 	s := p.sel.Load()
 	if len(s.up) == 0 {

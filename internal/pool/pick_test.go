@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -261,5 +263,47 @@ func TestMaglevRetryMatchesRebuilt(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMaglevRetryBuildsOnce checks that the retries of connections that
+// failed together (a backend dying fails every connect in flight to it)
+// build the table without that backend once, the others waiting for it:
+// each build costs milliseconds of CPU and a table's memory, and a herd of
+// them would land just when the pool is under stress.
+func TestMaglevRetryBuildsOnce(t *testing.T) {
+	const size, retries = 655373, 16
+	p := mustNew(t, Options{Balance: Maglev, TableSize: size, Backends: backends(1, 1, 1, 1, 1, 1, 1, 1, 1, 1)})
+	dead := p.Backends()[0]
+	tried := []*Backend{dead}
+	one := func() uint64 { // the bytes one build allocates
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		p.sel.Load().remove(0)
+		runtime.ReadMemStats(&m1)
+		return m1.TotalAlloc - m0.TotalAlloc
+	}()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	picked := make([]*Backend, retries)
+	for i := range retries {
+		wg.Go(func() {
+			<-start
+			picked[i] = p.Pick(netip.AddrPortFrom(client.Addr(), uint16(i)), tried)
+		})
+	}
+	close(start)
+	wg.Wait()
+	runtime.ReadMemStats(&m1)
+	for i, b := range picked {
+		if b == nil || b == dead {
+			t.Fatalf("retry %d picked %v", i, b)
+		}
+	}
+	if got := m1.TotalAlloc - m0.TotalAlloc; got > 2*one {
+		t.Errorf("%d concurrent retries allocated %d bytes, %.1f builds of the table without the failed backend; want 1",
+			retries, got, float64(got)/float64(one))
 	}
 }

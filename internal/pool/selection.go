@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"sluice/internal/maglev"
@@ -34,7 +34,7 @@ type selection struct {
 	// belongs to another backend than the rebuilt table's choice for
 	// about half the clients (nine in ten with ten backends), which then
 	// move twice, and differently on each host (issue 8).
-	less []atomic.Pointer[selection]
+	less []lazySelection
 	// none says why up is empty, for the log of refused connections.
 	none string
 }
@@ -84,30 +84,33 @@ func (p *Pool) build(now time.Time) (*selection, error) {
 			return nil, err
 		}
 		s.table = t
-		s.less = make([]atomic.Pointer[selection], len(s.up))
+		s.less = make([]lazySelection, len(s.up))
 	}
 	return s, nil
 }
 
+// lazySelection is a selection built on first use, once.
+type lazySelection struct {
+	once sync.Once
+	s    *selection
+}
+
 // without returns the Maglev selection of s without b, or s itself if b is
 // not one of s.up. The first call for b builds its table (milliseconds, as
-// a change of state would) and publishes it by compare-and-swap: retries
-// racing it may build it twice, but Pick never waits on a lock, and later
-// calls only load a pointer. The tables live as long as s, until the next
-// change of state, and only for the backends whose connects failed.
+// a change of state would); retries that come meanwhile wait for it rather
+// than build it again: a dying backend fails every connect in flight to it
+// at once, and each build would cost as long as the wait and a table's
+// memory besides. Later calls only load a flag. Picks without a retry
+// never come here. The tables live as long as s, until the next change of
+// state, and only for the backends whose connects failed.
 func (s *selection) without(b *Backend) *selection {
 	i := slices.Index(s.up, b)
 	if i < 0 {
 		return s
 	}
-	if t := s.less[i].Load(); t != nil {
-		return t
-	}
-	t := s.remove(i)
-	if s.less[i].CompareAndSwap(nil, t) {
-		return t
-	}
-	return s.less[i].Load()
+	l := &s.less[i]
+	l.once.Do(func() { l.s = s.remove(i) })
+	return l.s
 }
 
 // remove builds the Maglev selection of s without s.up[i]. The weights are
@@ -130,7 +133,7 @@ func (s *selection) remove(i int) *selection {
 		panic("pool: maglev table without " + s.up[i].id + ": " + err.Error())
 	}
 	t.table = table
-	t.less = make([]atomic.Pointer[selection], len(t.up))
+	t.less = make([]lazySelection, len(t.up))
 	return t
 }
 
