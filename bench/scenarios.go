@@ -120,6 +120,42 @@ func throughputScenario(streams int, down bool) *scenario {
 	}
 }
 
+// pgbenchScenario runs pgbench -S through the postgres relay, on
+// persistent connections or, newConn, one per transaction (-C).
+func pgbenchScenario(newConn bool) *scenario {
+	key, short, title := "pgbench", "pgbench -S", fmt.Sprintf("pgbench -S (select only), %d persistent connections", pgbenchClients)
+	if newConn {
+		key, short, title = key+"-C", short+" -C", fmt.Sprintf("pgbench -S -C (a connection per transaction), %d clients", pgbenchClients)
+	}
+	return &scenario{
+		key: key, short: short, title: func(settings) string { return title },
+		proto: "tcp", needs: "postgres",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return pgbench(ctx, t, s.opts(), s.tools.pg, newConn)
+		},
+		metrics: loadMetrics("tps", "transactions", "tx/s", "%.0f", "tx/core-s"),
+	}
+}
+
+// redisScenario runs redis-benchmark GET through the redis relay, on
+// keep-alive connections (-k 1) or one per request (-k 0).
+func redisScenario(keep bool) *scenario {
+	key, short, clients := "redis-k0", "redis-benchmark -k 0", redisNewConnClient
+	title := fmt.Sprintf("redis-benchmark GET -k 0 (a connection per request), %d clients", clients)
+	if keep {
+		key, short, clients = "redis-k1", "redis-benchmark -k 1", redisKeepClients
+		title = fmt.Sprintf("redis-benchmark GET -k 1, %d keep-alive connections", clients)
+	}
+	return &scenario{
+		key: key, short: short, title: func(settings) string { return title },
+		proto: "tcp", needs: "redis",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return redisBenchmark(ctx, t, s.opts(), s.tools.redisBench, clients, keep)
+		},
+		metrics: loadMetrics("rps", "requests", "req/s", "%.0f", "req/core-s"),
+	}
+}
+
 // scenarios are run in this order in every repetition.
 var scenarios = []*scenario{
 	{
@@ -181,54 +217,10 @@ var scenarios = []*scenario{
 			{key: "p99_added", label: "p99 added over direct", unit: "µs", format: "%.0f", lowerBetter: true, proxyOnly: true, overDirect: "p99"},
 		},
 	},
-	{
-		key:   "pgbench",
-		short: "pgbench -S",
-		title: func(settings) string {
-			return fmt.Sprintf("pgbench -S (select only), %d persistent connections", pgbenchClients)
-		},
-		proto: "tcp", needs: "postgres",
-		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
-			return pgbench(ctx, t, s.opts(), s.tools.pg, false)
-		},
-		metrics: loadMetrics("tps", "transactions", "tx/s", "%.0f", "tx/core-s"),
-	},
-	{
-		key:   "pgbench-C",
-		short: "pgbench -S -C",
-		title: func(settings) string {
-			return fmt.Sprintf("pgbench -S -C (a connection per transaction), %d clients", pgbenchClients)
-		},
-		proto: "tcp", needs: "postgres",
-		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
-			return pgbench(ctx, t, s.opts(), s.tools.pg, true)
-		},
-		metrics: loadMetrics("tps", "transactions", "tx/s", "%.0f", "tx/core-s"),
-	},
-	{
-		key:   "redis-k1",
-		short: "redis-benchmark -k 1",
-		title: func(settings) string {
-			return fmt.Sprintf("redis-benchmark GET -k 1, %d keep-alive connections", redisKeepClients)
-		},
-		proto: "tcp", needs: "redis",
-		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
-			return redisBenchmark(ctx, t, s.opts(), s.tools.redisBench, redisKeepClients, true)
-		},
-		metrics: loadMetrics("rps", "requests", "req/s", "%.0f", "req/core-s"),
-	},
-	{
-		key:   "redis-k0",
-		short: "redis-benchmark -k 0",
-		title: func(settings) string {
-			return fmt.Sprintf("redis-benchmark GET -k 0 (a connection per request), %d clients", redisNewConnClient)
-		},
-		proto: "tcp", needs: "redis",
-		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
-			return redisBenchmark(ctx, t, s.opts(), s.tools.redisBench, redisNewConnClient, false)
-		},
-		metrics: loadMetrics("rps", "requests", "req/s", "%.0f", "req/core-s"),
-	},
+	pgbenchScenario(false),
+	pgbenchScenario(true),
+	redisScenario(true),
+	redisScenario(false),
 	{
 		key:   "udp",
 		short: "UDP",
