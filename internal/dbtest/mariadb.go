@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"sluice/internal/dbproc"
 )
 
 // MariaDB is a running MariaDB server.
@@ -23,7 +25,7 @@ type MariaDB struct {
 	User     string // "sluice"@"127.0.0.1", with every privilege
 	Password string // random
 	dir      string
-	srv      *server
+	srv      *dbproc.Process
 }
 
 // mariadbSettings keep a test server small and fast; the data is thrown away.
@@ -49,7 +51,7 @@ func StartMariaDB(t testing.TB) *MariaDB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = withFreePort(func(port uint16) error {
+	err = dbproc.WithFreePort(func(port uint16) error {
 		// --no-defaults first: ignore /etc/mysql. The init file runs at every start,
 		// before the server takes connections.
 		args := append([]string{"--no-defaults", "--datadir=" + m.data(),
@@ -60,14 +62,14 @@ func StartMariaDB(t testing.TB) *MariaDB {
 		if os.Geteuid() == 0 {
 			args = append(args, "--user=root")
 		}
-		srv, err := startServer("mariadbd", procOptions{dir: m.dir, stopSig: syscall.SIGTERM},
+		srv, err := dbproc.Start("mariadbd", dbproc.Options{Dir: m.dir, StopSignal: syscall.SIGTERM},
 			bin, args...)
 		if err != nil {
 			return err
 		}
 		cleanup(t, srv)
 		m.Addr, m.srv = loopback(port), srv
-		return srv.waitReady(func(ctx context.Context) error {
+		return srv.WaitReady(context.Background(), func(ctx context.Context) error {
 			return m.exec(ctx, "SELECT 1")
 		})
 	})
@@ -147,7 +149,7 @@ func (m *MariaDB) exec(ctx context.Context, statement string) error {
 // fine.
 func (m *MariaDB) Stop(t testing.TB) {
 	t.Helper()
-	if err := m.srv.stop(); err != nil {
+	if err := m.srv.Stop(); err != nil {
 		t.Error(err)
 	}
 }

@@ -3,19 +3,18 @@ package dbtest
 import (
 	"context"
 	"crypto/rand"
-	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"sluice/internal/dbproc"
 )
 
 // Postgres is a running PostgreSQL server: a primary from StartPostgres or a hot
@@ -26,7 +25,7 @@ type Postgres struct {
 	Password string // random, per server tree (a standby shares its primary's)
 	Database string // "postgres"
 	dir      string // owned by the postgres user; data in dir/data
-	srv      *server
+	srv      *dbproc.Process
 }
 
 // pgSettings keep a test server small and fast. fsync off: the data is thrown away.
@@ -74,18 +73,18 @@ func (p *Postgres) data() string { return filepath.Join(p.dir, "data") }
 func (p *Postgres) start(t testing.TB) {
 	t.Helper()
 	bin := postgresBin(t, "postgres")
-	err := withFreePort(func(port uint16) error {
+	err := dbproc.WithFreePort(func(port uint16) error {
 		args := append([]string{"-D", p.data(), "-p", strconv.Itoa(int(port)), "-k", p.dir},
 			pgSettings...)
 		// SIGQUIT is an immediate shutdown: the data is thrown away anyway.
-		o := procOptions{dir: p.dir, asPostgres: true, stopSig: syscall.SIGQUIT}
-		srv, err := startServer("postgres", o, bin, args...)
+		o := dbproc.Options{Dir: p.dir, AsPostgres: true, StopSignal: syscall.SIGQUIT}
+		srv, err := dbproc.Start("postgres", o, bin, args...)
 		if err != nil {
 			return err
 		}
 		cleanup(t, srv)
 		p.Addr, p.srv = loopback(port), srv
-		return srv.waitReady(func(ctx context.Context) error {
+		return srv.WaitReady(context.Background(), func(ctx context.Context) error {
 			conn, err := p.Connect(ctx)
 			if err == nil {
 				conn.Close(ctx)
@@ -164,7 +163,7 @@ func (p *Postgres) Env() []string {
 // fine.
 func (p *Postgres) Stop(t testing.TB) {
 	t.Helper()
-	if err := p.srv.stop(); err != nil {
+	if err := p.srv.Stop(); err != nil {
 		t.Error(err)
 	}
 }
@@ -178,19 +177,11 @@ func PostgresBin(t testing.TB, name string) string {
 
 func postgresBin(t testing.TB, name string) string {
 	t.Helper()
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	slices.SortFunc(dirs, func(a, b string) int { return pgVersion(b) - pgVersion(a) })
-	bin, err := lookBin(name, dirs...)
+	bin, err := lookBin(name, dbproc.PostgresBinDirs()...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return bin
-}
-
-// pgVersion reads VERSION from /usr/lib/postgresql/VERSION/bin.
-func pgVersion(dir string) int {
-	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
-	return v
 }
 
 // runPostgresTool runs one of initdb, pg_basebackup as the postgres user.
@@ -199,7 +190,7 @@ func runPostgresTool(t testing.TB, name string, env []string, args ...string) {
 	cmd := exec.Command(postgresBin(t, name), args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = os.TempDir()
-	cred, err := postgresCredential()
+	cred, err := dbproc.PostgresCredential()
 	if err != nil {
 		t.Fatalf("dbtest: %v", err)
 	}
@@ -214,32 +205,5 @@ func writePostgresFile(path, content string) error {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		return err
 	}
-	return chownPostgres(path)
-}
-
-// postgresCredential returns the postgres user's ids when we are root (PostgreSQL refuses
-// to run as root), else nil: run as ourselves.
-func postgresCredential() (*syscall.Credential, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("looking up the postgres user (installed with postgresql): %w", err)
-	}
-	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("postgres user has ids %q:%q", u.Uid, u.Gid)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-// chownPostgres gives path to the postgres user when we are root.
-func chownPostgres(path string) error {
-	cred, err := postgresCredential()
-	if err != nil || cred == nil {
-		return err
-	}
-	return os.Chown(path, int(cred.Uid), int(cred.Gid))
+	return dbproc.ChownPostgres(path)
 }

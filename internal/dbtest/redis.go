@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"sluice/internal/dbproc"
 )
 
 // RedisOptions configure StartRedis. The zero value is a primary without a password.
@@ -27,7 +29,7 @@ type RedisOptions struct {
 type Redis struct {
 	Addr     netip.AddrPort
 	Password string
-	srv      *server
+	srv      *dbproc.Process
 }
 
 // StartRedis starts a redis-server on a free loopback port without persistence and
@@ -40,7 +42,7 @@ func StartRedis(t testing.TB, o RedisOptions) *Redis {
 	}
 	dir := tempDir(t, "redis", false)
 	r := &Redis{Password: o.Password}
-	err = withFreePort(func(port uint16) error {
+	err = dbproc.WithFreePort(func(port uint16) error {
 		args := []string{"--port", strconv.Itoa(int(port)), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no",
 			// A primary waits 5s by default for more replicas before a full sync.
@@ -60,13 +62,13 @@ func StartRedis(t testing.TB, o RedisOptions) *Redis {
 		if masterauth != "" {
 			args = append(args, "--masterauth", masterauth)
 		}
-		srv, err := startServer("redis", procOptions{dir: dir, stopSig: syscall.SIGTERM}, bin, args...)
+		srv, err := dbproc.Start("redis", dbproc.Options{Dir: dir, StopSignal: syscall.SIGTERM}, bin, args...)
 		if err != nil {
 			return err
 		}
 		cleanup(t, srv)
 		r.Addr, r.srv = loopback(port), srv
-		return srv.waitReady(r.ping)
+		return srv.WaitReady(context.Background(), r.ping)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -147,14 +149,14 @@ func (r *Redis) Promote(t testing.TB) {
 // WaitReplicaLinked waits until r, a replica, reports master_link_status:up.
 func (r *Redis) WaitReplicaLinked(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(readyTimeout)
+	deadline := time.Now().Add(dbproc.ReadyTimeout)
 	for {
 		info := r.Do(t, "INFO", "replication")
 		if strings.Contains(info, "master_link_status:up") {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("redis %v: replication link not up after %v:\n%s", r.Addr, readyTimeout, info)
+			t.Fatalf("redis %v: replication link not up after %v:\n%s", r.Addr, dbproc.ReadyTimeout, info)
 		}
 		time.Sleep(pollEvery)
 	}
@@ -164,7 +166,7 @@ func (r *Redis) WaitReplicaLinked(t testing.TB) {
 // fine.
 func (r *Redis) Stop(t testing.TB) {
 	t.Helper()
-	if err := r.srv.stop(); err != nil {
+	if err := r.srv.Stop(); err != nil {
 		t.Error(err)
 	}
 }
