@@ -8,101 +8,71 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
+
+	"sluice/internal/dbproc"
 )
 
 // The database servers the real-client scenarios drive. internal/dbtest
-// starts the same servers for tests, but through testing.TB (a failure
-// ends the test); the bench is a program, so it has its own small
-// starter here, with the settings a benchmark wants rather than a test's.
+// starts the same servers for tests, through testing.TB (a failure ends the
+// test) and with a test's settings (SCRAM logins, replicas); the bench is a
+// program and wants a benchmark's settings, so it has its own small
+// starters here. Running the processes (their own process group, a
+// parent-death signal, a port taken meanwhile tried again, readiness,
+// stopping with their children) is internal/dbproc's, shared by both.
 
 // dbServer is a PostgreSQL or Redis server the bench started and owns:
 // Close stops it and removes its files.
 type dbServer struct {
-	name    string // "postgres" or "redis": the relay it is reached by
-	addr    string // host:port on loopback
-	dir     string // its files; removed by Close
-	cmd     *exec.Cmd
-	stopSig syscall.Signal
-	logPath string
-	done    chan struct{} // closed when the process has been waited for
-	waitErr error
+	name string // "postgres" or "redis": the relay it is reached by
+	addr string // host:port on loopback
+	dir  string // its files; removed by Close
+	proc *dbproc.Process
 }
 
-// dbReadyTimeout bounds a server's start; generous, as the machine is
-// shared.
-const dbReadyTimeout = 60 * time.Second
-
 // Close stops the server (its stop signal, then SIGKILL to its process
-// group after ten seconds) and removes its directory.
+// group after dbproc.StopTimeout) and removes its directory.
 func (s *dbServer) Close() error {
-	syscall.Kill(s.cmd.Process.Pid, s.stopSig)
-	var err error
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		err = fmt.Errorf("stopping %s: killed after 10s", s.name)
-	}
+	err := s.proc.Stop()
 	// Postgres's children, or anything that outlived the server.
-	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	<-s.done
+	s.proc.Kill()
 	if rerr := os.RemoveAll(s.dir); rerr != nil && err == nil {
 		err = fmt.Errorf("removing %s files: %w", s.name, rerr)
 	}
 	return err
 }
 
-// startDB runs argv as a server in its own process group, its output in
-// dir, and waits until ready succeeds.
-func startDB(ctx context.Context, name, dir, addr string, cred *syscall.Credential, stopSig syscall.Signal,
-	ready func(ctx context.Context) error, argv ...string) (*dbServer, error) {
-	s := &dbServer{name: name, addr: addr, dir: dir, stopSig: stopSig,
-		logPath: filepath.Join(dir, name+".log"), done: make(chan struct{})}
-	logf, err := os.Create(s.logPath)
+// startDB runs a server on a free loopback port, another one if that port
+// is taken before the server binds it: args gives its arguments for a
+// port, ready says whether the server at an address answers. On failure
+// it stops the server but leaves dir to the caller.
+func startDB(ctx context.Context, name, dir string, o dbproc.Options, ready func(ctx context.Context, addr string) error,
+	bin string, args func(port string) []string) (*dbServer, error) {
+	o.Dir = dir
+	var s *dbServer
+	err := dbproc.WithFreePort(func(port uint16) error {
+		p := strconv.Itoa(int(port))
+		addr := net.JoinHostPort("127.0.0.1", p)
+		proc, err := dbproc.Start(name, o, bin, args(p)...)
+		if err != nil {
+			return err
+		}
+		err = proc.WaitReady(ctx, func(ctx context.Context) error { return ready(ctx, addr) })
+		if err != nil {
+			proc.Stop()
+			proc.Kill()
+			return err
+		}
+		s = &dbServer{name: name, addr: addr, dir: dir, proc: proc}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	defer logf.Close() // the child has its own copy
-	s.cmd = exec.Command(argv[0], argv[1:]...)
-	s.cmd.Dir, s.cmd.Stdout, s.cmd.Stderr = dir, logf, logf
-	// Pdeathsig is applied after the credentials change in the child, so
-	// it holds for a server run as postgres too.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: cred}
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	go func() { // joined by Close, which waits on done
-		s.waitErr = s.cmd.Wait()
-		close(s.done)
-	}()
-	deadline := time.Now().Add(dbReadyTimeout)
-	for {
-		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := ready(rctx)
-		cancel()
-		if err == nil {
-			return s, nil
-		}
-		select {
-		case <-s.done:
-			err = fmt.Errorf("starting %s: exited (%v): %s", name, s.waitErr, tail(s.logPath))
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-			if time.Now().Before(deadline) {
-				continue
-			}
-			err = fmt.Errorf("starting %s: not ready after %v: %w: %s", name, dbReadyTimeout, err, tail(s.logPath))
-		}
-		s.Close()
-		return nil, err
-	}
+	return s, nil
 }
 
 // startRedis starts a redis-server without persistence on a free loopback
@@ -112,15 +82,15 @@ func startRedis(ctx context.Context, bin string) (*dbServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting redis: %w", err)
 	}
-	addr, err := freePort()
+	s, err := startDB(ctx, "redis", dir, dbproc.Options{StopSignal: syscall.SIGTERM}, redisPing, bin,
+		func(port string) []string {
+			return []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+				"--dir", dir, "--daemonize", "no"}
+		})
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, err
 	}
-	_, port, _ := net.SplitHostPort(addr)
-	return startDB(ctx, "redis", dir, addr, nil, syscall.SIGTERM, func(ctx context.Context) error { return redisPing(ctx, addr) },
-		bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--daemonize", "no")
+	return s, err
 }
 
 // redisPing sends PING and expects +PONG.
@@ -165,7 +135,7 @@ const pgbenchScale = "1"
 // server refuses to run as root), starts it on a free loopback port with
 // trust authentication and fills pgbench's tables.
 func startPostgres(ctx context.Context, tools pgTools) (*dbServer, error) {
-	cred, err := postgresCredential()
+	cred, err := dbproc.PostgresCredential()
 	if err != nil {
 		return nil, err
 	}
@@ -173,11 +143,16 @@ func startPostgres(ctx context.Context, tools pgTools) (*dbServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting postgres: %w", err)
 	}
-	if cred != nil {
-		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("starting postgres: %w", err)
-		}
+	s, err := startPostgresIn(ctx, tools, dir, cred)
+	if err != nil {
+		os.RemoveAll(dir)
+	}
+	return s, err
+}
+
+func startPostgresIn(ctx context.Context, tools pgTools, dir string, cred *syscall.Credential) (*dbServer, error) {
+	if err := dbproc.ChownPostgres(dir); err != nil {
+		return nil, fmt.Errorf("starting postgres: %w", err)
 	}
 	data := filepath.Join(dir, "data")
 	initdb := exec.CommandContext(ctx, tools.bin("initdb"), "-D", data, "-U", "postgres", "--auth=trust",
@@ -185,27 +160,25 @@ func startPostgres(ctx context.Context, tools pgTools) (*dbServer, error) {
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
 	initdb.Dir = dir
 	if out, err := initdb.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting postgres: initdb: %w: %s", err, lastLines(out, 5))
 	}
-	addr, err := freePort()
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	argv := append([]string{tools.bin("postgres"), "-D", data, "-p", port, "-k", dir}, pgSettings...)
 	// SIGINT is a fast shutdown: sessions are ended, nothing is kept.
-	s, err := startDB(ctx, "postgres", dir, addr, cred, syscall.SIGINT, func(ctx context.Context) error {
-		return exec.CommandContext(ctx, tools.bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", port).Run()
-	}, argv...)
+	o := dbproc.Options{AsPostgres: true, StopSignal: syscall.SIGINT}
+	ready := func(ctx context.Context, addr string) error {
+		host, port, _ := net.SplitHostPort(addr)
+		return exec.CommandContext(ctx, tools.bin("pg_isready"), "-q", "-h", host, "-p", port).Run()
+	}
+	s, err := startDB(ctx, "postgres", dir, o, ready, tools.bin("postgres"), func(port string) []string {
+		return append([]string{"-D", data, "-p", port, "-k", dir}, pgSettings...)
+	})
 	if err != nil {
 		return nil, err
 	}
 	ini := exec.CommandContext(ctx, tools.bin("pgbench"), "-i", "-q", "-s", pgbenchScale)
-	ini.Env = append(os.Environ(), pgEnv(addr)...)
+	ini.Env = append(os.Environ(), pgEnv(s.addr)...)
 	if out, err := ini.CombinedOutput(); err != nil {
-		s.Close()
+		s.proc.Stop()
+		s.proc.Kill()
 		return nil, fmt.Errorf("starting postgres: pgbench -i: %w: %s", err, lastLines(out, 5))
 	}
 	return s, nil
@@ -220,24 +193,6 @@ func pgEnv(addr string) []string {
 		"PGSSLMODE=disable", "PGGSSENCMODE=disable", "PGCONNECT_TIMEOUT=10"}
 }
 
-// postgresCredential returns the postgres user's ids when we are root,
-// else nil: run as ourselves.
-func postgresCredential() (*syscall.Credential, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("looking up the postgres user (installed with postgresql): %w", err)
-	}
-	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("postgres user has ids %q:%q", u.Uid, u.Gid)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
 // pgTools is the directory of PostgreSQL's programs.
 type pgTools string
 
@@ -249,10 +204,7 @@ var errNoPostgres = errors.New("no /usr/lib/postgresql/*/bin with postgres, init
 // findPgTools finds PostgreSQL's programs: Debian keeps them in
 // /usr/lib/postgresql/VERSION/bin, off PATH; the newest version wins.
 func findPgTools() (pgTools, error) {
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	version := func(d string) int { v, _ := strconv.Atoi(filepath.Base(filepath.Dir(d))); return v }
-	slices.SortFunc(dirs, func(a, b string) int { return version(b) - version(a) })
-	for _, d := range dirs {
+	for _, d := range dbproc.PostgresBinDirs() {
 		ok := true
 		for _, p := range []string{"postgres", "initdb", "pg_isready", "pgbench"} {
 			if _, err := os.Stat(filepath.Join(d, p)); err != nil {
