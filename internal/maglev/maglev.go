@@ -90,17 +90,30 @@ func check(ids []string, weights []int, m int) error {
 		return fmt.Errorf("maglev: %d ids but %d weights", len(ids), len(weights))
 	case len(ids) > MaxBackends:
 		return fmt.Errorf("maglev: %d backends, more than %d", len(ids), MaxBackends)
-	case m < len(ids) || m > MaxSize:
-		return fmt.Errorf("%w: %d, want %d to %d", ErrTableSize, m, len(ids), MaxSize)
-	case !isPrime(m):
-		// A prime size makes every skip coprime with m, so each
-		// backend's permutation visits every slot (paper, section 3.4).
-		return fmt.Errorf("%w: %d is not prime", ErrTableSize, m)
+	}
+	if err := CheckSize(len(ids), m); err != nil {
+		return err
 	}
 	for i, w := range weights {
 		if w < 1 || w > MaxWeight {
 			return fmt.Errorf("maglev: backend %q: weight %d, want 1 to %d", ids[i], w, MaxWeight)
 		}
+	}
+	return nil
+}
+
+// CheckSize returns the error New would give for a table of size m over n
+// backends, or nil: m must be prime, at least n and at most MaxSize. A
+// caller whose backend set changes at run time checks a new set with it
+// before building anything.
+func CheckSize(n, m int) error {
+	switch {
+	case m < n || m > MaxSize:
+		return fmt.Errorf("%w: %d, want %d to %d", ErrTableSize, m, n, MaxSize)
+	case !isPrime(m):
+		// A prime size makes every skip coprime with m, so each
+		// backend's permutation visits every slot (paper, section 3.4).
+		return fmt.Errorf("%w: %d is not prime", ErrTableSize, m)
 	}
 	return nil
 }

@@ -17,13 +17,15 @@ const slowStartSteps = 10
 // until then.
 func (b *Backend) ReportFailure(err error) {
 	p := b.p
-	if p.passive <= 0 {
+	// The settings come with the selection, read without the lock.
+	passive := p.sel.Load().cfg.passive
+	if passive <= 0 {
 		return
 	}
 	// Only the failure that reaches the threshold ejects; those of
 	// connections already under way when it did just count on, and the
 	// count restarts when the ejection ends.
-	if b.failures.Add(1) != p.passive {
+	if b.failures.Add(1) != passive {
 		return
 	}
 	p.mu.Lock()
@@ -48,16 +50,16 @@ func (b *Backend) ReportSuccess() {
 // used.
 func (p *Pool) eject(b *Backend, err error, now time.Time) {
 	st := &b.st
-	if st.ejected {
+	if st.ejected || st.removed {
 		return
 	}
 	st.ejected, st.checksSince, st.passesSince = true, 0, 0
 	attrs := []slog.Attr{slog.String("pool", p.name), slog.String("backend", b.id),
-		slog.Int64("failures", p.passive)}
-	if !p.checked {
-		longest := p.backoff * maxBackoffFactor
+		slog.Int64("failures", p.cfg.passive)}
+	if !p.cfg.checked {
+		longest := p.cfg.backoff * maxBackoffFactor
 		if st.backoff == 0 || now.Sub(st.returned) > longest {
-			st.backoff = p.backoff
+			st.backoff = p.cfg.backoff
 		}
 		st.ejectUntil = now.Add(st.backoff)
 		attrs = append(attrs, slog.Duration("backoff", st.backoff))
@@ -67,8 +69,8 @@ func (p *Pool) eject(b *Backend, err error, now time.Time) {
 	if err != nil {
 		reason = err.Error()
 	}
-	attrs = append(attrs, slog.String("until", st.ejectedUntil(p.checked)), slog.String("reason", reason))
-	p.log.LogAttrs(context.Background(), slog.LevelWarn, "backend ejected", attrs...)
+	attrs = append(attrs, slog.String("until", st.ejectedUntil(p.cfg.checked)), slog.String("reason", reason))
+	p.cfg.log.LogAttrs(context.Background(), slog.LevelWarn, "backend ejected", attrs...)
 	p.apply(now)
 	p.poke()
 }
@@ -78,7 +80,7 @@ func (p *Pool) eject(b *Backend, err error, now time.Time) {
 func (p *Pool) leaveEjection(b *Backend, now time.Time, reason string) {
 	b.st.ejected, b.st.returned = false, now
 	b.failures.Store(0)
-	p.log.Info("backend back from ejection", slog.String("pool", p.name), slog.String("backend", b.id),
+	p.cfg.log.Info("backend back from ejection", slog.String("pool", p.name), slog.String("backend", b.id),
 		slog.String("reason", reason))
 }
 
@@ -127,7 +129,7 @@ func (p *Pool) advance(now time.Time) time.Time {
 	changed := false
 	for _, b := range p.backends {
 		st := &b.st
-		if st.ejected && !p.checked {
+		if st.ejected && !p.cfg.checked {
 			if now.Before(st.ejectUntil) {
 				soonest(st.ejectUntil)
 			} else {
@@ -136,7 +138,7 @@ func (p *Pool) advance(now time.Time) time.Time {
 			}
 		}
 		if !st.rampStart.IsZero() {
-			step := p.slow / slowStartSteps
+			step := p.cfg.slow / slowStartSteps
 			if k := min(1+int(now.Sub(st.rampStart)/step), slowStartSteps); k != st.rampStep {
 				st.rampStep, changed = k, true
 			}
@@ -164,7 +166,7 @@ func (p *Pool) apply(now time.Time) {
 			if s == StateUp {
 				// HAProxy's rule: no slow start on the first coming up,
 				// when every backend comes up together.
-				if st.everUp && p.slow >= slowStartSteps {
+				if st.everUp && p.cfg.slow >= slowStartSteps {
 					st.rampStart, st.rampStep = now, 1
 					ramp = true
 				}
@@ -177,12 +179,7 @@ func (p *Pool) apply(now time.Time) {
 			b.state.Store(uint32(s))
 		}
 	}
-	sel, err := p.build(now)
-	if err != nil {
-		// New built a table over all the backends, so the size fits
-		// any subset of them.
-		panic("pool: rebuilding " + p.name + ": " + err.Error())
-	}
+	sel := p.build()
 	p.sel.Store(sel)
 	p.logPool(sel)
 	if ramp {
@@ -196,12 +193,12 @@ func (p *Pool) logPool(sel *selection) {
 	anyUp := len(sel.up) > 0
 	switch {
 	case !anyUp && p.anyUp:
-		p.log.Warn("pool has no backend up", slog.String("pool", p.name), slog.String("why", sel.none))
+		p.cfg.log.Warn("pool has no backend up", slog.String("pool", p.name), slog.String("why", sel.none))
 	case anyUp && sel.backups && !p.backups:
-		p.log.Warn("pool is using its backup backends", slog.String("pool", p.name),
+		p.cfg.log.Warn("pool is using its backup backends", slog.String("pool", p.name),
 			slog.String("backends", backendList(sel.up)))
 	case anyUp && (!p.anyUp || p.backups) && !sel.backups:
-		p.log.Info("pool has backends up", slog.String("pool", p.name), slog.String("backends", backendList(sel.up)))
+		p.cfg.log.Info("pool has backends up", slog.String("pool", p.name), slog.String("backends", backendList(sel.up)))
 	}
 	p.anyUp, p.backups = anyUp, sel.backups
 }

@@ -16,8 +16,8 @@ func rampOf(p *Pool, b *Backend) int {
 	s := p.sel.Load()
 	for i, u := range s.up {
 		if u == b {
-			full := s.w[(i+1)%len(s.w)] / s.up[(i+1)%len(s.up)].Weight
-			return s.w[i] * slowStartSteps / (b.Weight * full)
+			full := s.w[(i+1)%len(s.w)] / s.up[(i+1)%len(s.up)].Weight()
+			return s.w[i] * slowStartSteps / (b.Weight() * full)
 		}
 	}
 	return 0

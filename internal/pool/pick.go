@@ -26,11 +26,11 @@ func (p *Pool) Pick(client netip.AddrPort, tried []*Backend) *Backend {
 	if len(tried) > 0 && allTried(s.up, tried) {
 		return nil
 	}
-	switch p.balance {
+	switch s.cfg.balance {
 	case LeastConn:
 		return s.leastLoaded(tried)
 	case Maglev:
-		return s.maglev(client, p.hashKey == ClientIPPort, tried)
+		return s.maglev(client, s.cfg.hashKey == ClientIPPort, tried)
 	case Random:
 		return s.random(tried)
 	default:

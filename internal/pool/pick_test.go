@@ -55,7 +55,7 @@ func TestRoundRobin(t *testing.T) {
 			// Smooth: a backend of the smallest weight never comes
 			// twice in a row, even across the end of a cycle.
 			for i := 1; i < len(got) && len(tt.weights) > 1; i++ {
-				if got[i] == got[i-1] && got[i].Weight == slices.Min(tt.weights) {
+				if got[i] == got[i-1] && got[i].Weight() == slices.Min(tt.weights) {
 					t.Fatalf("%s picked twice in a row at %d", got[i], i)
 				}
 			}
@@ -71,8 +71,8 @@ func TestLeastConnProportional(t *testing.T) {
 		p.Pick(client, nil).Acquire()
 	}
 	for _, b := range p.Backends() {
-		if want := int64(100 * b.Weight); b.Active() < want-1 || b.Active() > want+1 {
-			t.Errorf("%s (weight %d) holds %d connections, want %d±1", b, b.Weight, b.Active(), want)
+		if want := int64(100 * b.Weight()); b.Active() < want-1 || b.Active() > want+1 {
+			t.Errorf("%s (weight %d) holds %d connections, want %d±1", b, b.Weight(), b.Active(), want)
 		}
 	}
 }
@@ -117,11 +117,11 @@ func TestLeastConnTies(t *testing.T) {
 func chiSquare(p *Pool, counts map[*Backend]int, n int) float64 {
 	total := 0
 	for _, b := range p.Backends() {
-		total += b.Weight
+		total += b.Weight()
 	}
 	x := 0.0
 	for _, b := range p.Backends() {
-		want := float64(n) * float64(b.Weight) / float64(total)
+		want := float64(n) * float64(b.Weight()) / float64(total)
 		d := float64(counts[b]) - want
 		x += d * d / want
 	}

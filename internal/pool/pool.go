@@ -61,8 +61,8 @@ type Options struct {
 	// proxy may make to other backends of this pool. The pool only stores
 	// it. Zero means none; negative is an error.
 	Retries int
-	// Backends lists the pool's backends, at least one, with distinct
-	// addresses.
+	// Backends lists the pool's backends, with distinct addresses. It may
+	// be empty: the pool then has none to pick until Update gives some.
 	Backends []BackendOptions
 
 	// Checked says the backends have active health checks reporting to
@@ -118,27 +118,73 @@ func (o Options) tableSize() int {
 	return o.TableSize
 }
 
-// Backend is one backend of a pool. Its exported fields are set by New and
-// must not be changed afterwards.
+// settings is a pool's configuration as the pool uses it: immutable,
+// and replaced whole by Update. Pick reads it through the selection it
+// loads, so that the algorithm and the backends it picks among always
+// belong together; the setters read it under the pool's lock.
+type settings struct {
+	balance Balance
+	hashKey HashKey
+	table   int
+	retries int
+	checked bool
+	closeOn bool
+	slow    time.Duration
+	passive int64
+	backoff time.Duration
+	log     *slog.Logger
+}
+
+// settings returns o's pool-wide settings with the defaults filled in.
+func (o Options) settings() *settings {
+	s := &settings{
+		balance: o.Balance,
+		hashKey: o.HashKey,
+		table:   o.tableSize(),
+		retries: o.Retries,
+		checked: o.Checked,
+		closeOn: o.CloseOnDown,
+		slow:    o.SlowStart,
+		passive: int64(o.PassiveFailures),
+		backoff: o.passiveBackoff(),
+		log:     o.Logger,
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	return s
+}
+
+// Backend is one backend of a pool: its address, its configuration (what
+// BackendOptions gave, replaced by Update) and its run-time state (health,
+// ejection, slow start, live connections, the administrative state set
+// by SetAdmin), which Update carries over for every address it keeps.
+// Proxies hold on to a Backend for the life of each connection to it.
 type Backend struct {
-	// Addr is the address to connect to.
+	// Addr is the address to connect to. It is the backend's identity:
+	// it never changes, and Update keeps the Backend of an address that
+	// stays in the pool.
 	Addr netip.AddrPort
-	// Weight is the effective weight, 1 to MaxWeight.
-	Weight int
-	// Backup is set for a backend picked only while no other is up.
-	Backup bool
+
+	conf atomic.Pointer[BackendOptions] // configuration, replaced whole by Update
 
 	active   atomic.Int64  // live connections, for least_conn and random
 	up       atomic.Bool   // st.state == StateUp, for Up without the lock
 	state    atomic.Uint32 // st.state, for State without the lock
 	closing  atomic.Bool   // down in a CloseOnDown pool: its connections must go
 	failures atomic.Int64  // consecutive failed connections, for passive checks
+	removed  atomic.Bool   // st.removed, for Removed without the lock
 	p        *Pool
-	index    int    // position in Pool.backends, to check arguments
 	id       string // Addr.String(), the stable Maglev id, computed once
 
 	st backendState // guarded by p.mu
 }
+
+// Weight returns b's effective weight, 1 to MaxWeight.
+func (b *Backend) Weight() int { return b.conf.Load().weight() }
+
+// Backup reports whether b is picked only while no other backend is up.
+func (b *Backend) Backup() bool { return b.conf.Load().Backup }
 
 // Acquire counts a new live connection to b. Call it once a backend picked
 // for a connection is being used, and Release when that connection ends, so
@@ -164,78 +210,74 @@ func (b *Backend) String() string { return b.id }
 // Pool is a named set of backends and the state for picking one of them.
 // Its methods are safe for concurrent use.
 type Pool struct {
-	name     string
-	balance  Balance
-	hashKey  HashKey
-	table    int
-	retries  int
-	backends []*Backend
-	checked  bool
-	closeOn  bool
-	slow     time.Duration
-	passive  int64
-	backoff  time.Duration
-	log      *slog.Logger
+	name string
 
-	// sel is the selection state for the backends that are up. It is
-	// immutable and replaced whole by SetUp, so Pick reads it without a
-	// lock; mu only serialises the rebuilds.
+	// sel is the selection state for the backends that are up, with the
+	// settings it was built under. It is immutable and replaced whole on
+	// every change, so Pick reads it without a lock; mu only serialises
+	// the rebuilds.
 	sel atomic.Pointer[selection]
 	mu  sync.Mutex
 	// next is round robin's position in sel.seq. It survives rebuilds, so
 	// the rotation continues (at some offset) after a backend flaps.
 	next atomic.Uint64
+	wake chan struct{} // tells Run to look at the clock again; buffered, size 1
 
 	// Guarded by mu.
+	cfg      *settings
+	backends []*Backend // the pool's backends, in the order of the last Options
+	// gone holds the backends Update removed while they had live
+	// connections. An address that comes back before they end gets its
+	// Backend back, so least_conn still counts them.
+	gone    map[netip.AddrPort]*Backend
 	onDown  []func(*Backend)
-	anyUp   bool          // the last selection had a backend to pick
-	backups bool          // ... and it was made of backups
-	wake    chan struct{} // tells Run to look at the clock again; buffered, size 1
+	anyUp   bool // the last selection had a backend to pick
+	backups bool // ... and it was made of backups
 }
 
 // New checks o and builds a pool. Its backends start up, unless o.Checked
 // or their Admin state says otherwise. It reports every problem in o at
-// once.
+// once. A pool may start with no backends and get them from Update.
 func New(o Options) (*Pool, error) {
 	if err := o.check(); err != nil {
 		return nil, err
 	}
 	p := &Pool{
 		name:     o.Name,
-		balance:  o.Balance,
-		hashKey:  o.HashKey,
-		table:    o.tableSize(),
-		retries:  o.Retries,
+		cfg:      o.settings(),
 		backends: make([]*Backend, len(o.Backends)),
-		checked:  o.Checked,
-		closeOn:  o.CloseOnDown,
-		slow:     o.SlowStart,
-		passive:  int64(o.PassiveFailures),
-		backoff:  o.passiveBackoff(),
-		log:      o.Logger,
+		gone:     make(map[netip.AddrPort]*Backend),
 		wake:     make(chan struct{}, 1),
 	}
-	if p.log == nil {
-		p.log = slog.Default()
-	}
 	for i, bo := range o.Backends {
-		b := &Backend{Addr: bo.Addr, Weight: bo.weight(), Backup: bo.Backup, p: p, index: i, id: bo.Addr.String()}
-		b.st = backendState{admin: bo.Admin, healthy: !o.Checked}
-		b.st.state = b.st.effective()
-		b.st.everUp = b.st.state == StateUp
-		b.up.Store(b.st.state == StateUp)
-		b.state.Store(uint32(b.st.state))
-		p.backends[i] = b
+		p.backends[i] = p.newBackend(bo, true)
 	}
-	sel, err := p.build(time.Now())
-	if err != nil {
-		// Only Maglev's table size can fail here; check does not
-		// duplicate maglev's own validation of it.
-		return nil, fmt.Errorf("pool %q: %w", o.Name, err)
-	}
+	sel := p.build()
 	p.sel.Store(sel)
 	p.anyUp, p.backups = len(sel.up) > 0, sel.backups
 	return p, nil
+}
+
+// newBackend builds a backend of p with the state a new one starts in.
+// One of the pool's first backends (initial) starts as New's do: up unless
+// it is checked or not enabled, and without a slow start the first time it
+// comes up. A backend added later to a serving pool starts as not yet up,
+// so that apply brings it in through a slow start. The caller holds p.mu
+// (or owns p, in New).
+func (p *Pool) newBackend(bo BackendOptions, initial bool) *Backend {
+	b := &Backend{Addr: bo.Addr, p: p, id: bo.Addr.String()}
+	b.conf.Store(&bo)
+	b.st = backendState{admin: bo.Admin, healthy: !p.cfg.checked, initial: initial}
+	b.st.state = StateDown
+	if initial {
+		b.st.state = b.st.effective()
+		b.st.everUp = b.st.state == StateUp
+	} else {
+		b.st.everUp = true
+	}
+	b.up.Store(b.st.state == StateUp)
+	b.state.Store(uint32(b.st.state))
+	return b
 }
 
 // check returns every problem in o, joined.
@@ -257,8 +299,10 @@ func (o Options) check() error {
 		errs = append(errs, fmt.Errorf("negative slow start %v, passive failures %d or backoff %v",
 			o.SlowStart, o.PassiveFailures, o.PassiveBackoff))
 	}
-	if len(o.Backends) == 0 {
-		errs = append(errs, errors.New("no backends"))
+	if o.Balance == Maglev && o.TableSize >= 0 {
+		if err := maglev.CheckSize(len(o.Backends), o.tableSize()); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	seen := make(map[netip.AddrPort]int, len(o.Backends))
 	for i, b := range o.Backends {
@@ -290,8 +334,13 @@ func (p *Pool) Name() string { return p.name }
 
 // Retries returns Options.Retries: how many more backends a proxy may try
 // after a failed connect.
-func (p *Pool) Retries() int { return p.retries }
+func (p *Pool) Retries() int { return p.sel.Load().cfg.retries }
 
-// Backends returns the pool's backends, up or down, in the order given to
-// New. The slice must not be modified.
-func (p *Pool) Backends() []*Backend { return p.backends }
+// Backends returns the pool's backends, up or down, in the order of the
+// Options given to New or the last Update. The slice must not be
+// modified; Update replaces it rather than changing it.
+func (p *Pool) Backends() []*Backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.backends
+}

@@ -65,8 +65,8 @@ func TestNew(t *testing.T) {
 	if len(bs) != 2 || bs[0].String() != "10.0.0.1:80" || bs[1].Addr.String() != "10.0.0.2:80" {
 		t.Fatalf("Backends() = %v, want [10.0.0.1:80 10.0.0.2:80]", bs)
 	}
-	if bs[0].Weight != 1 || bs[1].Weight != 3 {
-		t.Errorf("weights = %d, %d, want 1 (from 0), 3", bs[0].Weight, bs[1].Weight)
+	if bs[0].Weight() != 1 || bs[1].Weight() != 3 {
+		t.Errorf("weights = %d, %d, want 1 (from 0), 3", bs[0].Weight(), bs[1].Weight())
 	}
 	if !bs[0].Up() || !bs[1].Up() {
 		t.Error("a new pool's backends are not up")
@@ -83,8 +83,7 @@ func TestNewErrors(t *testing.T) {
 		want []string // every one must appear: all problems are reported at once
 		size bool     // errors.Is(err, maglev.ErrTableSize)
 	}{
-		{"no backends", Options{Name: "x"}, []string{`pool "x"`, "no backends"}, false},
-		{"weight too large", Options{Backends: backends(1, MaxWeight+1)}, []string{"backend 1 (10.0.0.2:80): weight 257"}, false},
+		{"weight too large", Options{Name: "x", Backends: backends(1, MaxWeight+1)}, []string{`pool "x"`, "backend 1 (10.0.0.2:80): weight 257"}, false},
 		{"negative weight", Options{Backends: backends(-1)}, []string{"weight -1"}, false},
 		{"address", Options{Backends: bad}, []string{"backend 1: 10.0.0.1:80 duplicates backend 0", "backend 2: invalid address"}, false},
 		{"port 0", Options{Backends: []BackendOptions{{Addr: netip.MustParseAddrPort("10.0.0.1:0")}}}, []string{"invalid address"}, false},
@@ -111,6 +110,18 @@ func TestNewErrors(t *testing.T) {
 				t.Errorf("errors.Is(err, maglev.ErrTableSize) = %v, want %v", got, tt.size)
 			}
 		})
+	}
+}
+
+// TestNewEmpty checks that a pool may start with no backends, as a
+// discovered pool whose first resolution failed does, and says so.
+func TestNewEmpty(t *testing.T) {
+	p := mustNew(t, Options{Name: "x", Balance: Maglev})
+	if b := p.Pick(netip.MustParseAddrPort("192.0.2.1:1000"), nil); b != nil {
+		t.Errorf("Pick = %v, want nil", b)
+	}
+	if got, want := p.Unavailable(), `pool "x" has no backend up:`; got != want {
+		t.Errorf("Unavailable() = %q, want %q", got, want)
 	}
 }
 

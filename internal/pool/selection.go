@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"sluice/internal/maglev"
 )
@@ -15,6 +14,8 @@ import (
 // state replaces it whole, so a Pick sees either the old set or the new
 // one, never a mix.
 type selection struct {
+	// cfg is the pool's settings the selection was built under.
+	cfg *settings
 	// up holds the backends that are up, in the order given to New: the
 	// non-backup ones, or the backups if none of those is up.
 	up      []*Backend
@@ -39,17 +40,21 @@ type selection struct {
 	none string
 }
 
-// build computes the selection for the backends' current states. The
-// caller holds p.mu (or owns p, in New).
-func (p *Pool) build(now time.Time) (*selection, error) {
-	s := &selection{}
+// build computes the selection for the backends' current states and the
+// pool's settings. The caller holds p.mu (or owns p, in New). It cannot
+// fail: Options.check has checked the Maglev table size against every
+// backend, and the selection holds at most those.
+func (p *Pool) build() *selection {
+	s := &selection{cfg: p.cfg}
 	unchecked := false // a non-backup backend awaits its first check
 	for _, b := range p.backends {
 		switch {
-		case b.Backup:
+		case b.Backup():
 		case b.st.state == StateUp:
 			s.up = append(s.up, b)
-		case p.checked && !b.st.known && b.st.admin == Enabled:
+		case p.cfg.checked && !b.st.known && b.st.admin == Enabled && b.st.initial:
+			// One added by Update to a serving pool does not hold
+			// back backups that are standing in already.
 			unchecked = true
 		}
 	}
@@ -66,10 +71,10 @@ func (p *Pool) build(now time.Time) (*selection, error) {
 	}
 	if len(s.up) == 0 {
 		s.none = p.noneReason()
-		return s, nil
+		return s
 	}
 	s.w = rampedWeights(s.up)
-	switch p.balance {
+	switch p.cfg.balance {
 	case RoundRobin:
 		s.seq = smoothSequence(s.w)
 	case Random:
@@ -79,14 +84,14 @@ func (p *Pool) build(now time.Time) (*selection, error) {
 		for i, b := range s.up {
 			ids[i] = b.id
 		}
-		t, err := maglev.New(ids, s.w, p.table)
+		t, err := maglev.New(ids, s.w, p.cfg.table)
 		if err != nil {
-			return nil, err
+			panic("pool: building " + p.name + ": " + err.Error())
 		}
 		s.table = t
 		s.less = make([]lazySelection, len(s.up))
 	}
-	return s, nil
+	return s
 }
 
 // lazySelection is a selection built on first use, once.
@@ -118,6 +123,7 @@ func (s *selection) without(b *Backend) *selection {
 // so the table is the one build would make once that backend is down.
 func (s *selection) remove(i int) *selection {
 	t := &selection{
+		cfg:     s.cfg,
 		up:      slices.Delete(slices.Clone(s.up), i, i+1),
 		backups: s.backups,
 		w:       slices.Delete(slices.Clone(s.w), i, i+1),
@@ -144,7 +150,7 @@ func rampedWeights(bs []*Backend) []int {
 	w := make([]int, len(bs))
 	ramping := false
 	for i, b := range bs {
-		w[i] = b.Weight
+		w[i] = b.Weight()
 		ramping = ramping || b.st.rampStep > 0 && b.st.rampStep < slowStartSteps
 	}
 	if !ramping {
@@ -169,13 +175,13 @@ func (p *Pool) noneReason() string {
 			sb.WriteByte(',')
 		}
 		fmt.Fprintf(&sb, " %s %s", b.id, b.st.state)
-		if b.Backup {
+		if b.Backup() {
 			sb.WriteString(" backup")
 		}
 		switch {
 		case b.st.state != StateDown:
 		case b.st.ejected:
-			fmt.Fprintf(&sb, " (ejected after connection failures, until %s)", b.st.ejectedUntil(p.checked))
+			fmt.Fprintf(&sb, " (ejected after connection failures, until %s)", b.st.ejectedUntil(p.cfg.checked))
 		case b.st.reason != "":
 			fmt.Fprintf(&sb, " (%s)", b.st.reason)
 		case !b.st.known:

@@ -83,7 +83,9 @@ type backendState struct {
 	backoff     time.Duration // length of the next ejection without active checks; 0: the pool's first
 	returned    time.Time     // when the last ejection ended
 
-	everUp    bool      // has been up since the pool was built
+	initial   bool      // one of the pool's first backends, as opposed to one Update added
+	removed   bool      // Update removed it: it drains, and reports on it are ignored
+	everUp    bool      // has been up since the pool was built, or was added by Update
 	rampStart time.Time // slow start began; zero: full weight
 	rampStep  int       // slow start step in the current selection, 1..slowStartSteps
 
@@ -129,10 +131,16 @@ func (b *Backend) State() State { return State(b.state.Load()) }
 // callbacks is closed too.
 func (b *Backend) Closing() bool { return b.closing.Load() }
 
-// mine panics unless b is one of p's backends: a foreign backend is a bug
-// in the caller that would corrupt both pools' selections.
+// Removed reports whether Update has removed b from its pool: it gets no
+// new connections, and its live ones go on until they end or its owner
+// closes them. It takes no lock.
+func (b *Backend) Removed() bool { return b.removed.Load() }
+
+// mine panics unless b is one of p's backends, current or removed: a
+// foreign backend is a bug in the caller that would corrupt both pools'
+// selections.
 func (p *Pool) mine(b *Backend, op string) {
-	if b.index >= len(p.backends) || p.backends[b.index] != b {
+	if b.p != p {
 		panic("pool: " + op + " of backend " + b.id + " that is not in pool " + p.name)
 	}
 }
@@ -169,10 +177,15 @@ func (p *Pool) ReportCheck(b *Backend, r CheckResult) {
 	now := time.Now()
 	p.mu.Lock()
 	st := &b.st
+	if st.removed {
+		// A checker racing its own stop after Update removed b.
+		p.mu.Unlock()
+		return
+	}
 	first := !st.known
 	st.known, st.rise = true, max(r.Rise, 1)
 	ends := false
-	if st.ejected && p.checked {
+	if st.ejected && p.cfg.checked {
 		st.checksSince++
 		st.passesSince = min(r.Passes, st.checksSince)
 		ends = st.passesSince >= st.rise
@@ -192,8 +205,8 @@ func (p *Pool) ReportCheck(b *Backend, r CheckResult) {
 		p.mu.Unlock()
 		return
 	}
-	notify := !r.Up && p.closeOn && !b.closing.Load()
-	b.closing.Store(!r.Up && p.closeOn)
+	notify := !r.Up && p.cfg.closeOn && !b.closing.Load()
+	b.closing.Store(!r.Up && p.cfg.closeOn)
 	p.apply(now)
 	callbacks := p.onDown
 	p.mu.Unlock()
@@ -221,16 +234,18 @@ func (p *Pool) SetHealth(b *Backend, up bool, reason string) {
 func (p *Pool) SetUp(b *Backend, up bool) { p.SetHealth(b, up, "") }
 
 // SetAdmin sets b's administrative state. Draining and maintenance stop new
-// connections to b at once; its existing connections go on.
+// connections to b at once; its existing connections go on. The state
+// outlives an Update that leaves b's configured Admin as it was; one that
+// changes it replaces it. A backend Update removed stays removed.
 func (p *Pool) SetAdmin(b *Backend, a Admin) {
 	p.mine(b, "SetAdmin")
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if b.st.admin == a {
+	if b.st.admin == a || b.st.removed {
 		return
 	}
 	b.st.admin = a
-	p.log.Info("backend admin state", slog.String("pool", p.name), slog.String("backend", b.id),
+	p.cfg.log.Info("backend admin state", slog.String("pool", p.name), slog.String("backend", b.id),
 		slog.String("admin", a.String()))
 	p.apply(time.Now())
 }
@@ -259,7 +274,7 @@ func (p *Pool) logHealth(b *Backend, r CheckResult) {
 	switch {
 	case r.Up && b.st.ejected:
 		level, msg = slog.LevelInfo, "backend passed its checks, still ejected"
-		attrs = append(attrs, slog.String("until", b.st.ejectedUntil(p.checked)))
+		attrs = append(attrs, slog.String("until", b.st.ejectedUntil(p.cfg.checked)))
 	case r.Up:
 		level, msg = slog.LevelInfo, "backend up"
 	}
@@ -267,5 +282,5 @@ func (p *Pool) logHealth(b *Backend, r CheckResult) {
 		// Expected while the backend is worked on.
 		level = slog.LevelDebug
 	}
-	p.log.LogAttrs(context.Background(), level, msg, attrs...)
+	p.cfg.log.LogAttrs(context.Background(), level, msg, attrs...)
 }
