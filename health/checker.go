@@ -148,6 +148,10 @@ type checker struct {
 	target Target
 	log    *slog.Logger
 	first  chan struct{} // closed after the first verdict, or when run returns
+
+	// Set by the Monitor when it starts the checker, under its lock.
+	cancel context.CancelFunc // stops this checker alone
+	done   chan struct{}      // closed when run has returned
 }
 
 // run checks until ctx ends. Checks start at a fixed rate, so a backend

@@ -396,3 +396,59 @@ func TestWaitFirst(t *testing.T) {
 		t.Errorf("WaitFirst on a stopped monitor: %v", err)
 	}
 }
+
+// TestRemove checks that Remove stops the checker of one target, cutting
+// its check short, while the others go on; and that a checker removed
+// before Start neither runs nor holds up WaitFirst.
+func TestRemove(t *testing.T) {
+	started := make(chan struct{}, 1)
+	hang := proberFunc(func(ctx context.Context, _ netip.AddrPort) error {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	var m Monitor
+	defer m.Stop()
+	gone, kept, early := &recorder{}, &recorder{}, &recorder{}
+	m.Add(Check{Prober: hang, Addr: netip.MustParseAddrPort("127.0.0.1:1"), Interval: time.Hour, Timeout: time.Hour}, gone)
+	m.Add(Check{Prober: TCP{}, Addr: listenTCP(t, nil), Interval: 10 * time.Millisecond}, kept)
+	m.Add(Check{Prober: TCP{}, Addr: listenTCP(t, nil), Interval: 10 * time.Millisecond}, early)
+	if n := m.Remove(early); n != 1 {
+		t.Errorf("Remove before Start = %d, want 1", n)
+	}
+	m.Start()
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no check started within the first-check spread")
+	}
+	done := make(chan int)
+	go func() { done <- m.Remove(gone) }()
+	select {
+	case n := <-done:
+		if n != 1 {
+			t.Errorf("Remove = %d, want 1", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Remove waited for the check")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.WaitFirst(ctx); err != nil {
+		t.Fatalf("WaitFirst with removed checkers: %v", err)
+	}
+	n := len(kept.all())
+	waitFor(t, 5*time.Second, "more verdicts on the kept target", func() bool { return len(kept.all()) > n+2 })
+	if v := gone.all(); len(v) != 0 {
+		t.Errorf("verdicts %v on the removed target", v)
+	}
+	if v := early.all(); len(v) != 0 {
+		t.Errorf("verdicts %v on the target removed before Start", v)
+	}
+	if n := m.Remove(gone); n != 0 {
+		t.Errorf("second Remove = %d, want 0", n)
+	}
+}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 )
 
 // Monitor owns the checkers of a set of backends: one goroutine each,
-// started by Start and stopped and joined by Stop.
+// started by Start (or by Add, after it) and stopped and joined by Stop, or
+// one target at a time by Remove.
 type Monitor struct {
 	// Logger receives a debug line for every failed check. Nil means
 	// slog.Default(). State changes are the Target's to log.
@@ -46,7 +48,7 @@ func (m *Monitor) Add(c Check, t Target) error {
 	case m.stopped:
 		return ErrStopped
 	case m.ctx != nil:
-		m.wg.Go(func() { ch.run(m.ctx) })
+		m.launch(ch)
 	default:
 		m.pending = append(m.pending, ch)
 	}
@@ -63,9 +65,55 @@ func (m *Monitor) Start() {
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	for _, ch := range m.pending {
-		m.wg.Go(func() { ch.run(m.ctx) })
+		m.launch(ch)
 	}
 	m.pending = nil
+}
+
+// launch starts ch under its own context, so that Remove can stop it
+// alone. The caller holds m.mu, after Start.
+func (m *Monitor) launch(ch *checker) {
+	ctx, cancel := context.WithCancel(m.ctx)
+	ch.cancel, ch.done = cancel, make(chan struct{})
+	m.wg.Go(func() {
+		defer close(ch.done)
+		defer cancel()
+		ch.run(ctx)
+	})
+}
+
+// Remove stops the checkers reporting to t, cutting short a check under
+// way, and waits for them: once it returns, t hears nothing more from
+// them. A pool calls it for the backends it no longer has, while the
+// checkers of the others go on with their verdicts. t is compared with
+// the Targets given to Add by ==, so it must be of a comparable type (a
+// pointer, or a struct of pointers). It returns how many it stopped.
+func (m *Monitor) Remove(t Target) int {
+	m.mu.Lock()
+	var stopped []*checker
+	m.all = slices.DeleteFunc(m.all, func(ch *checker) bool {
+		if ch.target != t {
+			return false
+		}
+		stopped = append(stopped, ch)
+		return true
+	})
+	m.pending = slices.DeleteFunc(m.pending, func(ch *checker) bool { return ch.target == t })
+	for _, ch := range stopped {
+		if ch.cancel != nil {
+			ch.cancel()
+		}
+	}
+	m.mu.Unlock()
+	for _, ch := range stopped {
+		if ch.done != nil {
+			<-ch.done
+		} else {
+			// Never started: WaitFirst must not wait for it.
+			close(ch.first)
+		}
+	}
+	return len(stopped)
 }
 
 // Stop stops every checker, cutting short the checks under way, and waits
