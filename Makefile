@@ -62,6 +62,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./config
 	$(GO) test -run '^$$' -fuzz FuzzScanLines -fuzztime 60s ./config
 	$(GO) test -run '^$$' -fuzz FuzzParseDNSReply -fuzztime 60s ./health
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./discover
 
 clean:
 	rm -f sluice
