@@ -153,8 +153,10 @@ type Pool struct {
 	// 0 to 100.
 	Retries int
 	// Backends are in file order; there is at least one, and no address
-	// appears twice.
+	// appears twice. It is empty when Discover is set.
 	Backends []Backend
+	// Discover, if not nil, says where in DNS the backends are found.
+	Discover *Discover
 	// OnDown says whether a backend's connections are closed when its
 	// health checks mark it down.
 	OnDown OnDown

@@ -47,11 +47,13 @@ func (d *decoder) pools(top *table) []Pool {
 func (d *decoder) pool(t *table) Pool {
 	p := defaultPool(t.name)
 	t.allow("balance", "hash_key", "table_size", "retries", "backends",
-		"on_down", "slow_start", "passive_failures", "passive_backoff", "health")
+		"on_down", "slow_start", "passive_failures", "passive_backoff", "health", "discover")
 	balanceOK := t.text("balance", &p.Balance) || !t.has("balance")
 	t.integer("retries", 0, maxRetries, &p.Retries)
 	t.poolHealth(&p)
-	p.Backends = d.backends(t, p.Health)
+	if p.Discover = t.discover(); !t.has("discover") {
+		p.Backends = d.backends(t, p.Health)
+	}
 	if balanceOK { // else the errors below would only echo the bad balance
 		t.maglev(&p)
 	}
