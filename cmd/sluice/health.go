@@ -31,29 +31,38 @@ func newChecks(cfg *config.Config, pools map[string]*pool.Pool, log *slog.Logger
 		p := pools[pc.Name]
 		c.pools = append(c.pools, p)
 		for i, bc := range pc.Backends {
-			if bc.Health == nil {
-				continue
-			}
-			prober, err := newProber(bc.Health)
-			if err != nil {
-				return nil, fmt.Errorf("pool %s: backend %s: %w", pc.Name, bc.Address, err)
-			}
-			check := health.Check{
-				Prober:   prober,
-				Addr:     bc.Health.Address,
-				Interval: bc.Health.Interval,
-				Timeout:  bc.Health.Timeout,
-				Jitter:   bc.Health.Jitter,
-				Rise:     bc.Health.Rise,
-				Fall:     bc.Health.Fall,
-			}
-			if err := c.monitor.Add(check, target{p, p.Backends()[i]}); err != nil {
+			if err := c.add(pc.Name, p, p.Backends()[i], bc.Health); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return c, nil
 }
+
+// add checks backend b of pool p as h says; nil h means no checks.
+func (c *checks) add(name string, p *pool.Pool, b *pool.Backend, h *config.Health) error {
+	if h == nil {
+		return nil
+	}
+	prober, err := newProber(h)
+	if err != nil {
+		return fmt.Errorf("pool %s: backend %s: %w", name, b.Addr, err)
+	}
+	check := health.Check{
+		Prober:   prober,
+		Addr:     h.Address,
+		Interval: h.Interval,
+		Timeout:  h.Timeout,
+		Jitter:   h.Jitter,
+		Rise:     h.Rise,
+		Fall:     h.Fall,
+	}
+	return c.monitor.Add(check, target{p, b})
+}
+
+// remove stops checking backend b of pool p, which p no longer has; the
+// checks of its other backends go on with their verdicts.
+func (c *checks) remove(p *pool.Pool, b *pool.Backend) { c.monitor.Remove(target{p, b}) }
 
 // closeOnDown makes each TCP server close the connections of a backend
 // that its pool's checks mark down, in pools with on_down = "close".

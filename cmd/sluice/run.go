@@ -56,6 +56,7 @@ type instance struct {
 	servers []server
 	done    chan error // one Serve result per server
 	checks  *checks
+	disc    *discovery
 }
 
 // server is one listener's proxy: an *l4.Server or a *udp.Server.
@@ -79,8 +80,11 @@ type opened struct {
 // serving, so a bind failure leaves nothing half-started.
 func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 	pools := make(map[string]*pool.Pool, len(cfg.Pools))
+	disc := newDiscovery(cfg, log)
 	for _, pc := range cfg.Pools {
-		p, err := pool.New(poolOptions(pc, log))
+		o := poolOptions(pc, log)
+		disc.resolve(pc, &o)
+		p, err := pool.New(o)
 		if err != nil {
 			return nil, fmt.Errorf("pool %s: %w", pc.Name, err)
 		}
@@ -96,6 +100,9 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 	}
 	warnUDPSessions(cfg, fdLimit, log)
 	checks, err := newChecks(cfg, pools, log)
+	if err == nil {
+		err = disc.checkAll(checks, pools)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +123,7 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 		}
 		all = append(all, o)
 	}
-	in := &instance{done: make(chan error, len(all)), checks: checks}
+	in := &instance{done: make(chan error, len(all)), checks: checks, disc: disc}
 	var tcp []*l4.Server
 	for _, o := range all {
 		if s, ok := o.srv.(*l4.Server); ok {
@@ -125,6 +132,7 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 	}
 	closeOnDown(cfg, pools, tcp)
 	checks.start()
+	disc.start(pools, tcp, checks)
 	for _, o := range all {
 		in.servers = append(in.servers, o.srv)
 		go func() { in.done <- o.serve() }()
@@ -194,6 +202,8 @@ func poolOptions(pc config.Pool, log *slog.Logger) pool.Options {
 
 // shutdown drains every server until ctx ends, then closes what is left.
 func (in *instance) shutdown(ctx context.Context) error {
+	// The backend sets stay as they are through the drain.
+	in.disc.stop()
 	errs := make(chan error, len(in.servers))
 	for _, s := range in.servers {
 		go func() { errs <- s.Shutdown(ctx) }()
