@@ -76,10 +76,28 @@ func (d *dnsmasqServer) kill() {
 	}
 }
 
+// acceptCounts counts the connections each named backend accepted, by IP.
+type acceptCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (a *acceptCounts) add(ip string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.n[ip]++
+}
+
+func (a *acceptCounts) of(ip string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n[ip]
+}
+
 // namedBackends runs a TCP server on each of ips at one port, greeting
 // each client with its own address and then echoing, until the test ends.
-// It returns the port.
-func namedBackends(t *testing.T, ips ...string) int {
+// It returns the port and the count of connections each accepted.
+func namedBackends(t *testing.T, ips ...string) (int, *acceptCounts) {
 	t.Helper()
 	for range 50 {
 		first, err := net.Listen("tcp", net.JoinHostPort(ips[0], "0"))
@@ -99,17 +117,19 @@ func namedBackends(t *testing.T, ips ...string) int {
 			closeAll(lns)
 			continue
 		}
-		for _, ln := range lns {
-			serveNamed(t, ln)
+		counts := &acceptCounts{n: map[string]int{}}
+		for i, ln := range lns {
+			serveNamed(t, ln, func() { counts.add(ips[i]) })
 		}
-		return port
+		return port, counts
 	}
 	t.Fatal("no port free on every address")
-	return 0
+	return 0, nil
 }
 
-// serveNamed greets each client of ln with ln's address, then echoes.
-func serveNamed(t *testing.T, ln net.Listener) {
+// serveNamed greets each client of ln with ln's address, then echoes;
+// accepted is called for each.
+func serveNamed(t *testing.T, ln net.Listener, accepted func()) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
@@ -119,6 +139,7 @@ func serveNamed(t *testing.T, ln net.Listener) {
 			if err != nil {
 				return
 			}
+			accepted()
 			mu.Lock()
 			conns[c] = true
 			mu.Unlock()
@@ -188,7 +209,7 @@ func only(seen map[string]int, want ...string) bool {
 // until drain_timeout closes it, and the kept one keeps its verdict. Then
 // the resolver dies and the last good set stays.
 func TestDiscoveryHostRecords(t *testing.T) {
-	port := namedBackends(t, "127.0.0.21", "127.0.0.22", "127.0.0.23")
+	port, accepts := namedBackends(t, "127.0.0.21", "127.0.0.22", "127.0.0.23")
 	hosts := filepath.Join(t.TempDir(), "hosts")
 	writeHosts := func(ips ...string) {
 		var b strings.Builder
@@ -259,9 +280,16 @@ interval = "1s"
 		t.Errorf("closed %v after the change, want drain_timeout (3s)", d)
 	}
 	p.waitOutput(t, fmt.Sprintf(`msg="closing the connections of a removed backend" pool=db backend=127.0.0.21:%d connections=1`, port))
+	// The removed backend is no longer checked: while the kept one gets
+	// three more checks (300ms apart), it gets none.
+	removed, kept := accepts.of("127.0.0.21"), accepts.of("127.0.0.22")
+	waitFor(t, 10*time.Second, "three checks of the kept backend", func() bool { return accepts.of("127.0.0.22") >= kept+3 })
+	if n := accepts.of("127.0.0.21") - removed; n != 0 {
+		t.Errorf("the removed backend was checked %d more times", n)
+	}
 	// The kept backend kept its verdict: up once, at start, never again.
-	kept := fmt.Sprintf("pool=db backend=127.0.0.22:%d", port)
-	if n := strings.Count(p.out.String(), "msg=\"backend up\" "+kept); n != 1 || strings.Contains(p.out.String(), "msg=\"backend down\" "+kept) {
+	keptLog := fmt.Sprintf("pool=db backend=127.0.0.22:%d", port)
+	if n := strings.Count(p.out.String(), "msg=\"backend up\" "+keptLog); n != 1 || strings.Contains(p.out.String(), "msg=\"backend down\" "+keptLog) {
 		t.Errorf("127.0.0.22 came up %d times, want once (its first check), and never down:\n%s", n, p.out)
 	}
 
@@ -285,7 +313,7 @@ interval = "1s"
 // priority makes a backup, and that a change of records (dnsmasq restarted
 // with new ones: it reads SRV records only at start) is followed.
 func TestDiscoverySRV(t *testing.T) {
-	port := namedBackends(t, "127.0.0.31", "127.0.0.32", "127.0.0.33")
+	port, _ := namedBackends(t, "127.0.0.31", "127.0.0.32", "127.0.0.33")
 	records := func(lines ...string) []string {
 		args := []string{"--local-ttl=1", "--host-record=t1.db.test,127.0.0.31", "--host-record=t2.db.test,127.0.0.32",
 			"--host-record=t3.db.test,127.0.0.33"}
