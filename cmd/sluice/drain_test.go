@@ -281,7 +281,7 @@ func TestPgbenchUnderDrain(t *testing.T) {
 	env := append(primary.Env(), "PGHOST=127.0.0.1", "PGPORT="+portString(addr))
 	run := func(app string, args ...string) *client {
 		return startClient(t, append(env, "PGAPPNAME="+app), pgbench,
-			append([]string{"-n", "-S", "-j", "2", "-T", "4"}, args...)...)
+			append([]string{"-n", "-S", "-j", "2", "-T", "8"}, args...)...)
 	}
 	started := time.Now()
 	steady := run("steady", "-c", "4")
