@@ -62,7 +62,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./config
 	$(GO) test -run '^$$' -fuzz FuzzScanLines -fuzztime 60s ./config
 	$(GO) test -run '^$$' -fuzz FuzzParseDNSReply -fuzztime 60s ./health
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./discover
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/discover
 
 clean:
 	rm -f sluice

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
-	"sluice/discover"
+	"sluice/internal/discover"
 )
 
 // Discover is a pool's [pools.NAME.discover] table: its backends come

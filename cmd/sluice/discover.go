@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"sluice/config"
-	"sluice/discover"
+	"sluice/internal/discover"
 	"sluice/internal/pool"
 	"sluice/l4"
 )
