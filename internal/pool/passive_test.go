@@ -26,7 +26,10 @@ func rampOf(p *Pool, b *Backend) int {
 func TestSlowStart(t *testing.T) {
 	for _, bal := range allBalances {
 		t.Run(bal.String(), func(t *testing.T) {
-			const slow = 200 * time.Millisecond
+			t.Parallel()
+			// Steps of 50 ms: long enough that a poll on a loaded
+			// machine does not miss most of them.
+			const slow = 500 * time.Millisecond
 			p, _ := newLogged(t, Options{Balance: bal, Checked: true, SlowStart: slow, TableSize: 1009, Backends: backends(2, 2)})
 			runPool(t, p)
 			a, b := p.Backends()[0], p.Backends()[1]
