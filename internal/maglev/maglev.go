@@ -216,6 +216,16 @@ func (t *Table) Lookup(h uint64) int {
 	return int(t.entries[t.slot(h)])
 }
 
+// Probe returns the index, into the ids passed to New, of the backend
+// owning the slot k slots after the one of key hash h, wrapping around:
+// Probe(h, 0) is Lookup(h). A caller that cannot use Lookup's backend walks
+// on with k = 1, 2, ...; the slots it meets belong to every backend in
+// proportion to weight, and each backend owns at least one. It does not
+// allocate.
+func (t *Table) Probe(h uint64, k int) int {
+	return int(t.entries[(t.slot(h)+k)%len(t.entries)])
+}
+
 // slot maps h onto [0, m) by Lemire's multiply-shift, which is cheaper than
 // a modulo by a variable and uses h's high bits, well mixed by HashAddr.
 func (t *Table) slot(h uint64) int {

@@ -216,3 +216,22 @@ func TestPrime(t *testing.T) {
 		}
 	}
 }
+
+// TestProbe checks that Probe starts at Lookup's slot and that one turn of
+// the table from any slot meets every backend, as a walk past failed
+// backends relies on.
+func TestProbe(t *testing.T) {
+	tb := mustNew(t, backendIDs(7), []int{1, 1, 1, 1, 1, 1, 200}, 1009)
+	for _, h := range []uint64{0, 1, 1 << 63, ^uint64(0)} {
+		if got, want := tb.Probe(h, 0), tb.Lookup(h); got != want {
+			t.Errorf("Probe(%#x, 0) = %d, Lookup = %d", h, got, want)
+		}
+		seen := make(map[int]bool)
+		for k := range tb.Size() {
+			seen[tb.Probe(h, k)] = true
+		}
+		if len(seen) != 7 {
+			t.Errorf("one turn from %#x met %d of 7 backends", h, len(seen))
+		}
+	}
+}

@@ -13,8 +13,9 @@ import (
 // backends in tried (those this connection already failed to connect to),
 // or nil if none is left. It does not allocate or take a lock: it runs for
 // every connection. The one exception is a Maglev retry: the first after a
-// change of state that skips a given backend builds the table without it,
-// and concurrent ones wait for that build (see selection.without).
+// change of state that skips a given backend, or pair of backends, builds
+// the table without them, and concurrent ones wait for that build (see
+// selection.without).
 func (p *Pool) Pick(client netip.AddrPort, tried []*Backend) *Backend {
 	s := p.sel.Load()
 	if len(s.up) == 0 {
@@ -123,13 +124,56 @@ func compareLoad(a int64, wa int, b int64, wb int) int {
 
 // maglev looks client up in the Maglev table; on a retry, in the table
 // without the backends already tried, so that the client goes where every
-// host sends it once those backends are marked down. Pick has checked that
-// some backend is left.
+// host sends it once those backends are marked down. Tables leave out at
+// most two backends (see selection.less): after three or more failures
+// the client walks on from its slot in the table without the two tried
+// backends of lowest id to the first slot of an untried one, the same walk
+// on every host. Pick has checked that some backend is left.
 func (s *selection) maglev(client netip.AddrPort, withPort bool, tried []*Backend) *Backend {
-	for _, b := range tried {
-		s = s.without(b)
+	h := maglev.HashAddr(client, withPort)
+	if len(tried) == 0 {
+		return s.up[s.table.Lookup(h)]
 	}
-	return s.up[s.table.Lookup(maglev.HashAddr(client, withPort))]
+	i, j, n := s.lowestTwo(tried)
+	if i < 0 {
+		return s.up[s.table.Lookup(h)]
+	}
+	t := s.without(i, j)
+	if n <= 2 {
+		return t.up[t.table.Lookup(h)]
+	}
+	// Every backend owns a slot of t (maglev's fill gives each one in
+	// its first round), and some of t.up is untried, so this ends within
+	// one turn of the table; slots come from every backend, in
+	// proportion to weight, so the clients of the failed backends spread
+	// over the others rather than all landing on one neighbour.
+	for k := range t.table.Size() {
+		if b := t.up[t.table.Probe(h, k)]; !slices.Contains(tried, b) {
+			return b
+		}
+	}
+	return nil
+}
+
+// lowestTwo returns the indices into s.up of the two backends of tried
+// with the lowest ids (i first), -1 for each missing, and how many
+// backends of s.up are in tried. Ids, not positions, make the choice the
+// same on hosts that list the backends in another order.
+func (s *selection) lowestTwo(tried []*Backend) (i, j, n int) {
+	i, j = -1, -1
+	for k, b := range s.up {
+		if !slices.Contains(tried, b) {
+			continue
+		}
+		n++
+		switch {
+		case i < 0 || b.id < s.up[i].id:
+			i, j = k, i
+		case j < 0 || b.id < s.up[j].id:
+			j = k
+		}
+	}
+	return i, j, n
 }
 
 // random draws two backends in proportion to weight and returns the less

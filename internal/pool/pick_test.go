@@ -279,7 +279,7 @@ func TestMaglevRetryBuildsOnce(t *testing.T) {
 	one := func() uint64 { // the bytes one build allocates
 		var m0, m1 runtime.MemStats
 		runtime.ReadMemStats(&m0)
-		p.sel.Load().remove(0)
+		p.sel.Load().remove(0, true)
 		runtime.ReadMemStats(&m1)
 		return m1.TotalAlloc - m0.TotalAlloc
 	}()
@@ -305,5 +305,110 @@ func TestMaglevRetryBuildsOnce(t *testing.T) {
 	if got := m1.TotalAlloc - m0.TotalAlloc; got > 2*one {
 		t.Errorf("%d concurrent retries allocated %d bytes, %.1f builds of the table without the failed backend; want 1",
 			retries, got, float64(got)/float64(one))
+	}
+}
+
+// builtTables counts the selections s's retries have built, at any depth.
+func builtTables(s *selection) int {
+	n := 0
+	for i := range s.less {
+		if t := s.less[i].s; t != nil {
+			n += 1 + builtTables(t)
+		}
+	}
+	return n
+}
+
+// permutations calls f with every ordered sequence of 1 to n distinct
+// elements of bs.
+func permutations(bs []*Backend, n int, f func([]*Backend)) {
+	var walk func(seq []*Backend)
+	walk = func(seq []*Backend) {
+		if len(seq) > 0 {
+			f(seq)
+		}
+		if len(seq) == n {
+			return
+		}
+		for _, b := range bs {
+			if !slices.Contains(seq, b) {
+				walk(append(slices.Clip(seq), b))
+			}
+		}
+	}
+	walk(nil)
+}
+
+// TestMaglevRetryTablesBounded fails five of ten backends in every order,
+// up to four at a time (a connection with three retries tries four): the
+// tables built for the retries are one per set of at most two failed
+// backends, 5 + 10, not one per ordered sequence (5 + 20 + 60 + 120).
+func TestMaglevRetryTablesBounded(t *testing.T) {
+	p := mustNew(t, Options{Balance: Maglev, TableSize: 1009, Backends: backends(1, 1, 1, 1, 1, 1, 1, 1, 1, 1)})
+	failing := p.Backends()[3:8]
+	r := rand.New(rand.NewPCG(5, 6))
+	permutations(failing, 4, func(tried []*Backend) {
+		for range 3 {
+			if b := p.Pick(randomClient(r), tried); b == nil || slices.Contains(tried, b) {
+				t.Fatalf("%s tried: picked %v", letters(p, tried), b)
+			}
+		}
+	})
+	if n := builtTables(p.sel.Load()); n > 15 {
+		t.Errorf("retries over 5 failing backends built %d tables, want at most 15", n)
+	}
+}
+
+// TestMaglevRetryWalk checks the picks after three or more failures, which
+// walk the table without two of them: never a tried backend; the same
+// whatever the order of the failures or of the pool's backends, so every
+// host agrees; spread over the untried backends; without allocating once
+// the table is built.
+func TestMaglevRetryWalk(t *testing.T) {
+	o := Options{Balance: Maglev, TableSize: 1009, Backends: backends(1, 2, 1, 3, 1, 1, 2, 1)}
+	p := mustNew(t, o)
+	rev := o
+	rev.Backends = slices.Clone(o.Backends)
+	slices.Reverse(rev.Backends)
+	q := mustNew(t, rev)
+	// in returns q's backends at the addresses of bs.
+	in := func(bs []*Backend) []*Backend {
+		var out []*Backend
+		for _, b := range bs {
+			out = append(out, q.Backends()[slices.IndexFunc(q.Backends(), func(c *Backend) bool { return c.Addr == b.Addr })])
+		}
+		return out
+	}
+	bs := p.Backends()
+	for _, tried := range [][]*Backend{
+		{bs[0], bs[3], bs[5]},
+		{bs[5], bs[0], bs[3]},
+		{bs[1], bs[2], bs[4], bs[6]},
+		{bs[7], bs[6], bs[5], bs[4], bs[3], bs[2]},
+	} {
+		back := slices.Clone(tried)
+		slices.Reverse(back)
+		r := rand.New(rand.NewPCG(7, 8))
+		seen := make(map[*Backend]int)
+		for range 2000 {
+			c := randomClient(r)
+			b := p.Pick(c, tried)
+			if b == nil || slices.Contains(tried, b) {
+				t.Fatalf("%s tried: client %v picked %v", letters(p, tried), c, b)
+			}
+			seen[b]++
+			if again := p.Pick(c, back); again != b {
+				t.Fatalf("client %v picked %s with %s tried, %s with %s", c, b, letters(p, tried), again, letters(p, back))
+			}
+			if other := q.Pick(c, in(tried)); other.Addr != b.Addr {
+				t.Fatalf("%s tried: client %v picked %s, in the pool listed in reverse %s", letters(p, tried), c, b, other)
+			}
+		}
+		if want := len(bs) - len(tried); len(seen) != want {
+			t.Errorf("%s tried: 2000 clients reached %d backends, want all %d untried", letters(p, tried), len(seen), want)
+		}
+		if n := testing.AllocsPerRun(100, func() { p.Pick(client, tried) }); n != 0 {
+			t.Errorf("%s tried: Pick allocates %v times", letters(p, tried), n)
+		}
 	}
 }

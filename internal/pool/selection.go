@@ -28,13 +28,17 @@ type selection struct {
 	// table maps hashed clients to indices into up, for Maglev.
 	table *maglev.Table
 	// less holds, for Maglev, the selection without each backend of up
-	// (same index), built the first time a connect to that backend fails.
-	// A retry goes where the table rebuilt without the failed backend
-	// sends the client: where every host sends it once the checks mark
-	// that backend down. The next slot of this table would not do: it
-	// belongs to another backend than the rebuilt table's choice for
-	// about half the clients (nine in ten with ten backends), which then
-	// move twice, and differently on each host (issue 8).
+	// (same index), built the first time a connect to that backend fails;
+	// in those, less holds the selections without a second one. A retry
+	// goes where the table rebuilt without the failed backends sends the
+	// client: where every host sends it once the checks mark them down.
+	// The next slot of this table would not do: it belongs to another
+	// backend than the rebuilt table's choice for about half the clients
+	// (nine in ten with ten backends), which then move twice, and
+	// differently on each host (issue 8). Tables are keyed by the set of
+	// backends left out, and at most two are: k failing backends build at
+	// most k + k(k-1)/2 tables, not one per ordered sequence of failures.
+	// A selection without two backends has no less.
 	less []lazySelection
 	// none says why up is empty, for the log of refused connections.
 	none string
@@ -100,28 +104,36 @@ type lazySelection struct {
 	s    *selection
 }
 
-// without returns the Maglev selection of s without b, or s itself if b is
-// not one of s.up. The first call for b builds its table (milliseconds, as
-// a change of state would); retries that come meanwhile wait for it rather
-// than build it again: a dying backend fails every connect in flight to it
-// at once, and each build would cost as long as the wait and a table's
-// memory besides. Later calls only load a flag. Picks without a retry
-// never come here. The tables live as long as s, until the next change of
-// state, and only for the backends whose connects failed.
-func (s *selection) without(b *Backend) *selection {
-	i := slices.Index(s.up, b)
-	if i < 0 {
-		return s
+// without returns the Maglev selection of s without s.up[i], and without
+// s.up[j] too unless j is negative; i and j differ, in either order. s is
+// the pool's full selection. The first call for a set builds its table
+// (milliseconds, as a change of state would); retries that come meanwhile
+// wait for it rather than build it again: a dying backend fails every
+// connect in flight to it at once, and each build would cost as long as
+// the wait and a table's memory besides. Later calls only load a flag.
+// Picks without a retry never come here. The tables live as long as s,
+// until the next change of state, and only for the sets that failed.
+func (s *selection) without(i, j int) *selection {
+	if j >= 0 && j < i {
+		i, j = j, i // one table per set, whatever the order of failures
 	}
 	l := &s.less[i]
-	l.once.Do(func() { l.s = s.remove(i) })
+	l.once.Do(func() { l.s = s.remove(i, true) })
+	if j < 0 {
+		return l.s
+	}
+	t := l.s
+	// t.up is s.up without s.up[i], which came before s.up[j].
+	l = &t.less[j-1]
+	l.once.Do(func() { l.s = t.remove(j-1, false) })
 	return l.s
 }
 
-// remove builds the Maglev selection of s without s.up[i]. The weights are
+// remove builds the Maglev selection of s without s.up[i], with room for
+// the selections without one more backend if more is set. The weights are
 // s's (scaled alike during a slow start, which leaves the table unchanged),
 // so the table is the one build would make once that backend is down.
-func (s *selection) remove(i int) *selection {
+func (s *selection) remove(i int, more bool) *selection {
 	t := &selection{
 		cfg:     s.cfg,
 		up:      slices.Delete(slices.Clone(s.up), i, i+1),
@@ -139,7 +151,9 @@ func (s *selection) remove(i int) *selection {
 		panic("pool: maglev table without " + s.up[i].id + ": " + err.Error())
 	}
 	t.table = table
-	t.less = make([]lazySelection, len(t.up))
+	if more {
+		t.less = make([]lazySelection, len(t.up))
+	}
 	return t
 }
 
