@@ -76,11 +76,13 @@ func TestRefusedSessionsEjectBackend(t *testing.T) {
 	dead := pl.Backends()[0]
 	p := startProxy(t, &Server{Pool: pl}, "127.0.0.1:0")
 	// Round robin: every other new flow goes to the dead backend.
-	for dead.Up() && p.log.countEnds(EndBackendRefused) < 2 {
-		c := dial(t, p.addr)
-		c.Write([]byte("x"))
-		silent(c, 100*time.Millisecond)
-	}
+	eventually(t, 10*time.Second, "two refused sessions", func() bool {
+		if !dead.Up() || p.log.countEnds(EndBackendRefused) >= 2 {
+			return true
+		}
+		dial(t, p.addr).Write([]byte("x"))
+		return false
+	})
 	eventually(t, 5*time.Second, "the closed port's backend to be ejected", func() bool {
 		return dead.State() == pool.StateDown
 	})

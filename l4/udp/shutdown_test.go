@@ -13,9 +13,10 @@ import (
 )
 
 func TestShutdownDrainsLiveSessions(t *testing.T) {
+	const timeout = 500 * time.Millisecond
 	b := startBackend(t, "b1", "127.0.0.1", 0)
 	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, b),
-		SessionTimeout: 500 * time.Millisecond}, "127.0.0.1:0")
+		SessionTimeout: timeout}, "127.0.0.1:0")
 	live := dial(t, p.addr)
 	ask(t, live, "before")
 	done := make(chan error, 1)
@@ -24,25 +25,29 @@ func TestShutdownDrainsLiveSessions(t *testing.T) {
 		defer cancel()
 		done <- p.Shutdown(ctx)
 	}()
-	eventually(t, 5*time.Second, "draining", func() bool {
+	// New flows until one is dropped for the drain; the live session is
+	// kept busy meanwhile, so that it cannot idle out whatever the wait,
+	// and once the drop is counted it still carries datagrams both ways.
+	var sent time.Time // before the live session's last datagram
+	eventually(t, 5*time.Second, "a new flow to be dropped for the drain", func() bool {
+		draining := p.Stats().DroppedDraining > 0
+		sent = time.Now()
+		if got := ask(t, live, "during"); got != "b1 during" {
+			t.Fatalf("reply to the live session %q", got)
+		}
+		if draining {
+			return true
+		}
 		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(p.addr))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		c.Write([]byte("new flow"))
-		return silent(c, 20*time.Millisecond) && p.Stats().DroppedDraining > 0
+		return false
 	})
-	// The live session still carries datagrams both ways.
-	if got := ask(t, live, "during"); got != "b1 during" {
-		t.Fatalf("reply during the drain %q", got)
-	}
-	select {
-	case err := <-done:
-		t.Fatalf("Shutdown returned %v while a session was live", err)
-	default:
-	}
-	// Once it has been idle for its timeout, Shutdown returns.
+	// Once it has been idle for its timeout, Shutdown returns; not before
+	// (checked below, as a test stalled for the timeout may come late).
 	select {
 	case err := <-done:
 		if err != nil {
@@ -50,6 +55,9 @@ func TestShutdownDrainsLiveSessions(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Shutdown did not return after the last session ended")
+	}
+	if d := time.Since(sent); d < timeout {
+		t.Errorf("Shutdown returned %v after the live session's last datagram, before its %v timeout: it did not wait for the session", d, timeout)
 	}
 	p.log.waitEnd(t, EndIdleTimeout)
 }
