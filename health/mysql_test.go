@@ -3,6 +3,7 @@ package health
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"testing"
@@ -122,9 +123,12 @@ func TestMySQL(t *testing.T) {
 }
 
 // fillMariaDB opens connections to m until it refuses one with 1040 (too
-// many connections), and closes them when t ends. m's user has every
-// privilege, so it also takes the one connection kept for SUPER: after
-// that the server refuses with an ERR packet instead of the greeting.
+// many connections). m's user has every privilege, so it also takes the one
+// connection kept for SUPER: after that the server refuses with an ERR
+// packet instead of the greeting. When t ends it closes them and waits
+// until the server has let their threads go: a closed connection's thread
+// ends after the client has moved on, so the next test would otherwise
+// find the server still full.
 func fillMariaDB(t *testing.T, m *dbtest.MariaDB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -133,11 +137,16 @@ func fillMariaDB(t *testing.T, m *dbtest.MariaDB) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before, err := mysqlClients(connector)
+	if err != nil {
+		t.Fatalf("counting mariadb's clients: %v", err)
+	}
 	var conns []driver.Conn
 	t.Cleanup(func() {
 		for _, c := range conns {
 			c.Close()
 		}
+		waitFreed(t, "mariadb", before, func() (int, error) { return mysqlClients(connector) })
 	})
 	for range 500 {
 		c, err := connector.Connect(ctx)
@@ -150,4 +159,16 @@ func fillMariaDB(t *testing.T, m *dbtest.MariaDB) {
 		conns = append(conns, c)
 	}
 	t.Fatalf("%d connections and still no 1040", len(conns))
+}
+
+// mysqlClients returns the server's Threads_connected, counting the
+// connection that asks.
+func mysqlClients(c driver.Connector) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	db := sql.OpenDB(c)
+	defer db.Close()
+	var n int
+	err := db.QueryRowContext(ctx, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'THREADS_CONNECTED'").Scan(&n)
+	return n, err
 }

@@ -172,9 +172,16 @@ func TestPostgres(t *testing.T) {
 }
 
 // fillPostgres opens superuser connections to p until it refuses one with
-// 53300 (too many clients), and closes them when t ends.
+// 53300 (too many clients). When t ends it closes them and waits until the
+// server has let their backends go: a closed connection's backend exits
+// after the client has moved on, so the next test would otherwise find
+// the server still full.
 func fillPostgres(t *testing.T, p *dbtest.Postgres) {
 	t.Helper()
+	before, err := pgClients(p)
+	if err != nil {
+		t.Fatalf("counting postgres's clients: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var conns []*pgx.Conn
@@ -182,6 +189,7 @@ func fillPostgres(t *testing.T, p *dbtest.Postgres) {
 		for _, c := range conns {
 			c.Close(context.Background())
 		}
+		waitFreed(t, "postgres", before, func() (int, error) { return pgClients(p) })
 	})
 	for range 500 {
 		c, err := p.Connect(ctx)
@@ -194,4 +202,40 @@ func fillPostgres(t *testing.T, p *dbtest.Postgres) {
 		conns = append(conns, c)
 	}
 	t.Fatalf("%d connections and still no 53300", len(conns))
+}
+
+// pgClients returns the number of client connections to p, counting the
+// one that asks.
+func pgClients(p *dbtest.Postgres) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := p.Connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(ctx)
+	var n int
+	err = c.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'").Scan(&n)
+	return n, err
+}
+
+// waitFreed polls count, a server's number of client connections, until it
+// is back to at most want once the connections filling the server are
+// closed: the server frees their slots after the client has moved on. A
+// server still full refuses the connection that counts, which count
+// returns as its error.
+func waitFreed(t *testing.T, server string, want int, count func() (int, error)) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := count()
+		if err == nil && n <= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has not freed the filled connections' slots 30s after they were closed: %d client connections, want %d (%v)",
+				server, n, want, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
