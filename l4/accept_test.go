@@ -1,51 +1,49 @@
 package l4
 
 import (
-	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// failingListener fails every accept as a process out of fds does, and
+// failingAccept fails every accept as a process out of fds does, and
 // records when it was called.
-type failingListener struct {
+type failingAccept struct {
 	mu    sync.Mutex
 	calls []time.Time
 }
 
-func (f *failingListener) AcceptTCP() (*net.TCPConn, error) {
+func (f *failingAccept) accept(fd int) (int, netip.AddrPort, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, time.Now())
-	return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	return -1, netip.AddrPort{}, syscall.EMFILE
 }
 
-func (f *failingListener) count() int {
+func (f *failingAccept) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.calls)
 }
 
 func TestAcceptErrorsBackOff(t *testing.T) {
-	s := &Server{Logger: slog.New(slog.DiscardHandler)}
-	s.init()
-	ln := &failingListener{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.accept(ln, &shard{conns: map[uint64]*conn{}})
-	}()
-	eventually(t, 10*time.Second, "six accept attempts", func() bool { return ln.count() >= 6 })
-	s.stopAccepting()
-	<-done
+	fa := &failingAccept{}
+	p := startProxy(t, &Server{Pool: newPool(t, 0, 0, deadPort(t)), accept4: fa.accept})
+	// A client waiting in the queue keeps the listener readable.
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	eventually(t, 10*time.Second, "six accept attempts", func() bool { return fa.count() >= 6 })
 	// Retrying at once would make six calls in microseconds; backing off
 	// from 5 ms, doubling, spaces them by 5+10+20+40+80 ms at least.
-	ln.mu.Lock()
-	spread := ln.calls[5].Sub(ln.calls[0])
-	ln.mu.Unlock()
+	fa.mu.Lock()
+	spread := fa.calls[5].Sub(fa.calls[0])
+	fa.mu.Unlock()
 	if spread < 150*time.Millisecond {
 		t.Fatalf("six failing accepts within %v: the loop does not back off", spread)
 	}

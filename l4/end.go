@@ -24,14 +24,26 @@ const (
 	EndBackendReset
 	// EndDrain: the server shut down and the drain timeout ran out.
 	EndDrain
-	// EndConnectFailed: no connect attempt succeeded within the retries.
+	// EndConnectFailed: no connect attempt succeeded within the retries;
+	// the client was reset.
 	EndConnectFailed
-	// EndNoBackend: the pool had no backend to offer.
+	// EndNoBackend: the pool had no backend to offer; the client was
+	// reset.
 	EndNoBackend
 	// EndBackendDown: the backend's health checks marked it down in a pool
 	// that closes its connections then (on_down = "close"); the client
 	// was reset.
 	EndBackendDown
+	// EndBadPreamble: the client's preamble (a PROXY header) did not
+	// parse; the client was reset.
+	EndBadPreamble
+	// EndPreambleTimeout: the client's preamble was not complete within
+	// the preamble timeout; the client was reset.
+	EndPreambleTimeout
+	// EndDenied: the Admitter refused the client; it was reset.
+	EndDenied
+	// EndClientLimit: a per-client limit refused the client; it was reset.
+	EndClientLimit
 )
 
 var endNames = [...]string{
@@ -46,6 +58,10 @@ var endNames = [...]string{
 	EndConnectFailed:     "connect_failed",
 	EndNoBackend:         "no_backend",
 	EndBackendDown:       "backend_down",
+	EndBadPreamble:       "bad_preamble",
+	EndPreambleTimeout:   "preamble_timeout",
+	EndDenied:            "denied",
+	EndClientLimit:       "client_limit",
 }
 
 // String returns the name logged for e.

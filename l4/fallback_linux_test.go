@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"io"
-	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,12 +14,9 @@ import (
 // TestCopyWithoutPipes runs a transfer while no pipe can be made, as when
 // the process is out of fds: bytes must still arrive, through user space.
 func TestCopyWithoutPipes(t *testing.T) {
-	saved := pipes.New
-	pipes = sync.Pool{New: func() any { return (*pipe)(nil) }}
-	t.Cleanup(func() { pipes = sync.Pool{New: saved} })
-
 	b := startBackend(t, greeter("b"))
-	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr)})
+	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr),
+		newPipe: func() (*pipe, error) { return nil, syscall.EMFILE }})
 	c := dial(t, p.addr, "")
 	readLine(t, c)
 	payload := make([]byte, 1<<20)

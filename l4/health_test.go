@@ -45,10 +45,8 @@ func TestNoBackendUp(t *testing.T) {
 	b := startBackend(t, greeter("b"))
 	pl := healthPool(t, pool.Options{Checked: true}, b.addr)
 	p := startProxy(t, &Server{Pool: pl})
-	c := dial(t, p.addr, "")
-	c.SetReadDeadline(time.Now().Add(time.Second))
-	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
-		t.Fatalf("read %v, want the connection closed at once", err)
+	if err := refused(t, p.addr); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client saw %v, want a reset at once", err)
 	}
 	rec := p.log.waitEnd(t, EndNoBackend)
 	want := `l4: no backend available: pool "db" has no backend up: ` + b.addr + ` down (not checked yet)`
@@ -84,8 +82,8 @@ func TestDrainKeepsConnections(t *testing.T) {
 		t.Fatalf("draining connection echoed %q", got)
 	}
 	pl.SetAdmin(pl.Backends()[1], pool.Maintenance)
-	if _, err := dial(t, p.addr, "").Read(make([]byte, 1)); err == nil {
-		t.Fatal("served with one backend draining and the other in maintenance")
+	if err := refused(t, p.addr); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client saw %v with one backend draining and the other in maintenance, want a reset", err)
 	}
 	rec := p.log.waitEnd(t, EndNoBackend)
 	if e := rec["error"].(string); !strings.Contains(e, a.addr+" draining, "+b.addr+" maintenance") {
@@ -159,7 +157,10 @@ func TestPassiveEjection(t *testing.T) {
 		if i == 50 {
 			t.Fatalf("not ejected after 50 connections: dead %v, resetter %v", bs[0].State(), bs[1].State())
 		}
-		c := dial(t, p.addr, "")
+		c, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+		if err != nil {
+			continue // reset at once: the connect to dead failed
+		}
 		c.Write([]byte("hello\n"))
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		c.Read(make([]byte, 64))

@@ -1,17 +1,27 @@
 package l4
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Limiter caps live connections, for one Server (MaxConnections) or for
 // several that share a resource (Server.Limiter: the process's file
 // descriptors). A connection takes a slot with one atomic add, so the fast
-// path takes no lock; only when the cap is reached does an accept loop
-// wait. A nil *Limiter imposes no limit.
+// path takes no lock; only when the cap is reached does an event loop
+// register to be woken, and stop accepting until then. A nil *Limiter
+// imposes no limit.
 type Limiter struct {
-	max  int64
-	n    atomic.Int64
-	wake chan struct{} // buffered, size 1
+	max   int64
+	n     atomic.Int64
+	nwait atomic.Int32 // len(waiters), read without mu by release
+
+	mu      sync.Mutex
+	waiters []waker
 }
+
+// A waker is woken when a slot it waited for may be free.
+type waker interface{ wake() }
 
 // NewLimiter returns a Limiter allowing max live connections; max <= 0
 // returns nil, which allows any number.
@@ -19,7 +29,7 @@ func NewLimiter(max int) *Limiter {
 	if max <= 0 {
 		return nil
 	}
-	return &Limiter{max: int64(max), wake: make(chan struct{}, 1)}
+	return &Limiter{max: int64(max)}
 }
 
 // Max returns the cap, or 0 for a nil Limiter.
@@ -30,28 +40,31 @@ func (l *Limiter) Max() int {
 	return int(l.max)
 }
 
-// acquire takes a slot, waiting while none is free. It reports false if
-// stop closes first.
-func (l *Limiter) acquire(stop <-chan struct{}) bool {
+// tryAcquire takes a slot if one is free.
+func (l *Limiter) tryAcquire() bool {
 	if l == nil {
 		return true
 	}
-	for {
-		if n := l.n.Add(1); n <= l.max {
-			if n < l.max {
-				// Several releases may have left only one token in
-				// wake; pass the turn on to any other waiter.
-				l.signal()
-			}
-			return true
-		}
-		l.n.Add(-1)
-		select {
-		case <-l.wake:
-		case <-stop:
-			return false
-		}
+	if l.n.Add(1) <= l.max {
+		return true
 	}
+	l.n.Add(-1)
+	return false
+}
+
+// acquireOrWait takes a slot, or registers w to be woken by the next
+// release and reports false.
+func (l *Limiter) acquireOrWait(w waker) bool {
+	if l.tryAcquire() {
+		return true
+	}
+	l.mu.Lock()
+	l.waiters = append(l.waiters, w)
+	l.nwait.Store(int32(len(l.waiters)))
+	l.mu.Unlock()
+	// A release between the failed try and the registration saw no
+	// waiter; trying again after registering cannot miss it.
+	return l.tryAcquire()
 }
 
 func (l *Limiter) release() {
@@ -59,12 +72,15 @@ func (l *Limiter) release() {
 		return
 	}
 	l.n.Add(-1)
-	l.signal()
-}
-
-func (l *Limiter) signal() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
+	if l.nwait.Load() == 0 {
+		return
+	}
+	l.mu.Lock()
+	ws := l.waiters
+	l.waiters = nil
+	l.nwait.Store(0)
+	l.mu.Unlock()
+	for _, w := range ws {
+		w.wake()
 	}
 }

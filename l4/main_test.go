@@ -158,11 +158,6 @@ func startProxy(t *testing.T, s *Server) *proxy {
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.NewJSONHandler(p.log, nil))
 	}
-	if s.parkAfter == 0 {
-		// Park early, so that every test also runs connections through
-		// parking and waking.
-		s.parkAfter = 20 * time.Millisecond
-	}
 	go func() { p.done <- s.Serve(lns) }()
 	t.Cleanup(func() {
 		s.Close()
@@ -267,6 +262,26 @@ func dial(t *testing.T, addr, from string) *net.TCPConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c.(*net.TCPConn)
+}
+
+// refused connects to addr and reads once. It returns what the client saw:
+// the error of its connect or of its first read (io.EOF for a FIN).
+// A proxy that resets a client at once may do so before the client's
+// connect has returned, which then fails.
+func refused(t *testing.T, addr string) error {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err != nil {
+		return err
+	} else {
+		t.Fatalf("read %d bytes from a connection the proxy should have refused", n)
+	}
+	return nil
 }
 
 // readLine reads one line from c within a deadline.

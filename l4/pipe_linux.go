@@ -1,9 +1,6 @@
 package l4
 
 import (
-	"runtime"
-	"sync"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -12,25 +9,16 @@ import (
 // an empty pipe in the pool costs little.
 const pipeSize = 1 << 20
 
+// maxIdlePipes is how many empty pipes a loop keeps for its next bulk
+// transfers; more are closed when given back.
+const maxIdlePipes = 4
+
 // pipe is a kernel pipe used as the buffer that splice(2) moves bytes through
 // between two sockets. n counts the bytes sitting in it.
 type pipe struct {
 	r, w int
 	n    int
 }
-
-// pipes holds empty pipes between uses. sync.Pool keeps per-P caches, so
-// taking and returning a pipe takes no lock shared by all connections; pipes
-// it drops are closed by their cleanup.
-var pipes = sync.Pool{New: func() any {
-	p, err := newPipe()
-	if err != nil {
-		// Out of fds (EMFILE) or pipe memory: the caller falls back to a
-		// user-space copy rather than failing the connection.
-		return (*pipe)(nil)
-	}
-	return p
-}}
 
 func newPipe() (*pipe, error) {
 	var fds [2]int
@@ -39,26 +27,41 @@ func newPipe() (*pipe, error) {
 	}
 	// Best effort: the default 64 KiB still works, only with more calls.
 	unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, pipeSize)
-	p := &pipe{r: fds[0], w: fds[1]}
-	runtime.AddCleanup(p, closePipe, fds)
-	return p, nil
+	return &pipe{r: fds[0], w: fds[1]}, nil
 }
 
-func closePipe(fds [2]int) {
-	unix.Close(fds[0])
-	unix.Close(fds[1])
+func (p *pipe) close() {
+	closeRaw(p.r)
+	closeRaw(p.w)
 }
 
-// getPipe returns an empty pipe, or nil if none can be made.
-func getPipe() *pipe {
-	return pipes.Get().(*pipe)
-}
-
-// putPipe returns p to the pool if it is empty. A pipe still holding bytes
-// (its transfer failed half way) is left to its cleanup instead, since the
-// next user would send those bytes to the wrong socket.
-func putPipe(p *pipe) {
-	if p.n == 0 {
-		pipes.Put(p)
+// getPipe returns an empty pipe, or nil if none can be made (out of fds or
+// pipe memory): the caller then copies through user space rather than
+// failing the connection.
+func (l *loop) getPipe() *pipe {
+	if n := len(l.pipes); n > 0 {
+		p := l.pipes[n-1]
+		l.pipes = l.pipes[:n-1]
+		return p
 	}
+	mk := newPipe
+	if l.s.newPipe != nil {
+		mk = l.s.newPipe
+	}
+	p, err := mk()
+	if err != nil {
+		return nil
+	}
+	return p
+}
+
+// putPipe keeps p for reuse if it is empty and the loop has room. A pipe
+// still holding bytes (its transfer failed half way) is closed, since the
+// next user would send those bytes to the wrong socket.
+func (l *loop) putPipe(p *pipe) {
+	if p.n == 0 && len(l.pipes) < maxIdlePipes {
+		l.pipes = append(l.pipes, p)
+		return
+	}
+	p.close()
 }

@@ -43,7 +43,7 @@ func TestReviewBugSlowReaderIsNotIdle(t *testing.T) {
 	eventually(t, 5*time.Second, "the proxied connection", func() bool {
 		return len(liveConns(p.Server)) == 1
 	})
-	liveConns(p.Server)[0].client.c.SetWriteBuffer(64 << 10)
+	setClientSendBuffer(p.Server, 64<<10)
 	open()
 
 	// About 800 KB/s: the send buffer frees space every few tens of

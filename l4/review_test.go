@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -17,27 +18,28 @@ import (
 	"sluice/internal/pool"
 )
 
-// These tests drive the data path through parking and waking at the
-// moments where it is easiest to get wrong: traffic paused around the park
-// delay, resets and half-closes that arrive while both directions are
-// parked, slow readers, fd numbers reused by new connections, and shutdown
-// with parked and busy connections at once.
+// These tests drive the data path at the moments where it is easiest to
+// get wrong: traffic paused and resumed on idle connections, resets and
+// half-closes that arrive while both directions wait for events, slow
+// readers, fd numbers reused by new connections, and shutdown with idle and
+// busy connections at once.
 
-// liveConns returns the connections the server is proxying.
-func liveConns(s *Server) []*conn {
-	s.mu.Lock()
-	shards := slices.Clone(s.shards)
-	s.mu.Unlock()
-	var cs []*conn
-	for _, sh := range shards {
-		sh.mu.Lock()
-		for _, c := range sh.conns {
-			cs = append(cs, c)
-		}
-		sh.mu.Unlock()
-	}
-	return cs
+// connView is what a test sees of a live connection (see liveConns).
+type connView struct {
+	client netip.AddrPort
+	dirs   [2]uint32 // dirWaiting, dirBusy or dirDone
 }
+
+// Direction states as tests see them.
+const (
+	dirWaiting uint32 = iota // nothing held, waiting for its source's next event
+	dirBusy                  // bytes held or its source still readable
+	dirDone                  // FIN passed on
+)
+
+// idlePause is a pause between exchanges long enough for the loop to have
+// gone back to waiting for events on the connection.
+const idlePause = 20 * time.Millisecond
 
 // dirStates reports whether s proxies exactly n connections and every
 // direction of each is in one of the given states.
@@ -48,7 +50,7 @@ func dirStates(s *Server, n int, want ...uint32) bool {
 	}
 	for _, c := range cs {
 		for i := range c.dirs {
-			if !slices.Contains(want, c.dirs[i].state.Load()) {
+			if !slices.Contains(want, c.dirs[i]) {
 				return false
 			}
 		}
@@ -56,11 +58,12 @@ func dirStates(s *Server, n int, want ...uint32) bool {
 	return true
 }
 
-// waitParked waits until s has n connections with both directions parked.
+// waitParked waits until s has n connections with both directions waiting
+// for events, holding nothing.
 func waitParked(t *testing.T, s *Server, n int) {
 	t.Helper()
-	eventually(t, 5*time.Second, fmt.Sprintf("%d connections to park both ways", n), func() bool {
-		return dirStates(s, n, dirParked)
+	eventually(t, 5*time.Second, fmt.Sprintf("%d connections to wait idle both ways", n), func() bool {
+		return dirStates(s, n, dirWaiting)
 	})
 }
 
@@ -69,7 +72,7 @@ func waitDir(t *testing.T, s *Server, i int, st uint32) {
 	t.Helper()
 	eventually(t, 5*time.Second, fmt.Sprintf("direction %d in state %d", i, st), func() bool {
 		cs := liveConns(s)
-		return len(cs) == 1 && cs[0].dirs[i].state.Load() == st
+		return len(cs) == 1 && cs[0].dirs[i] == st
 	})
 }
 
@@ -102,9 +105,9 @@ func pattern(conn, round, n int) []byte {
 func TestReviewStressParkAndWake(t *testing.T) {
 	b := startBackend(t, echoer)
 	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr)})
-	park := p.parkDelay()
-	// Pauses straddle the park delay, so that requests land just before,
-	// at and just after the moment a direction parks.
+	park := idlePause
+	// Pauses of several lengths, so that requests land on connections
+	// still busy and on ones long idle.
 	pauses := []time.Duration{0, park / 4, park - 2*time.Millisecond, park,
 		park + 2*time.Millisecond, 2 * park}
 	sizes := []int{1, 700, 64 << 10, 300 << 10}
@@ -237,7 +240,7 @@ func TestReviewResetWhileParked(t *testing.T) {
 		c.Write([]byte("request"))
 		c.CloseWrite()
 		waitDir(t, p.Server, 0, dirDone)
-		waitDir(t, p.Server, 1, dirParked)
+		waitDir(t, p.Server, 1, dirWaiting)
 		open()
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, err := io.Copy(io.Discard, c); !errors.Is(err, syscall.ECONNRESET) {
@@ -266,7 +269,7 @@ func TestReviewHalfCloseWhileParked(t *testing.T) {
 		// The FIN wakes the client's direction, which ends; the other one
 		// parks again and must wake for the late answer.
 		waitDir(t, p.Server, 0, dirDone)
-		waitDir(t, p.Server, 1, dirParked)
+		waitDir(t, p.Server, 1, dirWaiting)
 		open()
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		got, err := io.ReadAll(c)
@@ -298,7 +301,7 @@ func TestReviewHalfCloseWhileParked(t *testing.T) {
 			t.Fatalf("read %q, %v; want EOF", rest, err)
 		}
 		waitDir(t, p.Server, 1, dirDone)
-		waitDir(t, p.Server, 0, dirParked)
+		waitDir(t, p.Server, 0, dirWaiting)
 		c.Write([]byte("after fin"))
 		c.CloseWrite()
 		select {
@@ -327,7 +330,7 @@ func TestReviewSlowReaders(t *testing.T) {
 		p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr)})
 		c := dial(t, p.addr, "")
 		c.SetReadBuffer(32 << 10)
-		got := slowRead(t, c, 2*p.parkDelay())
+		got := slowRead(t, c, 2*idlePause)
 		if !bytes.Equal(got, pattern(1, 0, size)) {
 			t.Fatalf("client got %d bytes, not the %d sent", len(got), size)
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"sluice/internal/pool"
@@ -31,6 +32,7 @@ const (
 	DefaultConnectTimeout    = 5 * time.Second
 	DefaultIdleTimeout       = 10 * time.Minute
 	DefaultHalfClosedTimeout = time.Minute
+	DefaultPreambleTimeout   = 5 * time.Second
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -44,10 +46,9 @@ type Server struct {
 	Name string
 	// Pool picks backends. Required.
 	Pool Picker
-	// MaxConnections caps live proxied connections. A connection accepted
-	// beyond it waits, unanswered, until another one ends, and further
-	// ones wait in the kernel's accept queue, as with HAProxy's maxconn.
-	// Zero means no limit.
+	// MaxConnections caps live proxied connections. Past it, new
+	// connections wait in the kernel's accept queue until another one
+	// ends, as with HAProxy's maxconn. Zero means no limit.
 	MaxConnections int
 	// ConnectTimeout bounds each connect attempt. Zero means 5s.
 	ConnectTimeout time.Duration
@@ -65,40 +66,43 @@ type Server struct {
 	// accept errors. Nil means slog.Default().
 	Logger *slog.Logger
 
-	// parkAfter is how long a direction's source must be silent before
-	// its goroutine exits and the parker watches the socket instead.
-	// Zero means defaultParkAfter; tests shorten it.
-	parkAfter time.Duration
+	// Preamble, if not nil, reads each client's preamble (a PROXY header)
+	// before its backend is chosen. Nil: clients send none.
+	Preamble PreambleParser
+	// PreambleTimeout bounds the wait for a complete preamble. Zero
+	// means 5s.
+	PreambleTimeout time.Duration
+	// Admit, if not nil, decides whether each client may be served.
+	Admit Admitter
+	// BackendPreamble, if not nil, is written to each backend before the
+	// client's bytes.
+	BackendPreamble BackendPreamble
+
+	// Test hooks: accept4 replaces the accept4 system call, newPipe the
+	// making of a splice pipe.
+	accept4 func(fd int) (int, netip.AddrPort, error)
+	newPipe func() (*pipe, error)
 
 	initOnce sync.Once
-	stop     chan struct{} // closed when shutdown begins
-	stopOnce sync.Once
-	force    context.Context // cancelled when live connections must go
-	cancel   context.CancelFunc
+	state    atomic.Int32 // running, draining or closing
 	slots    *Limiter
 
-	mu     sync.Mutex
-	lns    []*net.TCPListener
-	shards []*shard
+	mu      sync.Mutex
+	stopped bool // Shutdown or Close was called
+	loops   []*loop
 
-	loops   sync.WaitGroup // accept loops
-	parkers sync.WaitGroup // parker loops
-	conns   sync.WaitGroup // accepted connections not yet finalized
+	running sync.WaitGroup // loops, joined by Serve and by shutdown
 }
 
-// defaultParkAfter trades a little CPU for memory: a connection silent
-// this long gives up its goroutine stacks (several KB) until it is woken,
-// while one that is busy never pays for parking and waking.
-const defaultParkAfter = time.Second
-
-func (s *Server) parkDelay() time.Duration {
-	return orDefault(s.parkAfter, defaultParkAfter)
-}
+// Server states, in the order they are entered.
+const (
+	running  = iota
+	draining // accept no more; serve the live connections to their end
+	closing  // end every connection now
+)
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
-		s.stop = make(chan struct{})
-		s.force, s.cancel = context.WithCancel(context.Background())
 		s.slots = NewLimiter(s.MaxConnections)
 	})
 }
@@ -115,6 +119,10 @@ func (s *Server) halfClosedTimeout() time.Duration {
 	return orDefault(s.HalfClosedTimeout, DefaultHalfClosedTimeout)
 }
 
+func (s *Server) preambleTimeout() time.Duration {
+	return orDefault(s.PreambleTimeout, DefaultPreambleTimeout)
+}
+
 func orDefault(d, def time.Duration) time.Duration {
 	if d <= 0 {
 		return def
@@ -129,35 +137,42 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// Serve accepts connections on lns, one accept loop per listener, and
-// proxies them until Shutdown or Close. It takes ownership of lns and
-// returns ErrServerClosed once every accept loop has stopped.
+// hooked reports whether connections pass through any hook, which costs
+// them the client's local address.
+func (s *Server) hooked() bool {
+	return s.Preamble != nil || s.Admit != nil || s.BackendPreamble != nil
+}
+
+// Serve runs one event loop per listener until Shutdown or Close and every
+// connection has ended. It takes ownership of lns and returns
+// ErrServerClosed.
 func (s *Server) Serve(lns []*net.TCPListener) error {
 	s.init()
 	s.mu.Lock()
-	select {
-	case <-s.stop:
+	if s.stopped {
 		s.mu.Unlock()
 		closeAll(lns)
 		return ErrServerClosed
-	default:
 	}
-	for _, ln := range lns {
-		sh := &shard{conns: make(map[uint64]*conn)}
-		if p, err := newParker(); err == nil {
-			sh.parker = p
-			s.parkers.Go(func() { p.loop(sh.wake) })
-		} else {
-			// Connections still work; idle ones keep their goroutines.
-			s.logger().Warn("idle connections will not park", slog.String("listener", s.Name),
-				slog.String("error", err.Error()))
+	var err error
+	for i, ln := range lns {
+		l, lerr := newLoop(s, ln)
+		if lerr != nil {
+			err = lerr
+			closeAll(lns[i:])
+			break
 		}
-		s.lns = append(s.lns, ln)
-		s.shards = append(s.shards, sh)
-		s.loops.Go(func() { s.accept(ln, sh) })
+		s.loops = append(s.loops, l)
+		s.running.Go(l.run)
 	}
 	s.mu.Unlock()
-	s.loops.Wait()
+	if err != nil {
+		// The loops already started serve on; those that failed are
+		// logged, as an accept loop's failure was.
+		s.logger().Error("listener not served", slog.String("listener", s.Name),
+			slog.String("error", err.Error()))
+	}
+	s.running.Wait()
 	return ErrServerClosed
 }
 
@@ -172,20 +187,18 @@ func closeAll[T io.Closer](cs []T) {
 // waits for them and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
-	s.stopAccepting()
+	s.setState(draining)
 	done := make(chan struct{})
 	go func() {
-		s.conns.Wait()
+		s.running.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
-		s.closeParkers()
 		return nil
 	case <-ctx.Done():
-		s.closeConns()
+		s.setState(closing)
 		<-done
-		s.closeParkers()
 		return ctx.Err()
 	}
 }
@@ -193,42 +206,49 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close stops accepting and closes every connection at once.
 func (s *Server) Close() error {
 	s.init()
-	s.stopAccepting()
-	s.closeConns()
-	s.conns.Wait()
-	s.closeParkers()
+	s.setState(closing)
+	s.running.Wait()
 	return nil
 }
 
-// closeParkers stops the parker loops once no connection is left to wake.
-func (s *Server) closeParkers() {
+// setState moves the server on to st (never back) and wakes its loops to
+// act on it.
+func (s *Server) setState(st int32) {
 	s.mu.Lock()
-	for _, sh := range s.shards {
-		if sh.parker != nil {
-			sh.parker.close()
-			sh.parker = nil
+	defer s.mu.Unlock()
+	s.stopped = true
+	if s.state.Load() < st {
+		s.state.Store(st)
+	}
+	for _, l := range s.loops {
+		l.wake()
+	}
+}
+
+// CloseBackend closes every live connection to b, resetting its client,
+// logged with end=backend_down. Wire it to pool.(*Pool).OnDown where a
+// backend's health checks marking it down must cut its clients off (such
+// as a demoted primary). It may be called from any goroutine; it returns
+// once the loops have been told, not when the connections are closed.
+func (s *Server) CloseBackend(b *pool.Backend) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.loops {
+		l.post(func(l *loop) { l.closeBackend(b) })
+	}
+}
+
+// onLoops runs f on every live loop, on the loop's goroutine, and waits
+// for them. Tests use it to look at the loops' state without racing them.
+func (s *Server) onLoops(f func(l *loop)) {
+	s.mu.Lock()
+	var wg sync.WaitGroup
+	for _, l := range s.loops {
+		wg.Add(1)
+		if !l.post(func(l *loop) { defer wg.Done(); f(l) }) {
+			wg.Done()
 		}
 	}
 	s.mu.Unlock()
-	s.parkers.Wait()
-}
-
-func (s *Server) stopAccepting() {
-	s.stopOnce.Do(func() {
-		s.mu.Lock()
-		close(s.stop)
-		closeAll(s.lns)
-		s.mu.Unlock()
-	})
-	s.loops.Wait()
-}
-
-func (s *Server) closeConns() {
-	s.cancel()
-	s.mu.Lock()
-	shards := s.shards
-	s.mu.Unlock()
-	for _, sh := range shards {
-		sh.each(func(c *conn) { c.abort(EndDrain, nil) })
-	}
+	wg.Wait()
 }

@@ -1,0 +1,29 @@
+//go:build !linux
+
+package l4
+
+import (
+	"errors"
+	"net"
+
+	"sluice/internal/pool"
+)
+
+// The event loop needs Linux's epoll and splice; sluice is deployed on
+// Linux. Elsewhere the package builds, and Serve reports what is missing.
+
+type loop struct{}
+
+type pipe struct{}
+
+var errNeedsLinux = errors.New("l4: the TCP proxy needs Linux (epoll, splice)")
+
+func newLoop(s *Server, ln *net.TCPListener) (*loop, error) {
+	ln.Close()
+	return nil, errNeedsLinux
+}
+
+func (l *loop) run()                         {}
+func (l *loop) wake()                        {}
+func (l *loop) post(f func(*loop)) bool      { return false }
+func (l *loop) closeBackend(b *pool.Backend) {}
