@@ -250,7 +250,12 @@ func (l *loop) passFIN(c *conn, i int) step {
 	if e := shutdownWrite(c.fd[1-i]); e != 0 {
 		return l.dstFailed(c, i, e)
 	}
-	c.dirs[i].done = true
+	d := &c.dirs[i]
+	d.done = true
+	if d.p != nil {
+		l.putPipe(d.p)
+		d.p = nil
+	}
 	if c.dirs[1-i].done {
 		l.finish(c, c.fin, -1, nil)
 		return stepEnded
