@@ -217,13 +217,16 @@ func (l *loop) flush(c *conn, i int) step {
 
 // srcEOF handles a read of 0 bytes: the source sent FIN, or reset.
 func (l *loop) srcEOF(c *conn, i int) step {
-	// A socket reports a pending error once: when the other direction's
-	// write took the ECONNRESET, this read sees a plain 0 and would pass
-	// the reset on as a FIN. A FIN leaves the socket in CLOSE_WAIT, a
-	// reset in CLOSE. Once either side has sent FIN, CLOSE is also a
-	// normal ending, so only a connection with no FIN yet is checked:
-	// one getsockopt per connection at most.
-	if c.fin == EndNone && tcpClosed(c.fd[i]) {
+	// A socket reports a pending error once: when a write took the
+	// ECONNRESET, a read sees a plain 0 and would pass the reset on as a
+	// FIN. Here a failed write ends the connection at once, but a reset
+	// may also be reported as end of file once the socket has been shut
+	// down by it. A FIN leaves the socket in CLOSE_WAIT, a reset in CLOSE;
+	// once either side has sent FIN, CLOSE is also a normal ending. So a
+	// connection with no FIN yet whose socket epoll reported an error or
+	// hang-up (a plain FIN raises neither) is checked: one getsockopt, on
+	// resets only.
+	if c.fin == EndNone && c.ready[i]&sawErr != 0 && tcpClosed(c.fd[i]) {
 		return l.srcFailed(c, i, unix.ECONNRESET)
 	}
 	if c.fin == EndNone {
@@ -247,6 +250,13 @@ func (l *loop) srcEOF(c *conn, i int) step {
 // answering (half-close, RFC 9293 section 3.6). The connection ends when
 // both directions have.
 func (l *loop) passFIN(c *conn, i int) step {
+	if c.dirs[1-i].done {
+		// The last direction: closing sends the FIN, as both
+		// sockets have been read to their end (a close with unread
+		// bytes would send a reset instead).
+		l.finish(c, c.fin, -1, nil)
+		return stepEnded
+	}
 	if e := shutdownWrite(c.fd[1-i]); e != 0 {
 		return l.dstFailed(c, i, e)
 	}
@@ -255,10 +265,6 @@ func (l *loop) passFIN(c *conn, i int) step {
 	if d.p != nil {
 		l.putPipe(d.p)
 		d.p = nil
-	}
-	if c.dirs[1-i].done {
-		l.finish(c, c.fin, -1, nil)
-		return stepEnded
 	}
 	l.setList(c, listHalf)
 	return stepWait
