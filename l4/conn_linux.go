@@ -279,6 +279,9 @@ func (l *loop) connected(c *conn) {
 	if bp := l.s.BackendPreamble; bp != nil {
 		d := &c.dirs[sideClient]
 		d.buf = bp.AppendBackendPreamble(l.getSlab()[:0], &c.client)
+		// bytes_in counts the client's bytes only: start below zero
+		// by what is not the client's.
+		d.n = -int64(len(d.buf))
 		if len(d.buf) == 0 {
 			l.putSlab(d.buf)
 			d.buf = nil

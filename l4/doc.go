@@ -1,14 +1,32 @@
 // Package l4 proxies TCP connections to backends chosen from a pool.
 //
-// A Server accepts on one or more listening sockets (see package listen),
-// picks a backend for each connection, connects with retries, and then moves
-// bytes both ways with splice(2) through a kernel pipe, so payload never
-// enters user space. A pipe is taken only while bytes are moving and given
-// back when the socket runs dry; a direction silent for a while parks, giving
-// up its goroutine until the socket is readable again. An idle proxied
-// connection holds just its two sockets, a timer and a small struct.
+// A Server runs one event loop per listening socket (see package listen):
+// one goroutine locked to its thread, waiting in epoll_wait on its own
+// edge-triggered set. The loop accepts, picks a backend, connects with
+// retries on raw non-blocking sockets, and moves bytes both ways: small
+// messages through the loop's 64 KiB buffer with recv and send, bulk
+// transfers with splice(2) through a pipe borrowed while bytes move. An
+// idle connection is its two sockets and a small struct: no goroutine, no
+// timer, no pipe.
 //
 //	s := &l4.Server{Name: "pg", Pool: p, Logger: logger}
 //	go s.Serve(listeners)
 //	defer s.Shutdown(ctx)
+//
+// Hooks, each nil by default (a connection then takes the plain path):
+//
+//   - Preamble reads what a client sends before its backend is chosen (a
+//     PROXY header): the loop peeks at the client's bytes on each readable
+//     event and hands them to ParsePreamble until it returns a length, and
+//     consumes that many; the rest stays in the socket. A parse error
+//     resets the client (end=bad_preamble); PreambleTimeout bounds the wait
+//     (end=preamble_timeout). The parser may set Client.Addr (the real
+//     client, used for Pick and the log) and TLVs.
+//   - Admit decides, after the preamble, whether the client is served; an
+//     error resets it, logged as end=denied or as a *RefusedError's End
+//     (end=client_limit). Done is called once an admitted connection ends.
+//   - BackendPreamble's bytes are written to the backend after connecting,
+//     before any of the client's (a PROXY header sent onward).
+//
+// Hooks run on the loop: they must not block.
 package l4

@@ -1,0 +1,194 @@
+package l4
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"sluice/internal/pool"
+)
+
+// helloParser is a tiny preamble: "HELLO addr:port\n" names the client.
+type helloParser struct{}
+
+func (helloParser) ParsePreamble(b []byte, c *Client) (int, error) {
+	const prefix = "HELLO "
+	if len(b) < len(prefix) {
+		if !bytes.HasPrefix([]byte(prefix), b) {
+			return 0, errors.New("not a hello")
+		}
+		return 0, ErrNeedMore
+	}
+	if !bytes.HasPrefix(b, []byte(prefix)) {
+		return 0, errors.New("not a hello")
+	}
+	nl := bytes.IndexByte(b, '\n')
+	if nl < 0 {
+		return 0, ErrNeedMore
+	}
+	ap, err := netip.ParseAddrPort(string(b[len(prefix):nl]))
+	if err != nil {
+		return 0, fmt.Errorf("bad address: %w", err)
+	}
+	c.Addr = ap
+	return nl + 1, nil
+}
+
+// tellBackend writes "FROM client via local\n" to the backend.
+type tellBackend struct{}
+
+func (tellBackend) AppendBackendPreamble(dst []byte, c *Client) []byte {
+	return fmt.Appendf(dst, "FROM %s via %s to %s\n", c.Addr, c.Via, c.Local)
+}
+
+// admitter refuses clients by port, and counts admissions and ends.
+type admitter struct {
+	mu     sync.Mutex
+	deny   map[uint16]error
+	live   map[netip.AddrPort]int
+	admits int
+}
+
+func (a *admitter) Admit(c *Client) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.deny[c.Addr.Port()]; err != nil {
+		return err
+	}
+	a.admits++
+	a.live[c.Addr]++
+	return nil
+}
+
+func (a *admitter) Done(c *Client) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.live[c.Addr]--
+}
+
+// recorder is a backend that reports the first line it reads, then echoes.
+func recorder(lines chan<- string) func(c *net.TCPConn) {
+	return func(c *net.TCPConn) {
+		var line []byte
+		one := make([]byte, 1)
+		for {
+			if _, err := c.Read(one); err != nil {
+				return
+			}
+			if one[0] == '\n' {
+				break
+			}
+			line = append(line, one[0])
+		}
+		lines <- string(line)
+		io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{c})
+	}
+}
+
+func TestPreambleNamesTheClient(t *testing.T) {
+	lines := make(chan string, 1)
+	b := startBackend(t, recorder(lines))
+	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr),
+		Preamble: helloParser{}, BackendPreamble: tellBackend{}})
+	c := dial(t, p.addr, "")
+	// In pieces, so that the parser needs more more than once.
+	for _, piece := range []string{"HEL", "LO 192.0.2.7:4", "242\nping\n"} {
+		c.Write([]byte(piece))
+		time.Sleep(10 * time.Millisecond) // the traffic pattern under test
+	}
+	want := fmt.Sprintf("FROM 192.0.2.7:4242 via %s to %s", c.LocalAddr(), c.RemoteAddr())
+	select {
+	case got := <-lines:
+		if got != want {
+			t.Fatalf("backend preamble %q, want %q", got, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend got no preamble")
+	}
+	// The client's preamble was consumed; its bytes after it go on.
+	if got := readLine(t, c); got != "ping" {
+		t.Fatalf("echo %q, want ping", got)
+	}
+	c.Close()
+	rec := p.log.waitEnd(t, EndClientClosed)
+	if rec["client"] != "192.0.2.7:4242" || rec["via"] != c.LocalAddr().String() {
+		t.Fatalf("log %v, want client 192.0.2.7:4242 via %s", rec, c.LocalAddr())
+	}
+	if rec["bytes_in"] != float64(len("ping\n")) {
+		t.Fatalf("bytes_in in %v, want the bytes after the preamble", rec)
+	}
+}
+
+func TestPreambleRefusals(t *testing.T) {
+	cases := []struct {
+		name  string
+		send  string
+		close bool // half-close after sending
+		end   End
+	}{
+		{"garbage", "GET / HTTP/1.1\r\n", false, EndBadPreamble},
+		{"bad address", "HELLO nowhere\n", false, EndBadPreamble},
+		{"incomplete then FIN", "HELLO 192.0.2.7", true, EndBadPreamble},
+		{"incomplete then silence", "HELLO 192.0.2.7", false, EndPreambleTimeout},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBackend(t, greeter("b"))
+			p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr),
+				Preamble: helloParser{}, PreambleTimeout: 200 * time.Millisecond})
+			c := dial(t, p.addr, "")
+			c.Write([]byte(tc.send))
+			if tc.close {
+				c.CloseWrite()
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("client saw %v, want a reset", err)
+			}
+			rec := p.log.waitEnd(t, tc.end)
+			if rec["error"] == nil || rec["backend"] != "" {
+				t.Fatalf("log %v: want an error and no backend", rec)
+			}
+		})
+	}
+}
+
+func TestAdmitter(t *testing.T) {
+	b := startBackend(t, greeter("b"))
+	a := &admitter{live: map[netip.AddrPort]int{}, deny: map[uint16]error{
+		1: errors.New("on the deny list"),
+		2: fmt.Errorf("too many: %w", &RefusedError{End: EndClientLimit}),
+	}}
+	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr), Preamble: helloParser{}, Admit: a})
+	for _, tc := range []struct {
+		port uint16
+		end  End
+	}{{1, EndDenied}, {2, EndClientLimit}} {
+		c := dial(t, p.addr, "")
+		fmt.Fprintf(c, "HELLO 192.0.2.1:%d\n", tc.port)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("refused client saw %v, want a reset", err)
+		}
+		p.log.waitEnd(t, tc.end)
+	}
+	ok := dial(t, p.addr, "")
+	fmt.Fprintf(ok, "HELLO 192.0.2.1:3\n")
+	if got := readLine(t, ok); got != "b" {
+		t.Fatalf("admitted client greeted %q", got)
+	}
+	ok.Close()
+	p.log.waitEnd(t, EndClientClosed)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.admits != 1 || a.live[netip.MustParseAddrPort("192.0.2.1:3")] != 0 {
+		t.Fatalf("admits %d, live %v: want one admission, ended once", a.admits, a.live)
+	}
+}
