@@ -1,8 +1,8 @@
 // Package l4 proxies TCP connections to backends chosen from a pool.
 //
 // A Server runs one event loop per listening socket (see package listen):
-// one goroutine locked to its thread, waiting in epoll_wait on its own
-// edge-triggered set. The loop accepts, picks a backend, connects with
+// one goroutine, waiting on its own edge-triggered epoll set, which it
+// parks in Go's poller. The loop accepts, picks a backend, connects with
 // retries on raw non-blocking sockets, and moves bytes both ways: small
 // messages through the loop's 64 KiB buffer with recv and send, bulk
 // transfers with splice(2) through a pipe borrowed while bytes move. An

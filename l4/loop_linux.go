@@ -5,8 +5,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -34,10 +35,10 @@ const bufSize = 64 << 10
 const maxIdleSlabs = 16
 
 // loop is the event loop of one listening socket: it accepts, connects and
-// moves the bytes of every connection accepted there, on one goroutine
-// locked to its thread, without a lock per connection. Its connections are
-// in its own epoll set, edge-triggered; the Server reaches it through an
-// eventfd (post and wake).
+// moves the bytes of every connection accepted there, on one goroutine,
+// without a lock per connection. Its connections are in its own epoll set,
+// edge-triggered, which the goroutine waits on through Go's poller (see
+// wait); the Server reaches it through an eventfd (post and wake).
 type loop struct {
 	s      *Server
 	ln     *net.TCPListener // closed by the loop when it stops accepting
@@ -62,6 +63,13 @@ type loop struct {
 	slotWait   bool          // waiting for a Limiter's wake-up to accept again
 	acceptAt   time.Duration // no accept before this, after an accept error
 	backoff    time.Duration
+
+	epf    *os.File // ep in Go's poller, for parking (see wait)
+	erc    syscall.RawConn
+	poll   func(uintptr) bool // l.pollOnce, bound once
+	nready int
+	perr   error
+	armed  time.Time // epf's read deadline
 
 	base time.Time
 	now  time.Duration // since base, read once per wake-up
@@ -98,6 +106,10 @@ func newLoop(s *Server, ln *net.TCPListener) (*loop, error) {
 	}
 	if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("creating epoll: %w", err)
+	}
+	if err := l.pollable(); err != nil {
+		unix.Close(l.ep)
+		return nil, err
 	}
 	if l.efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		unix.Close(l.ep)
@@ -156,10 +168,6 @@ func (l *loop) post(f func(*loop)) bool {
 
 // run serves until the server closes, or drains and no connection is left.
 func (l *loop) run() {
-	// The loop blocks in epoll_wait on its own thread: the runtime's
-	// poller would add a wake-up of its own to each of the loop's.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	defer l.close()
 	for {
 		n, err := l.wait()
@@ -197,28 +205,6 @@ func (l *loop) run() {
 		case closing:
 			return
 		}
-	}
-}
-
-// wait returns the number of ready events, blocking until there is one or
-// until the next timer is due.
-func (l *loop) wait() (int, error) {
-	msec := -1
-	if len(l.again) > 0 || l.canAccept() {
-		msec = 0
-	} else if at, ok := l.nextDeadline(); ok {
-		d := at - time.Since(l.base)
-		msec = max(0, int((d+time.Millisecond-1)/time.Millisecond))
-	}
-	for {
-		n, err := unix.EpollWait(l.ep, l.events, msec)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("epoll_wait: %w", err)
-		}
-		return n, nil
 	}
 }
 
@@ -304,7 +290,11 @@ func (l *loop) closeFDs() {
 		unix.Close(l.efd)
 		l.efd = -1
 	}
-	if l.ep >= 0 {
+	switch {
+	case l.epf != nil:
+		l.epf.Close()
+		l.epf, l.ep = nil, -1
+	case l.ep >= 0:
 		unix.Close(l.ep)
 		l.ep = -1
 	}
