@@ -100,7 +100,9 @@ func newLoop(s *Server, ln *net.TCPListener) (*loop, error) {
 		return nil, err
 	}
 	// Accepted sockets inherit TCP_NODELAY from the listening one: set
-	// once here instead of once per connection.
+	// once instead of once per connection. package listen sets it before
+	// listen; this is for other listeners, whose connections queued
+	// before Serve miss it.
 	if e := setInt(l.lnfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); e != 0 {
 		return nil, fmt.Errorf("setting TCP_NODELAY on the listening socket: %w", e)
 	}
