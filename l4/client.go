@@ -61,10 +61,11 @@ type BackendPreamble interface {
 // RefusedError is an error an Admitter returns to say which End to log
 // (EndDenied, EndClientLimit).
 type RefusedError struct {
-	End End
-	Err error
+	End End   // logged as end=; EndNone means EndDenied
+	Err error // why, logged as error=; may be nil
 }
 
+// Error returns the wrapped error's text, or says which End refused.
 func (e *RefusedError) Error() string {
 	if e.Err == nil {
 		return "l4: refused: " + e.End.String()
@@ -72,6 +73,7 @@ func (e *RefusedError) Error() string {
 	return e.Err.Error()
 }
 
+// Unwrap returns the wrapped error, for errors.Is and errors.As.
 func (e *RefusedError) Unwrap() error { return e.Err }
 
 // refusal returns the End logged for an Admitter's error.
