@@ -18,9 +18,9 @@ import (
 // closing a connection it could have served a moment later.
 //
 // Each proxied connection holds two fds. The reserve covers the listening
-// sockets, one parker (epoll) per socket, the runtime's own fds, and room
-// for the pipes that connections borrow while bytes move (when pipes run
-// short, sluice copies through user space rather than fail).
+// sockets, each one's event loop (an epoll and an eventfd), the runtime's
+// own fds, and room for the pipes that connections borrow while bytes move
+// (when pipes run short, sluice copies through user space rather than fail).
 func fdLimiter(cfg *config.Config) (*l4.Limiter, uint64, error) {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
@@ -41,7 +41,7 @@ func fdLimiter(cfg *config.Config) (*l4.Limiter, uint64, error) {
 		configured += uint64(l.MaxConnections)
 		unlimited = unlimited || l.MaxConnections == 0
 	}
-	reserve := 2*sockets + 3*udpSockets + 32 + max(limit/16, 8)
+	reserve := 3*sockets + 3*udpSockets + 32 + max(limit/16, 8)
 	if limit <= reserve+2 {
 		return nil, limit, fmt.Errorf("the file descriptor limit (%d) leaves no room for connections beside %d listening sockets: raise it (ulimit -n, or LimitNOFILE= in systemd)", limit, sockets+udpSockets)
 	}
