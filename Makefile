@@ -33,6 +33,8 @@ run:
 test: test-deps vet
 	$(GO) test -race -timeout 12m ./...
 	$(GO) run ./cmd/sluice check -c examples/sluice.toml
+	$(GO) run ./cmd/sluice check -c examples/two-tier-edge.toml
+	$(GO) run ./cmd/sluice check -c examples/two-tier-app.toml
 
 test-deps:
 	@missing=""; for p in $(TEST_PACKAGES); do \

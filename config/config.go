@@ -6,7 +6,9 @@ import (
 	"net/netip"
 	"time"
 
+	"sluice/internal/access"
 	"sluice/internal/pool"
+	"sluice/internal/proxyheader"
 )
 
 // Config is one loaded configuration file, with every default filled in.
@@ -135,6 +137,28 @@ type Listener struct {
 	// MaxSessions (UDP) caps live sessions; datagrams of new flows beyond
 	// it are dropped. 1 to 1048576.
 	MaxSessions int
+
+	// ProxyProtocol is the PROXY header versions accepted from
+	// ProxyProtocolFrom (only proxyheader.V2 on UDP); zero means the
+	// listener takes no headers.
+	ProxyProtocol proxyheader.Versions
+	// ProxyProtocolFrom are the senders that must send a PROXY header;
+	// a header from anyone else is refused. Non-empty exactly when
+	// ProxyProtocol is set.
+	ProxyProtocolFrom []netip.Prefix
+	// ProxyProtocolTimeout (TCP) is how long a trusted sender has to send
+	// its header; > 0 when ProxyProtocol is set, else zero.
+	ProxyProtocolTimeout time.Duration
+	// Allow, if not empty, are the only clients let in; Deny are refused
+	// even if allowed. Both are checked against the real client (after a
+	// PROXY header); empty means no list.
+	Allow, Deny []netip.Prefix
+	// MaxConnectionsPerClient (TCP) caps each client address's live
+	// connections; zero means no cap.
+	MaxConnectionsPerClient int
+	// NewConnectionsPerClient caps each client address's new connections
+	// (UDP: new flows); zero means no cap.
+	NewConnectionsPerClient access.Rate
 }
 
 // Pool is one [pools.NAME] table.
@@ -173,6 +197,10 @@ type Pool struct {
 	// Health is the pool's [health] table, nil if it has none (then its
 	// backends are not actively checked).
 	Health *Health
+	// SendProxy is the PROXY header version sent to backends first, on
+	// every connection and health check (proxyheader.V1 or V2); zero
+	// sends none.
+	SendProxy proxyheader.Versions
 }
 
 // Backend is one [[pools.NAME.backends]] entry.

@@ -20,6 +20,9 @@ const (
 	defaultWeight            = 1
 	defaultSessionTimeout    = 30 * time.Second
 	defaultMaxSessions       = 65536
+	// A proxy in front sends its header with its first segment; 5 s is
+	// HAProxy's and nginx's default for the whole preamble.
+	defaultProxyProtocolTimeout = 5 * time.Second
 
 	defaultHealthInterval  = 2 * time.Second
 	defaultHealthTimeout   = time.Second
@@ -37,6 +40,8 @@ const (
 	maxWeight    = 256
 	maxTableSize = 1000003 // prime
 	maxResponses = math.MaxInt32
+	// No client holds a million connections: a larger cap is a typo.
+	maxConnsPerClient = 1_000_000
 	// Each UDP session holds a socket, and no process may open more fds
 	// than fs.nr_open, 1048576 by default.
 	maxSessions = 1 << 20

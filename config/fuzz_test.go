@@ -24,6 +24,9 @@ func FuzzParse(f *testing.F) {
 	for _, tc := range badHealthConfigs {
 		f.Add(tc.toml)
 	}
+	for _, tc := range badClientConfigs {
+		f.Add(tc.toml)
+	}
 	f.Fuzz(func(t *testing.T, text string) {
 		cfg, err := parseFake(text)
 		if err != nil {
@@ -54,7 +57,7 @@ func checkInvariants(t *testing.T, cfg *Config) {
 	}
 	for i, l := range cfg.Listeners {
 		if !nameRE.MatchString(l.Name) || cfg.Pool(l.Pool) == nil || !l.Bind.IsValid() || l.Bind.Port() == 0 ||
-			l.Sockets < 1 || l.Sockets > maxSockets || !protocolFieldsOK(l) {
+			l.Sockets < 1 || l.Sockets > maxSockets || !protocolFieldsOK(l) || !clientFieldsOK(l) {
 			t.Errorf("bad listener %+v", l)
 		}
 		for _, o := range cfg.Listeners[:i] {

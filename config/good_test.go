@@ -91,7 +91,7 @@ address = "10.0.0.3:5432"
 	want := Listener{Name: "b", Bind: netip.MustParseAddrPort("[::]:5432"), BindText: ":5432", Pool: "m",
 		MaxConnections: 100, Sockets: 4, ConnectTimeout: 250 * time.Millisecond, IdleTimeout: time.Hour,
 		HalfClosedTimeout: 30 * time.Second}
-	if b != want {
+	if !reflect.DeepEqual(b, want) {
 		t.Errorf("got  %+v\nwant %+v", b, want)
 	}
 	p := cfg.Pool("m")

@@ -35,7 +35,7 @@ func Parse(file string, data []byte) (*Config, error) {
 // parseWith is Parse with the host's interfaces supplied by host, which is
 // called at most once and only if a bind is a template.
 func parseWith(file string, data []byte, host func() (hostAddrs, error)) (*Config, error) {
-	d := &decoder{file: file, text: trimBOM(string(data)), host: host}
+	d := &decoder{file: file, text: trimBOM(string(data)), host: host, sendsV1: map[string]bool{}}
 	cfg := d.config()
 	if len(d.errs) > 0 {
 		d.errs.sort()
@@ -51,6 +51,8 @@ type decoder struct {
 	md   toml.MetaData
 	root *keyNode // the file's keys and their lines; nil if unknown
 	errs Errors
+
+	sendsV1 map[string]bool // pools with send_proxy = "v1", for UDP listeners' checks
 
 	host    func() (hostAddrs, error)
 	hostErr error

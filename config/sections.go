@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"sluice/internal/pool"
+	"sluice/internal/proxyheader"
 )
 
 var nameRE = regexp.MustCompile(fmt.Sprintf(`^[A-Za-z0-9_.-]{1,%d}$`, maxNameLen))
@@ -39,7 +40,11 @@ func (d *decoder) pools(top *table) []Pool {
 	var pools []Pool
 	tables, _ := top.names("pools")
 	for _, t := range tables {
-		pools = append(pools, d.pool(t))
+		p := d.pool(t)
+		if p.SendProxy == proxyheader.V1 {
+			d.sendsV1[p.Name] = true
+		}
+		pools = append(pools, p)
 	}
 	return pools
 }
@@ -47,10 +52,11 @@ func (d *decoder) pools(top *table) []Pool {
 func (d *decoder) pool(t *table) Pool {
 	p := defaultPool(t.name)
 	t.allow("balance", "hash_key", "table_size", "retries", "backends",
-		"on_down", "slow_start", "passive_failures", "passive_backoff", "health", "discover")
+		"on_down", "slow_start", "passive_failures", "passive_backoff", "health", "discover", "send_proxy")
 	balanceOK := t.text("balance", &p.Balance) || !t.has("balance")
 	t.integer("retries", 0, maxRetries, &p.Retries)
 	t.poolHealth(&p)
+	t.sendProxy(&p)
 	if p.Discover = t.discover(); !t.has("discover") {
 		p.Backends = d.backends(t, p.Health)
 	}
@@ -224,8 +230,12 @@ func (d *decoder) listener(t *table, pools []string) Listener {
 	if l.Sockets == 0 {
 		l.Sockets = defaultSockets()
 	}
+	t.clientKeys(&l)
 	if proto == UDP {
 		t.udpKeys(&l)
+		if d.sendsV1[l.Pool] {
+			t.errorf("pool", "pool %q has send_proxy = \"v1\", which UDP cannot carry: use \"v2\"", l.Pool)
+		}
 		return l
 	}
 	t.integer("max_connections", 0, math.MaxInt, &l.MaxConnections)
