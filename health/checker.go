@@ -70,6 +70,11 @@ type Check struct {
 	// means DefaultRise and DefaultFall. The first check alone decides
 	// the starting state.
 	Rise, Fall int
+	// Preamble is written first on every TCP connection the prober opens,
+	// before anything of its own (and before a TLS handshake): a PROXY
+	// header for a backend that requires one, as HAProxy's
+	// check-send-proxy. Nil sends nothing; UDP checks never send it.
+	Preamble []byte
 }
 
 func (c *Check) interval() time.Duration {
@@ -209,7 +214,7 @@ func (c *checker) run(ctx context.Context) {
 // probe runs one check under the timeout. A check cut off by the timeout
 // says so plainly, rather than with whichever error the cut caused.
 func (c *checker) probe(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout())
+	ctx, cancel := context.WithTimeout(withPreamble(ctx, c.Preamble), c.timeout())
 	defer cancel()
 	err := c.Prober.Probe(ctx, c.Addr)
 	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && isTimeout(err) {

@@ -114,6 +114,7 @@ func (m MySQL) config(addr netip.AddrPort) *mysql.Config {
 	cfg := mysql.NewConfig()
 	cfg.Net = "tcp"
 	cfg.Addr = addr.String()
+	cfg.DialFunc = dialDriver
 	cfg.User = m.User
 	cfg.Passwd = m.Password
 	cfg.DBName = m.Database

@@ -159,6 +159,7 @@ func (p Postgres) connConfig(addr netip.AddrPort) (*pgx.ConnConfig, error) {
 	cfg.Database = p.database()
 	cfg.Fallbacks = nil
 	cfg.ConnectTimeout = 0 // ctx's deadline applies
+	cfg.DialFunc = dialDriver
 	cfg.RuntimeParams = map[string]string{"application_name": "sluice health check"}
 	// The simple protocol runs the query in one round trip, without preparing it.
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol

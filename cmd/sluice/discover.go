@@ -80,7 +80,7 @@ func (d *discovery) checkAll(c *checks, pools map[string]*pool.Pool) error {
 	for name, dp := range d.pools {
 		p := pools[name]
 		for _, b := range p.Backends() {
-			if err := c.add(name, p, b, dp.cfg.DiscoveredHealth(b.Addr)); err != nil {
+			if err := c.add(name, p, b, dp.cfg.DiscoveredHealth(b.Addr), healthPreamble(dp.cfg.SendProxy)); err != nil {
 				return err
 			}
 		}
@@ -123,7 +123,7 @@ func (d *discovery) apply(dp *discovered, bs []pool.BackendOptions, c *checks) {
 		c.remove(dp.pool, b)
 	}
 	for _, b := range ch.Added {
-		if err := c.add(dp.cfg.Name, dp.pool, b, dp.cfg.DiscoveredHealth(b.Addr)); err != nil {
+		if err := c.add(dp.cfg.Name, dp.pool, b, dp.cfg.DiscoveredHealth(b.Addr), healthPreamble(dp.cfg.SendProxy)); err != nil {
 			d.log.Error("checking a discovered backend", slog.String("pool", dp.cfg.Name),
 				slog.String("backend", b.String()), slog.String("error", err.Error()))
 		}

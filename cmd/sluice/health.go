@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
 	"sluice/config"
 	"sluice/health"
 	"sluice/internal/pool"
+	"sluice/internal/proxyheader"
 	"sluice/l4"
 )
 
@@ -31,7 +33,7 @@ func newChecks(cfg *config.Config, pools map[string]*pool.Pool, log *slog.Logger
 		p := pools[pc.Name]
 		c.pools = append(c.pools, p)
 		for i, bc := range pc.Backends {
-			if err := c.add(pc.Name, p, p.Backends()[i], bc.Health); err != nil {
+			if err := c.add(pc.Name, p, p.Backends()[i], bc.Health, healthPreamble(pc.SendProxy)); err != nil {
 				return nil, err
 			}
 		}
@@ -39,8 +41,9 @@ func newChecks(cfg *config.Config, pools map[string]*pool.Pool, log *slog.Logger
 	return c, nil
 }
 
-// add checks backend b of pool p as h says; nil h means no checks.
-func (c *checks) add(name string, p *pool.Pool, b *pool.Backend, h *config.Health) error {
+// add checks backend b of pool p as h says, sending pre first (see
+// healthPreamble); nil h means no checks.
+func (c *checks) add(name string, p *pool.Pool, b *pool.Backend, h *config.Health, pre []byte) error {
 	if h == nil {
 		return nil
 	}
@@ -56,6 +59,7 @@ func (c *checks) add(name string, p *pool.Pool, b *pool.Backend, h *config.Healt
 		Jitter:   h.Jitter,
 		Rise:     h.Rise,
 		Fall:     h.Fall,
+		Preamble: pre,
 	}
 	return c.monitor.Add(check, target{p, b})
 }
@@ -63,6 +67,20 @@ func (c *checks) add(name string, p *pool.Pool, b *pool.Backend, h *config.Healt
 // remove stops checking backend b of pool p, which p no longer has; the
 // checks of its other backends go on with their verdicts.
 func (c *checks) remove(p *pool.Pool, b *pool.Backend) { c.monitor.Remove(target{p, b}) }
+
+// healthPreamble is what the checks of a pool that sends PROXY headers send
+// first: a header with no client in it (v2 LOCAL, v1 UNKNOWN), as HAProxy's
+// check-send-proxy does, so a backend that requires headers takes the
+// check for the proxy's own connection instead of refusing it.
+func healthPreamble(v proxyheader.Versions) []byte {
+	switch v {
+	case proxyheader.V1:
+		return proxyheader.AppendV1(nil, netip.AddrPort{}, netip.AddrPort{})
+	case proxyheader.V2:
+		return proxyheader.AppendV2(nil, &proxyheader.Header{Local: true})
+	}
+	return nil
+}
 
 // closeOnDown makes each TCP server close the connections of a backend
 // that its pool's checks mark down, in pools with on_down = "close".
