@@ -79,6 +79,9 @@ type opened struct {
 // start builds the pools, opens every listener, and only then starts
 // serving, so a bind failure leaves nothing half-started.
 func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
+	if err := notWired(cfg); err != nil {
+		return nil, err
+	}
 	pools := make(map[string]*pool.Pool, len(cfg.Pools))
 	disc := newDiscovery(cfg, log)
 	for _, pc := range cfg.Pools {
