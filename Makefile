@@ -14,7 +14,8 @@ TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base \
 	/usr/lib/postgresql/*/bin/postgres:postgresql \
 	/usr/lib/postgresql/*/bin/pgbench:postgresql \
 	/usr/lib/postgresql/*/bin/pg_basebackup:postgresql-client \
-	mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client
+	mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client \
+	haproxy:haproxy nginx:nginx /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream
 
 .PHONY: all build run test test-deps vet bench bench-quick fuzz clean
 
@@ -38,7 +39,8 @@ test: test-deps vet
 
 test-deps:
 	@missing=""; for p in $(TEST_PACKAGES); do \
-		command -v $${p%%:*} >/dev/null || test -x /usr/sbin/$${p%%:*} || missing="$$missing $${p#*:}"; \
+		command -v $${p%%:*} >/dev/null || test -x /usr/sbin/$${p%%:*} || test -f $${p%%:*} || \
+			missing="$$missing $${p#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing test dependencies:$$missing"; \

@@ -1,20 +1,145 @@
 package main
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 
 	"sluice/config"
+	"sluice/internal/access"
+	"sluice/internal/proxyheader"
+	"sluice/l4"
 )
 
+// This file adapts the client-identity packages (proxyheader, access) to
+// the hooks of l4.Server: a listener's PROXY headers in, its allow/deny
+// lists and per-client limits, and its pool's PROXY headers out.
+
+// tcpHooks sets the client-identity hooks of srv from its listener's and
+// pool's configuration; a listener that uses none keeps all hooks nil and
+// so l4's plain fast path.
+func tcpHooks(srv *l4.Server, lc config.Listener, pc *config.Pool) {
+	if lc.ProxyProtocol != 0 {
+		srv.Preamble = &proxyIn{policy: proxyheader.Policy{
+			Accept:  lc.ProxyProtocol,
+			Trusted: access.NewSet(lc.ProxyProtocolFrom),
+		}}
+		srv.PreambleTimeout = lc.ProxyProtocolTimeout
+	}
+	acl := access.NewACL(lc.Allow, lc.Deny)
+	limits := access.NewLimiter(access.Limits{MaxConns: lc.MaxConnectionsPerClient, Rate: lc.NewConnectionsPerClient})
+	if acl != nil || limits != nil {
+		srv.Admit = &admitter{acl: acl, limits: limits}
+	}
+	if pc != nil && pc.SendProxy != 0 {
+		srv.BackendPreamble = proxyOut{version: pc.SendProxy}
+	}
+}
+
+// proxyIn reads PROXY headers for an l4.Server.
+type proxyIn struct {
+	policy proxyheader.Policy
+}
+
+var _ l4.PreambleParser = (*proxyIn)(nil)
+
+// ParsePreamble implements l4.PreambleParser: from a trusted sender it
+// consumes the header and takes its client as the connection's (a LOCAL
+// header keeps the socket's); from anyone else it consumes nothing and
+// refuses a header.
+func (p *proxyIn) ParsePreamble(peeked []byte, c *l4.Client) (int, error) {
+	var h proxyheader.Header
+	n, err := p.policy.Read(c.Addr.Addr(), peeked, &h)
+	switch {
+	case errors.Is(err, proxyheader.ErrNeedMore):
+		return 0, l4.ErrNeedMore
+	case err != nil:
+		return 0, err
+	}
+	if h.Addressed() {
+		c.Via, c.Addr, c.Local = c.Addr, h.Source, h.Dest
+	}
+	if len(h.TLVs) > 0 {
+		// They alias the loop's peek buffer, which the next
+		// connection overwrites.
+		c.TLVs = append([]byte(nil), h.TLVs...)
+	}
+	return n, nil
+}
+
+// admitter applies a listener's allow/deny lists and per-client limits.
+type admitter struct {
+	acl    *access.ACL
+	limits *access.Limiter
+}
+
+var _ l4.Admitter = (*admitter)(nil)
+
+var errDenied = errors.New("client address not allowed by the listener's allow/deny lists")
+
+// Admit implements l4.Admitter.
+func (a *admitter) Admit(c *l4.Client) error {
+	ip := c.Addr.Addr()
+	if !a.acl.Allowed(ip) {
+		return &l4.RefusedError{End: l4.EndDenied, Err: errDenied}
+	}
+	if err := a.limits.Acquire(ip); err != nil {
+		return &l4.RefusedError{End: l4.EndClientLimit, Err: err}
+	}
+	return nil
+}
+
+// Done implements l4.Admitter.
+func (a *admitter) Done(c *l4.Client) { a.limits.Release(c.Addr.Addr()) }
+
+// proxyOut writes a pool's PROXY header to each backend.
+type proxyOut struct {
+	version proxyheader.Versions
+}
+
+var _ l4.BackendPreamble = proxyOut{}
+
+// AppendBackendPreamble implements l4.BackendPreamble. A v2 header carries
+// on the TLVs received from the tier in front (all but its checksum and
+// padding) and a unique ID for the connection, the one received if any.
+func (o proxyOut) AppendBackendPreamble(dst []byte, c *l4.Client) []byte {
+	if o.version == proxyheader.V1 {
+		return proxyheader.AppendV1(dst, c.Addr, c.Local)
+	}
+	var buf [256]byte
+	tlvs := proxyheader.AppendForwardTLVs(buf[:0], c.TLVs)
+	if _, ok := proxyheader.TLV(tlvs, proxyheader.TypeUniqueID); !ok {
+		tlvs = appendUniqueID(tlvs)
+	}
+	return proxyheader.AppendV2(dst, &proxyheader.Header{Source: c.Addr, Dest: c.Local, TLVs: tlvs})
+}
+
+// appendUniqueID appends a unique-ID TLV: 128 random bits in hex, drawn
+// from math/rand/v2's per-thread generator, so making one shares no state
+// between connections.
+func appendUniqueID(tlvs []byte) []byte {
+	var raw [16]byte
+	for i := range 2 {
+		u := rand.Uint64()
+		for j := range 8 {
+			raw[i*8+j] = byte(u >> (8 * j))
+		}
+	}
+	var id [32]byte
+	hex.Encode(id[:], raw[:])
+	return proxyheader.AppendTLV(tlvs, proxyheader.TypeUniqueID, id[:])
+}
+
 // notWired refuses a configuration that sets a key the proxies do not act
-// on yet (issue 10's keys land in config before the listeners use them). A
-// deny list or a trusted-proxy list that loads but does nothing would be
-// worse than an error: each key leaves this list as its listener wiring
-// lands.
+// on yet. A deny list that loads but does nothing would be worse than an
+// error: each key leaves this list as its wiring lands.
 func notWired(cfg *config.Config) error {
 	var errs []error
 	for _, l := range cfg.Listeners {
+		if l.Protocol != config.UDP {
+			continue
+		}
 		for _, k := range []struct {
 			set  bool
 			name string
@@ -22,17 +147,12 @@ func notWired(cfg *config.Config) error {
 			{l.ProxyProtocol != 0, "proxy_protocol"},
 			{len(l.Allow) > 0, "allow"},
 			{len(l.Deny) > 0, "deny"},
-			{l.MaxConnectionsPerClient > 0, "max_connections_per_client"},
 			{!l.NewConnectionsPerClient.IsZero(), "new_connections_per_client"},
+			{cfg.Pool(l.Pool) != nil && cfg.Pool(l.Pool).SendProxy != 0, "a pool with send_proxy"},
 		} {
 			if k.set {
-				errs = append(errs, fmt.Errorf("listener %s: %s is accepted by check but not implemented by run yet", l.Name, k.name))
+				errs = append(errs, fmt.Errorf("listener %s: %s is accepted by check but not implemented for UDP yet", l.Name, k.name))
 			}
-		}
-	}
-	for _, p := range cfg.Pools {
-		if p.SendProxy != 0 {
-			errs = append(errs, fmt.Errorf("pool %s: send_proxy is accepted by check but not implemented by run yet", p.Name))
 		}
 	}
 	return errors.Join(errs...)

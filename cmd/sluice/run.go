@@ -116,7 +116,7 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 		if lc.Protocol == config.UDP {
 			o, err = openUDP(lc, pools[lc.Pool], log)
 		} else {
-			o, err = openTCP(lc, pools[lc.Pool], fdCap, log)
+			o, err = openTCP(lc, cfg.Pool(lc.Pool), pools[lc.Pool], fdCap, log)
 		}
 		if err != nil {
 			for _, o := range all {
@@ -146,7 +146,7 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 }
 
 // openTCP opens a TCP listener's sockets and builds its proxy.
-func openTCP(lc config.Listener, p *pool.Pool, fdCap *l4.Limiter, log *slog.Logger) (opened, error) {
+func openTCP(lc config.Listener, pc *config.Pool, p *pool.Pool, fdCap *l4.Limiter, log *slog.Logger) (opened, error) {
 	lns, err := listen.TCP(context.Background(), lc.Bind, lc.Sockets)
 	if err != nil {
 		return opened{}, err
@@ -161,6 +161,7 @@ func openTCP(lc config.Listener, p *pool.Pool, fdCap *l4.Limiter, log *slog.Logg
 		Limiter:           fdCap,
 		Logger:            log,
 	}
+	tcpHooks(srv, lc, pc)
 	return opened{srv: srv, serve: func() error { return srv.Serve(lns) }, close: func() { closeAll(lns) },
 		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns)}, nil
 }

@@ -117,3 +117,72 @@ func straceCalls(t *testing.T, path string) map[string]int {
 	}
 	return calls
 }
+
+// TestSpliceAfterProxyHeaders is TestBytesMoveBySplice on a listener that
+// reads a PROXY header from the client and a pool that sends one to the
+// backend: the headers must not move the payload off splice(2).
+func TestSpliceAfterProxyHeaders(t *testing.T) {
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Fatal("strace is needed to count splice calls (make test installs it): ", err)
+	}
+	addr := freePort(t)
+	summary := filepath.Join(t.TempDir(), "strace.txt")
+	cfg := simpleConfig(addr, echoBackend(t), "1s")
+	cfg = strings.Replace(cfg, "sockets = 2\n", "sockets = 2\nproxy_protocol = \"v1\"\nproxy_protocol_from = [\"127.0.0.1\"]\n", 1)
+	cfg = strings.Replace(cfg, "[pools.p]\n", "[pools.p]\nsend_proxy = \"v2\"\n", 1)
+	p := startSluice(t, []string{"strace", "-f", "-c", "-o", summary,
+		"-e", "trace=splice,read,write,recvfrom,sendto,readv,writev,recvmsg,sendmsg"},
+		"-c", writeFile(t, cfg))
+	p.waitOutput(t, "listening")
+
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	header := "PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n"
+	payload := make([]byte, 32<<20)
+	rand.Read(payload)
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(append([]byte(header), payload...))
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		errc <- err
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	// The echo backend says hello, then echoes sluice's v2 header and the
+	// payload; the client's v1 header was consumed by sluice.
+	rest, ok := bytes.CutPrefix(got, []byte("hello\n\r\n\r\n\x00\r\nQUIT\n\x21\x11"))
+	if !ok || !bytes.HasSuffix(rest, payload) || bytes.Contains(got, []byte(header)) {
+		t.Fatalf("echo through sluice: %d bytes starting %q, want hello, a v2 header and the payload", len(got), got[:min(len(got), 40)])
+	}
+	c.Close()
+	pid := childOf(t, p.cmd.Process.Pid)
+	syscall.Kill(pid, syscall.SIGTERM)
+	if code := p.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d; output:\n%s", code, p.out)
+	}
+	if !strings.Contains(p.out.String(), "client=203.0.113.7:5555") {
+		t.Errorf("log does not name the header's client:\n%s", p.out)
+	}
+	calls := straceCalls(t, summary)
+	t.Logf("system calls for 64 MiB proxied after PROXY headers: %v", calls)
+	copies := 0
+	for name, n := range calls {
+		if name != "splice" {
+			copies += n
+		}
+	}
+	if calls["splice"] < 64 || copies > calls["splice"]/4 {
+		t.Fatalf("%d splice calls against %d read/write-family calls: bytes went through user space", calls["splice"], copies)
+	}
+}
