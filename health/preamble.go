@@ -2,9 +2,7 @@ package health
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"net/netip"
 )
 
 // preambleKey carries a check's Preamble from the checker to dial, the one
@@ -34,12 +32,19 @@ func sendPreamble(ctx context.Context, network string, c net.Conn) error {
 	return nil
 }
 
-// dialDriver is dial for a database driver's own dialer (pgx's and
-// go-sql-driver/mysql's DialFunc), so that logins send the preamble too.
+// dialDriver is a database driver's dialer (pgx's and go-sql-driver/mysql's
+// DialFunc) that sends the preamble too. It dials as the drivers do by
+// default and returns their kind of errors, which their callers turn into
+// reasons.
 func dialDriver(ctx context.Context, network, addr string) (net.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
+		return nil, err
 	}
-	return dial(ctx, network, ap)
+	if err := sendPreamble(ctx, network, c); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
