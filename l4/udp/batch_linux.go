@@ -105,13 +105,24 @@ func (b *batch) forReceive(from, to int, name, oob bool) {
 	}
 }
 
-// point points header k of b at the n bytes of datagram i of src, for a
-// send on a connected socket.
-func (b *batch) point(k int, src *batch, i int) {
-	b.iovs[k] = unix.Iovec{Base: &src.bufs[i*bufSize]}
-	b.iovs[k].SetLen(int(src.hs[i].n))
-	b.hs[k].hdr = unix.Msghdr{Iov: &b.iovs[k]}
-	b.hs[k].hdr.SetIovlen(1)
+// point points header k of b (which has two iovecs per header) at pre,
+// if not empty, then at the bytes of datagram i of src after its first
+// off, for a send on a connected socket.
+func (b *batch) point(k int, pre []byte, src *batch, i, off int) {
+	iov := b.iovs[2*k : 2*k+2]
+	m := 0
+	if len(pre) > 0 {
+		iov[m] = unix.Iovec{Base: &pre[0]}
+		iov[m].SetLen(len(pre))
+		m++
+	}
+	if n := int(src.hs[i].n) - off; n > 0 {
+		iov[m] = unix.Iovec{Base: &src.bufs[i*bufSize+off]}
+		iov[m].SetLen(n)
+		m++
+	}
+	b.hs[k].hdr = unix.Msghdr{Iov: &iov[0]}
+	b.hs[k].hdr.SetIovlen(m)
 }
 
 // reply turns received header i into a send of its n bytes to a session's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"os"
 	"syscall"
 	"time"
@@ -48,6 +49,10 @@ func (l *loop) assign(n int) {
 	var cur *session
 	for i := range n {
 		k, ifindex, ok := parseKey(l.in, i, l.pktinfo)
+		l.off[i] = 0
+		if ok && l.s.Preamble != nil {
+			ok = l.strip(&k, i)
+		}
 		switch {
 		case !ok:
 			cur = nil
@@ -58,7 +63,7 @@ func (l *loop) assign(n int) {
 		l.dest[i] = cur
 		if cur != nil {
 			cur.dgIn++
-			cur.in += int64(l.in.hs[i].n)
+			cur.in += int64(l.in.hs[i].n) - int64(l.off[i])
 			l.idle.touch(cur, l.now)
 		}
 	}
@@ -75,7 +80,7 @@ func (l *loop) forwardAll(n int) {
 		k := 0
 		for j := i; j < n; j++ {
 			if l.dest[j] == s {
-				l.fwd.point(k, l.in, j)
+				l.fwd.point(k, s.pre, l.in, j, l.off[j])
 				l.dest[j] = nil
 				k++
 			}
@@ -103,6 +108,8 @@ func (l *loop) session(k flowKey, ifindex uint32, i int) *session {
 	switch {
 	case l.draining:
 		l.stats.droppedDraining.Add(1)
+		return nil
+	case !l.admit(k, i):
 		return nil
 	case !l.reserve():
 		l.stats.droppedCap.Add(1)
@@ -157,6 +164,10 @@ func (l *loop) open(k flowKey, ifindex uint32, i int) (*session, error) {
 	}
 	s := &session{key: k, be: be, fd: fd, start: l.now,
 		name: l.in.names[i], namelen: l.in.hs[i].hdr.Namelen}
+	if bp := l.s.BackendPreamble; bp != nil {
+		c := l.client(k, i)
+		s.pre = bp.AppendBackendPreamble(nil, &c)
+	}
 	s.setSource(l.family, k.local, ifindex)
 	if len(l.free) > 0 {
 		s.slot, l.free = l.free[len(l.free)-1], l.free[:len(l.free)-1]
@@ -309,6 +320,11 @@ func (l *loop) end(s *session, e End, err error) {
 	attrs := []slog.Attr{
 		slog.String("listener", l.s.Name),
 		slog.String("client", s.key.clientAddr().String()),
+	}
+	if via := s.key.viaAddr(); via.IsValid() {
+		attrs = append(attrs, slog.String("via", via.String()))
+	}
+	attrs = append(attrs,
 		slog.String("backend", s.be.String()),
 		slog.Int64("datagrams_in", s.dgIn),
 		slog.Int64("bytes_in", s.in),
@@ -316,7 +332,7 @@ func (l *loop) end(s *session, e End, err error) {
 		slog.Int64("bytes_out", s.out),
 		slog.Duration("duration", l.now-s.start),
 		slog.String("end", e.String()),
-	}
+	)
 	if err != nil {
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
@@ -357,4 +373,63 @@ func (w *warnLimit) warn(l *loop, msg string, attr slog.Attr) {
 	l.s.logger().LogAttrs(context.Background(), slog.LevelWarn, msg, slog.String("listener", l.s.Name),
 		attr, slog.Int(w.also, w.n))
 	w.last, w.n = l.now, 0
+}
+
+// strip runs the Preamble on datagram i, whose key k is its sender's:
+// it records how many bytes to take off and, if the header named another
+// client, makes that client k's and the sender its via. It reports false
+// if the datagram is to be dropped.
+func (l *loop) strip(k *flowKey, i int) bool {
+	// The loop's own Client: a local one, passed to an interface,
+	// would be allocated for every datagram.
+	c := &l.client1
+	*c = Client{Addr: k.clientAddr(), Local: l.localOf(k)}
+	sender := c.Addr
+	n, err := l.s.Preamble.StripDatagram(l.in.data(i), c)
+	if err != nil {
+		l.stats.droppedPreamble.Add(1)
+		// slog.Any keeps err as it is: its text is made only for the
+		// line logged, not for every datagram dropped.
+		l.badPre.warn(l, "udp datagram dropped: bad or unexpected PROXY header", slog.Any("error", err))
+		return false
+	}
+	l.off[i], l.toward[i] = n, c.Local
+	if c.Addr != sender {
+		k.via, k.viaPort = k.client, k.port
+		k.client, k.port = c.Addr.Addr().As16(), c.Addr.Port()
+	}
+	return true
+}
+
+// localOf is the address flow k's client sent to: its datagram's
+// destination on a listener bound to every address, else the listener's.
+func (l *loop) localOf(k *flowKey) netip.AddrPort {
+	if l.pktinfo {
+		return netip.AddrPortFrom(netip.AddrFrom16(k.local).Unmap(), l.local.Port())
+	}
+	return l.local
+}
+
+// client is the Client of flow k, as datagram i (its first) showed it.
+func (l *loop) client(k flowKey, i int) Client {
+	c := Client{Addr: k.clientAddr(), Via: k.viaAddr(), Local: l.localOf(&k)}
+	if l.s.Preamble != nil && l.toward[i].IsValid() {
+		c.Local = l.toward[i]
+	}
+	return c
+}
+
+// admit asks the Admitter, if any, whether new flow k (of datagram i) may
+// have a session.
+func (l *loop) admit(k flowKey, i int) bool {
+	if l.s.Admit == nil {
+		return true
+	}
+	c := l.client(k, i)
+	if err := l.s.Admit.AdmitFlow(&c); err != nil {
+		l.stats.droppedRefused.Add(1)
+		l.refusals.warn(l, "udp new flow refused", slog.Any("error", err))
+		return false
+	}
+	return true
 }

@@ -3,6 +3,7 @@ package udp
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 	"time"
@@ -45,11 +46,15 @@ type loop struct {
 	perr   error
 	armed  time.Time // epf's read deadline
 
-	events []unix.EpollEvent
-	in     *batch              // datagrams from clients
-	fwd    *batch              // headers (no buffers) for sending in's datagrams on
-	out    *batch              // replies, received from backends and sent to clients
-	dest   [batchSize]*session // session of each datagram of in; nil: dropped
+	events  []unix.EpollEvent
+	in      *batch                    // datagrams from clients
+	fwd     *batch                    // headers (no buffers) for sending in's datagrams on
+	out     *batch                    // replies, received from backends and sent to clients
+	dest    [batchSize]*session       // session of each datagram of in; nil: dropped
+	off     [batchSize]int            // bytes the Preamble took off each datagram of in
+	toward  [batchSize]netip.AddrPort // each datagram's Client.Local, with a Preamble
+	local   netip.AddrPort            // the listening socket's address
+	client1 Client                    // for the Preamble, see strip
 
 	flows map[flowKey]*session
 	slots []*session // by epoll slot; nil when free
@@ -62,6 +67,8 @@ type loop struct {
 	draining  bool
 	drops     warnLimit // new flows dropped
 	evictions warnLimit // sessions evicted for new flows
+	badPre    warnLimit // datagrams the Preamble refused
+	refusals  warnLimit // new flows the Admitter refused
 
 	stats counters
 }
@@ -72,6 +79,9 @@ func newLoop(s *Server, conn *net.UDPConn) (*loop, error) {
 		events: make([]unix.EpollEvent, 128), base: time.Now()}
 	l.drops = warnLimit{also: "also_dropped", last: -time.Hour}
 	l.evictions = warnLimit{also: "also_evicted", last: -time.Hour}
+	l.badPre = warnLimit{also: "also_dropped", last: -time.Hour}
+	l.refusals = warnLimit{also: "also_refused", last: -time.Hour}
+	l.local = conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	rc, err := conn.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -87,8 +97,9 @@ func newLoop(s *Server, conn *net.UDPConn) (*loop, error) {
 		l.closeFDs()
 		return nil, err
 	}
+	// Two iovecs per datagram sent on: a BackendPreamble and the payload.
 	l.in, l.fwd, l.out = newBatch(), &batch{hs: make([]mmsghdr, batchSize),
-		iovs: make([]unix.Iovec, batchSize)}, newBatch()
+		iovs: make([]unix.Iovec, 2*batchSize)}, newBatch()
 	return l, nil
 }
 

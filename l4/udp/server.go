@@ -78,6 +78,16 @@ type Server struct {
 	// Nil means slog.Default().
 	Logger *slog.Logger
 
+	// Preamble, if not nil, takes a PROXY header off each datagram
+	// before its flow is looked up. Nil: datagrams carry none.
+	Preamble Preamble
+	// Admit, if not nil, decides whether each new flow may have a
+	// session.
+	Admit Admitter
+	// BackendPreamble, if not nil, goes in front of every datagram sent
+	// to a backend.
+	BackendPreamble BackendPreamble
+
 	// state is running, draining or closing; it only moves forward.
 	// Loops read it when woken, never per datagram.
 	state atomic.Int32
@@ -257,6 +267,13 @@ type Stats struct {
 	// SendFailed counts datagrams the kernel would not send on (a full
 	// socket buffer, or an error from the backend's side).
 	SendFailed uint64
+	// DroppedPreamble counts datagrams the Preamble refused (a trusted
+	// sender's without a valid header, an untrusted one's with one);
+	// they are also logged, at most once a second per socket.
+	DroppedPreamble uint64
+	// DroppedRefused counts datagrams of new flows the Admitter
+	// refused, also logged at most once a second per socket.
+	DroppedRefused uint64
 }
 
 // Stats returns the server's counters, summed over its sockets.
@@ -276,6 +293,8 @@ func (s *Server) Stats() Stats {
 		st.DroppedSocket += c.droppedSocket.Load()
 		st.DroppedDraining += c.droppedDraining.Load()
 		st.SendFailed += c.sendFailed.Load()
+		st.DroppedPreamble += c.droppedPreamble.Load()
+		st.DroppedRefused += c.droppedRefused.Load()
 	}
 	return st
 }
@@ -285,6 +304,7 @@ type counters struct {
 	fromClients, toBackends, fromBackends, toClients atomic.Uint64
 	droppedCap, droppedNoBackend, droppedSocket      atomic.Uint64
 	droppedDraining, sendFailed, evicted             atomic.Uint64
+	droppedPreamble, droppedRefused                  atomic.Uint64
 	// Keeps the next loop's counters off this cache line.
 	_ [64]byte
 }

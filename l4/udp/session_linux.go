@@ -22,11 +22,23 @@ type flowKey struct {
 	local  [16]byte
 	zone   uint32 // IPv6 scope of a link-local client
 	port   uint16
+	// With a Preamble, the sender when a header named another client
+	// (client, port): one flow per client a proxy sends for.
+	via     [16]byte
+	viaPort uint16
 }
 
 // clientAddr returns the client's address and port for Pick and the log.
 func (k *flowKey) clientAddr() netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(k.client).Unmap(), k.port)
+}
+
+// viaAddr returns the sender when a header named the client, else zero.
+func (k *flowKey) viaAddr() netip.AddrPort {
+	if k.viaPort == 0 && k.via == ([16]byte{}) {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(k.via).Unmap(), k.viaPort)
 }
 
 // session is one flow's state: its backend, its connected socket to that
@@ -35,6 +47,7 @@ type session struct {
 	key  flowKey
 	be   *pool.Backend
 	fd   int    // socket connected to be
+	pre  []byte // BackendPreamble, sent before each datagram
 	slot int32  // index in loop.slots, carried by its epoll events
 	gen  uint32 // the slot's generation when this session took it
 
