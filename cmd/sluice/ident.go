@@ -3,13 +3,13 @@ package main
 import (
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 
 	"sluice/config"
 	"sluice/internal/access"
 	"sluice/internal/proxyheader"
 	"sluice/l4"
+	"sluice/l4/udp"
 )
 
 // This file adapts the client-identity packages (proxyheader, access) to
@@ -131,29 +131,74 @@ func appendUniqueID(tlvs []byte) []byte {
 	return proxyheader.AppendTLV(tlvs, proxyheader.TypeUniqueID, id[:])
 }
 
-// notWired refuses a configuration that sets a key the proxies do not act
-// on yet. A deny list that loads but does nothing would be worse than an
-// error: each key leaves this list as its wiring lands.
-func notWired(cfg *config.Config) error {
-	var errs []error
-	for _, l := range cfg.Listeners {
-		if l.Protocol != config.UDP {
-			continue
-		}
-		for _, k := range []struct {
-			set  bool
-			name string
-		}{
-			{l.ProxyProtocol != 0, "proxy_protocol"},
-			{len(l.Allow) > 0, "allow"},
-			{len(l.Deny) > 0, "deny"},
-			{!l.NewConnectionsPerClient.IsZero(), "new_connections_per_client"},
-			{cfg.Pool(l.Pool) != nil && cfg.Pool(l.Pool).SendProxy != 0, "a pool with send_proxy"},
-		} {
-			if k.set {
-				errs = append(errs, fmt.Errorf("listener %s: %s is accepted by check but not implemented for UDP yet", l.Name, k.name))
-			}
-		}
+// udpHooks sets the client-identity hooks of a UDP server, as tcpHooks
+// does for TCP: PROXY v2 headers stripped from each datagram, allow/deny
+// lists and a rate of new flows per client, and a v2 header in front of
+// each datagram to the backend.
+func udpHooks(srv *udp.Server, lc config.Listener, pc *config.Pool) {
+	if lc.ProxyProtocol != 0 {
+		srv.Preamble = &datagramIn{policy: proxyheader.Policy{
+			Accept:  lc.ProxyProtocol,
+			Trusted: access.NewSet(lc.ProxyProtocolFrom),
+		}}
 	}
-	return errors.Join(errs...)
+	acl := access.NewACL(lc.Allow, lc.Deny)
+	limits := access.NewLimiter(access.Limits{Rate: lc.NewConnectionsPerClient})
+	if acl != nil || limits != nil {
+		srv.Admit = &flowAdmitter{acl: acl, limits: limits}
+	}
+	if pc != nil && pc.SendProxy == proxyheader.V2 { // config allows no v1 for UDP
+		srv.BackendPreamble = datagramOut{}
+	}
+}
+
+// datagramIn strips PROXY v2 headers for a udp.Server.
+type datagramIn struct {
+	policy proxyheader.Policy
+}
+
+var _ udp.Preamble = (*datagramIn)(nil)
+
+// StripDatagram implements udp.Preamble, allocating nothing.
+func (p *datagramIn) StripDatagram(d []byte, c *udp.Client) (int, error) {
+	var h proxyheader.Header
+	payload, err := p.policy.Datagram(c.Addr.Addr(), d, &h)
+	if err != nil {
+		return 0, err
+	}
+	if h.Addressed() {
+		c.Addr, c.Local = h.Source, h.Dest
+	}
+	return len(d) - len(payload), nil
+}
+
+// flowAdmitter applies a UDP listener's allow/deny lists and its rate of
+// new flows per client. A flow holds nothing in the client table (Allow,
+// not Acquire): a UDP source can be spoofed, and the table must stay free
+// for the next one.
+type flowAdmitter struct {
+	acl    *access.ACL
+	limits *access.Limiter
+}
+
+var _ udp.Admitter = (*flowAdmitter)(nil)
+
+// AdmitFlow implements udp.Admitter.
+func (a *flowAdmitter) AdmitFlow(c *udp.Client) error {
+	ip := c.Addr.Addr()
+	if !a.acl.Allowed(ip) {
+		return errDenied
+	}
+	return a.limits.Allow(ip)
+}
+
+// datagramOut puts a PROXY v2 header (DGRAM) in front of each datagram to
+// a backend.
+type datagramOut struct{}
+
+var _ udp.BackendPreamble = datagramOut{}
+
+// AppendBackendPreamble implements udp.BackendPreamble.
+func (datagramOut) AppendBackendPreamble(dst []byte, c *udp.Client) []byte {
+	return proxyheader.AppendV2(dst, &proxyheader.Header{Datagram: true, Source: c.Addr, Dest: c.Local})
 }

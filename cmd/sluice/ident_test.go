@@ -13,24 +13,6 @@ import (
 	"time"
 )
 
-// TestNotWiredRefused checks that run refuses keys it does not act on yet
-// rather than running without them.
-func TestNotWiredRefused(t *testing.T) {
-	path := writeFile(t, `[listeners.a]
-bind = "127.0.0.1:7999"
-protocol = "udp"
-pool = "p"
-deny = ["192.0.2.0/24"]
-[pools.p]
-[[pools.p.backends]]
-address = "127.0.0.1:7998"
-`)
-	out, code := runSluice(t, "run", "-c", path)
-	if code == 0 || !strings.Contains(out, "listener a: deny is accepted by check but not implemented for UDP yet") {
-		t.Fatalf("run exited %d:\n%s", code, out)
-	}
-}
-
 // TestPeersInFrontAndBehind puts sluice between real peers: HAProxy
 // (send-proxy, send-proxy-v2) and nginx (proxy_protocol on) in front,
 // nginx (listen ... proxy_protocol) and HAProxy (accept-proxy) behind it

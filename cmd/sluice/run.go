@@ -79,9 +79,6 @@ type opened struct {
 // start builds the pools, opens every listener, and only then starts
 // serving, so a bind failure leaves nothing half-started.
 func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
-	if err := notWired(cfg); err != nil {
-		return nil, err
-	}
 	pools := make(map[string]*pool.Pool, len(cfg.Pools))
 	disc := newDiscovery(cfg, log)
 	for _, pc := range cfg.Pools {
@@ -114,7 +111,7 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 		var o opened
 		var err error
 		if lc.Protocol == config.UDP {
-			o, err = openUDP(lc, pools[lc.Pool], log)
+			o, err = openUDP(lc, cfg.Pool(lc.Pool), pools[lc.Pool], log)
 		} else {
 			o, err = openTCP(lc, cfg.Pool(lc.Pool), pools[lc.Pool], fdCap, log)
 		}
@@ -167,7 +164,7 @@ func openTCP(lc config.Listener, pc *config.Pool, p *pool.Pool, fdCap *l4.Limite
 }
 
 // openUDP opens a UDP listener's sockets and builds its proxy.
-func openUDP(lc config.Listener, p *pool.Pool, log *slog.Logger) (opened, error) {
+func openUDP(lc config.Listener, pc *config.Pool, p *pool.Pool, log *slog.Logger) (opened, error) {
 	conns, err := listen.UDP(context.Background(), lc.Bind, lc.Sockets)
 	if err != nil {
 		return opened{}, err
@@ -180,6 +177,7 @@ func openUDP(lc config.Listener, p *pool.Pool, log *slog.Logger) (opened, error)
 		MaxSessions:    lc.MaxSessions,
 		Logger:         log,
 	}
+	udpHooks(srv, lc, pc)
 	return opened{srv: srv, serve: func() error { return srv.Serve(conns) }, close: func() { closeAll(conns) },
 		name: lc.Name, proto: lc.Protocol, bind: conns[0].LocalAddr().String(), sockets: len(conns)}, nil
 }
