@@ -71,9 +71,10 @@ type Check struct {
 	// the starting state.
 	Rise, Fall int
 	// Preamble is written first on every TCP connection the prober opens,
-	// before anything of its own (and before a TLS handshake): a PROXY
-	// header for a backend that requires one, as HAProxy's
-	// check-send-proxy. Nil sends nothing; UDP checks never send it.
+	// before anything of its own (and before a TLS handshake), and in
+	// front of every datagram a UDP check sends: a PROXY header for a
+	// backend that requires one, as HAProxy's check-send-proxy. Nil sends
+	// nothing.
 	Preamble []byte
 }
 

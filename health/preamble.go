@@ -18,18 +18,38 @@ func withPreamble(ctx context.Context, b []byte) context.Context {
 	return context.WithValue(ctx, preambleKey{}, b)
 }
 
-// sendPreamble writes ctx's preamble, if any, on a new TCP connection.
-// UDP checks send none: each datagram would need its own, and the probers
-// that use UDP speak DNS or a user's payload, which a header would break.
-func sendPreamble(ctx context.Context, network string, c net.Conn) error {
+// withPreambleSent sends ctx's preamble, if any, on a new connection c: on
+// TCP once, first; on UDP in front of every datagram written, as each
+// datagram carries its own PROXY header (and a v2 LOCAL header is the
+// only kind a UDP pool sends).
+func withPreambleSent(ctx context.Context, network string, c net.Conn) (net.Conn, error) {
 	b, _ := ctx.Value(preambleKey{}).([]byte)
-	if len(b) == 0 || network != "tcp" {
-		return nil
+	switch {
+	case len(b) == 0:
+		return c, nil
+	case network == "udp":
+		return &prefixedConn{Conn: c, prefix: b}, nil
 	}
 	if _, err := c.Write(b); err != nil {
-		return shortError("send preamble", err)
+		return nil, shortError("send preamble", err)
 	}
-	return nil
+	return c, nil
+}
+
+// prefixedConn writes prefix in front of each datagram. It is for health
+// checks only, which send a datagram or two: the data path never wraps a
+// socket.
+type prefixedConn struct {
+	net.Conn
+	prefix []byte
+}
+
+// Write sends prefix and p as one datagram and reports p's length.
+func (c *prefixedConn) Write(p []byte) (int, error) {
+	if _, err := c.Conn.Write(append(append([]byte(nil), c.prefix...), p...)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // dialDriver is a database driver's dialer (pgx's and go-sql-driver/mysql's
@@ -42,9 +62,10 @@ func dialDriver(ctx context.Context, network, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := sendPreamble(ctx, network, c); err != nil {
+	pc, err := withPreambleSent(ctx, network, c)
+	if err != nil {
 		c.Close()
 		return nil, err
 	}
-	return c, nil
+	return pc, nil
 }

@@ -73,8 +73,10 @@ func TestPreamble(t *testing.T) {
 	}
 }
 
-// TestNoPreambleOnUDP checks that a UDP check does not prefix its query.
-func TestNoPreambleOnUDP(t *testing.T) {
+// TestPreambleOnUDP checks that a UDP check puts the preamble in front of
+// its datagram, in the same datagram, and still reads the reply.
+func TestPreambleOnUDP(t *testing.T) {
+	pre := []byte("\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00")
 	var mu sync.Mutex
 	var got []byte
 	addr := listenUDP(t, func(q []byte) [][]byte {
@@ -83,14 +85,14 @@ func TestNoPreambleOnUDP(t *testing.T) {
 		mu.Unlock()
 		return [][]byte{[]byte("pong")}
 	})
-	ctx, cancel := context.WithTimeout(withPreamble(context.Background(), []byte("PROXY UNKNOWN\r\n")), time.Second)
+	ctx, cancel := context.WithTimeout(withPreamble(context.Background(), pre), time.Second)
 	defer cancel()
 	if err := (UDPSendExpect{Send: []byte("ping"), Expect: "pong"}).Probe(ctx, addr); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if string(got) != "ping" {
-		t.Errorf("datagram %q, want \"ping\" alone", got)
+	if string(got) != string(pre)+"ping" {
+		t.Errorf("datagram %q, want the preamble then \"ping\"", got)
 	}
 }

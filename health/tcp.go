@@ -32,7 +32,7 @@ func (TCP) Probe(ctx context.Context, addr netip.AddrPort) error {
 }
 
 // dial connects to addr within ctx, with the connection's deadline set to
-// ctx's, sends the check's Preamble on a TCP connection, and returns errors short enough to log as a reason: "connect:
+// ctx's, sends the check's Preamble (see withPreambleSent), and returns errors short enough to log as a reason: "connect:
 // connection refused" rather than "dial tcp 10.0.0.3:5432: connect:
 // connection refused" (the address is in the log line already).
 func dial(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {
@@ -44,11 +44,12 @@ func dial(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, e
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	if err := sendPreamble(ctx, network, c); err != nil {
+	pc, err := withPreambleSent(ctx, network, c)
+	if err != nil {
 		c.Close()
 		return nil, err
 	}
-	return c, nil
+	return pc, nil
 }
 
 // shortError strips the operation and address from a net error, keeping

@@ -63,7 +63,9 @@ func udpFrom(t *testing.T, src, addr, msg string, d time.Duration) string {
 // PROXY v2 header in front of every datagram, the second strips it and
 // balances by Maglev on the client it names. Each client must reach the
 // backend a single tier picks for it, and the second tier must log the
-// client with the first tier's socket as via.
+// client with the first tier's socket as via. The first tier checks the
+// second over UDP: its checks must carry a v2 LOCAL header, or the second
+// tier would drop them and the first would find no backend up.
 func TestUDPTwoTiers(t *testing.T) {
 	backends := udpNamed(t, 3)
 	tier1, tier2, single := freeUDPPort(t), freeUDPPort(t), freeUDPPort(t)
@@ -71,22 +73,6 @@ func TestUDPTwoTiers(t *testing.T) {
 	for _, b := range backends {
 		maglev += fmt.Sprintf("[[pools.apps.backends]]\naddress = %q\n", b)
 	}
-	first := startSluice(t, nil, "-c", writeFile(t, fmt.Sprintf(`[listeners.tier1]
-bind = %q
-protocol = "udp"
-pool = "tier2"
-responses = 1
-[pools.tier2]
-send_proxy = "v2"
-[[pools.tier2.backends]]
-address = %q
-[listeners.single]
-bind = %q
-protocol = "udp"
-pool = "apps"
-responses = 1
-[pools.apps]
-`, tier1, tier2, single)+maglev))
 	second := startSluice(t, nil, "-c", writeFile(t, fmt.Sprintf(`[listeners.tier2]
 bind = %q
 protocol = "udp"
@@ -96,8 +82,31 @@ proxy_protocol = "v2"
 proxy_protocol_from = ["127.0.0.1"]
 [pools.apps]
 `, tier2)+maglev))
-	first.waitOutput(t, "listener=single")
+	first := startSluice(t, nil, "-c", writeFile(t, fmt.Sprintf(`[listeners.tier1]
+bind = %q
+protocol = "udp"
+pool = "tier2"
+responses = 1
+[pools.tier2]
+send_proxy = "v2"
+[pools.tier2.health]
+kind = "udp_send_expect"
+send = "check"
+expect = "backend-"
+interval = "500ms"
+timeout = "400ms"
+[[pools.tier2.backends]]
+address = %q
+[listeners.single]
+bind = %q
+protocol = "udp"
+pool = "apps"
+responses = 1
+[pools.apps]
+`, tier1, tier2, single)+maglev))
 	second.waitOutput(t, "listener=tier2")
+	first.waitOutput(t, "listener=single")
+	first.waitOutput(t, `msg="backend up" pool=tier2`) // its checks got through
 	seen := map[string]int{}
 	for i := range 30 {
 		src := fmt.Sprintf("127.0.3.%d", 10+i)
