@@ -101,12 +101,13 @@ func retryable(err error) bool {
 	return errors.As(err, &ce) || errors.As(err, &re)
 }
 
-// Connect connects to b's address with d, returning a *ConnectError on
-// failure.
-func Connect(ctx context.Context, d *net.Dialer, b *pool.Backend) (*net.TCPConn, error) {
-	c, err := d.DialContext(ctx, "tcp", b.String())
+// Connect connects to a backend's address with d, returning a
+// *ConnectError on failure. An HTTP transport's dial function can be this,
+// so the transport's errors say which were connect failures.
+func Connect(ctx context.Context, d *net.Dialer, addr string) (*net.TCPConn, error) {
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, &ConnectError{Addr: b.String(), Err: err}
+		return nil, &ConnectError{Addr: addr, Err: err}
 	}
 	return c.(*net.TCPConn), nil
 }
@@ -120,7 +121,7 @@ func TCP(ctx context.Context, p Picker, client netip.AddrPort, timeout time.Dura
 	var c *net.TCPConn
 	b, retries, err := Try(ctx, p, client, func(b *pool.Backend) error {
 		var err error
-		c, err = Connect(ctx, &d, b)
+		c, err = Connect(ctx, &d, b.String())
 		return err
 	})
 	return b, c, retries, err
