@@ -1,0 +1,225 @@
+package l7
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"sluice/internal/pool"
+	"sluice/l7/route"
+)
+
+func TestRetryAfterConnectFailure(t *testing.T) {
+	be := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write([]byte(r.Method + " " + string(b)))
+	}))
+	p := newPool(t, pool.Options{Retries: 1}, deadPort(t), be.addr)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p"})
+	c := client(t)
+	for i := range 4 {
+		// A POST with a body is retried too: a refused connect sent
+		// nothing and read none of the body.
+		resp, err := c.Post(px.url+"/r", "text/plain", strings.NewReader("payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "POST payload" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	rec := px.log.waitRequest(t, "a retried request", func(r map[string]any) bool { return r["retries"] == 1.0 })
+	if rec["backend"] != be.addr.String() || rec["end"] != "ok" {
+		t.Errorf("log line %v", rec)
+	}
+}
+
+func TestRetryIdempotentAfterReset(t *testing.T) {
+	// A backend that accepts and closes at once: a failure before any
+	// response byte, after the request was sent.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	good := startBackend(t, named("good"))
+	p := newPool(t, pool.Options{Retries: 1}, ln.Addr().(*net.TCPAddr).AddrPort(), good.addr)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p"})
+	c := client(t)
+	sawPost502 := false
+	for range 4 {
+		if resp, body := get(t, c, "GET", px.url+"/g", nil); resp.StatusCode != 200 {
+			t.Fatalf("GET: %d %q", resp.StatusCode, body)
+		}
+		resp, err := c.Post(px.url+"/p", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		sawPost502 = sawPost502 || resp.StatusCode == 502
+	}
+	if !sawPost502 {
+		t.Error("a POST reset by the backend was never answered 502: was it sent twice?")
+	}
+	px.log.waitRequest(t, "POST reset", func(r map[string]any) bool { return r["path"] == "/p" && r["end"] == "backend_reset" })
+}
+
+func TestErrorStatuses(t *testing.T) {
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	slow := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	down := newPool(t, pool.Options{Name: "down"}, deadPort(t))
+	down.SetAdmin(down.Backends()[0], pool.Maintenance)
+	ups := map[string]Upstream{
+		"refused": {Pool: newPool(t, pool.Options{Name: "refused"}, deadPort(t))},
+		"down":    {Pool: down},
+		"slow":    {Pool: newPool(t, pool.Options{Name: "slow"}, slow.addr)},
+	}
+	px := startProxy(t, &Server{Upstreams: ups, ResponseTimeout: 200 * time.Millisecond, Routes: routesByPath("refused", "down", "slow")})
+	c := client(t)
+	for _, tt := range []struct {
+		path   string
+		status int
+		end    string
+	}{
+		{"/refused", 502, "connect_failed"},
+		{"/down", 503, "no_backend"},
+		{"/slow", 504, "backend_timeout"},
+	} {
+		resp, body := get(t, c, "GET", px.url+tt.path, nil)
+		if resp.StatusCode != tt.status || body != resp.Status+"\n" {
+			t.Errorf("%s: %d %q, want %d with a small body", tt.path, resp.StatusCode, body, tt.status)
+		}
+		if rec := px.log.waitRequest(t, tt.path, byPath(tt.path)); rec["end"] != tt.end {
+			t.Errorf("%s: log line %v, want end=%s", tt.path, rec, tt.end)
+		}
+	}
+}
+
+func TestClientAbortIsNotBadGateway(t *testing.T) {
+	started := make(chan struct{})
+	be := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done() // the proxy must cancel the backend request
+	}))
+	p := newPool(t, pool.Options{}, be.addr)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p"})
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", px.url+"/gone", nil)
+	errc := make(chan error, 1)
+	c := client(t)
+	go func() {
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	<-started
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("client: %v", err)
+	}
+	rec := px.log.waitRequest(t, "/gone", byPath("/gone"))
+	if rec["end"] != "client_aborted" || rec["status"] != 499.0 || rec["error"] != nil {
+		t.Errorf("log line %v, want end=client_aborted status=499 and no error", rec)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	be := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			return
+		}
+		w.Write([]byte(strings.Repeat("x", int(n%10))))
+	}))
+	p := newPool(t, pool.Options{}, be.addr)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p",
+		MaxBodyBytes: 100, MaxHeaderBytes: 4096})
+	c := client(t)
+	// Known length over the limit: refused before the backend is asked.
+	resp, err := c.Post(px.url+"/cl", "text/plain", strings.NewReader(strings.Repeat("a", 101)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Errorf("Content-Length 101: %d, want 413", resp.StatusCode)
+	}
+	// Chunked: cut off as it streams.
+	resp, err = c.Post(px.url+"/chunked", "text/plain", io.MultiReader(strings.NewReader(strings.Repeat("a", 500))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Errorf("chunked 500 bytes: %d, want 413", resp.StatusCode)
+	}
+	if rec := px.log.waitRequest(t, "/chunked", byPath("/chunked")); rec["end"] != "body_too_large" {
+		t.Errorf("log line %v", rec)
+	}
+	resp, err = c.Post(px.url+"/ok", "text/plain", strings.NewReader(strings.Repeat("a", 100)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("100 bytes: %d, want 200", resp.StatusCode)
+	}
+	// Header flood: 431 from net/http's own limit. It reads up to about
+	// 8 KiB beyond MaxHeaderBytes (4 KiB of slop in its read limit, and
+	// its 4 KiB read buffer), so 12300 bytes is the smallest sure 431.
+	resp, _ = get(t, c, "GET", px.url+"/h", map[string]string{"X-Big": strings.Repeat("b", 12300)})
+	if resp.StatusCode != 431 {
+		t.Errorf("12300-byte header: %d, want 431", resp.StatusCode)
+	}
+}
+
+func TestPassiveChecksCountStatuses(t *testing.T) {
+	bad := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }))
+	p := newPool(t, pool.Options{PassiveFailures: 2}, bad.addr)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p", FailStatuses: []int{503}})
+	c := client(t)
+	for range 2 {
+		if resp, _ := get(t, c, "GET", px.url+"/", nil); resp.StatusCode != 503 {
+			t.Fatalf("status %d, want the backend's 503", resp.StatusCode)
+		}
+	}
+	if st := p.Backends()[0].State(); st == pool.StateUp {
+		t.Errorf("backend %v after two 503s with passive_failures = 2", st)
+	}
+}
+
+// routesByPath routes /NAME to pool NAME for each name.
+func routesByPath(names ...string) []route.Route {
+	var rs []route.Route
+	for _, n := range names {
+		rs = append(rs, route.Route{Name: n, Match: route.Match{Path: "/" + n}, Pool: n})
+	}
+	return rs
+}

@@ -1,0 +1,194 @@
+package l7
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"sluice/internal/pool"
+)
+
+// End says how a request ended, in the spirit of HAProxy's termination
+// states; it is logged as end= with every request.
+type End uint8
+
+const (
+	// EndOK: the backend's response was passed on in full.
+	EndOK End = iota
+	// EndClientAborted: the client went away before the response was
+	// complete; the backend request was cancelled.
+	EndClientAborted
+	// EndConnectFailed: no backend accepted a connection (502).
+	EndConnectFailed
+	// EndBackendReset: the backend failed or reset the connection (502,
+	// or the response was cut off).
+	EndBackendReset
+	// EndBackendTimeout: the backend's response head did not come in time
+	// (504).
+	EndBackendTimeout
+	// EndNoBackend: the pool had no backend up (503).
+	EndNoBackend
+	// EndNotFound: no route matched and there is no default pool (404).
+	EndNotFound
+	// EndDenied: the route's allow/deny ranges refused the client (403).
+	EndDenied
+	// EndMethodNotAllowed: the route does not allow the method (405).
+	EndMethodNotAllowed
+	// EndBodyTooLarge: the request body was over the limit (413).
+	EndBodyTooLarge
+	// EndRedirect: a redirect route answered.
+	EndRedirect
+	// EndResponded: a fixed-response route answered.
+	EndResponded
+	// EndBadRequest: the request could not be forwarded as sent (400).
+	EndBadRequest
+)
+
+var endNames = [...]string{
+	EndOK:               "ok",
+	EndClientAborted:    "client_aborted",
+	EndConnectFailed:    "connect_failed",
+	EndBackendReset:     "backend_reset",
+	EndBackendTimeout:   "backend_timeout",
+	EndNoBackend:        "no_backend",
+	EndNotFound:         "not_found",
+	EndDenied:           "denied",
+	EndMethodNotAllowed: "method_not_allowed",
+	EndBodyTooLarge:     "body_too_large",
+	EndRedirect:         "redirect",
+	EndResponded:        "responded",
+	EndBadRequest:       "bad_request",
+}
+
+// String returns the name logged for e.
+func (e End) String() string {
+	if int(e) < len(endNames) {
+		return endNames[e]
+	}
+	return "unknown"
+}
+
+// exchange is one request's record, filled in as it goes and logged at
+// the end. The reverse proxy's hooks find it in the request's context.
+type exchange struct {
+	start   time.Time
+	peer    netip.AddrPort // the connection's other end
+	client  netip.AddrPort // the client, after trusted proxies
+	id      string
+	route   string
+	pool    *proxy
+	backend *pool.Backend // acquired; released when the request ends
+	retries int
+	ttfb    time.Duration // until the backend's response head
+	end     End
+	err     error
+}
+
+type exchangeKey struct{}
+
+func withExchange(ctx context.Context, ex *exchange) context.Context {
+	return context.WithValue(ctx, exchangeKey{}, ex)
+}
+
+func exchangeOf(ctx context.Context) *exchange {
+	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return ex
+}
+
+// recorder counts what is written to the client. It unwraps to the
+// server's writer, so http.ResponseController (which the reverse proxy
+// uses to flush and to hijack for upgrades) reaches the real one.
+type recorder struct {
+	w      http.ResponseWriter
+	ex     *exchange
+	status int
+	bytes  int64
+}
+
+func (r *recorder) Header() http.Header { return r.w.Header() }
+
+func (r *recorder) WriteHeader(code int) {
+	// 1xx responses (103 Early Hints) are interim; the final one counts.
+	if r.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		r.status = code
+	}
+	r.w.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.w.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// Flush passes a flush on; the reverse proxy flushes streamed responses.
+func (r *recorder) Flush() { http.NewResponseController(r.w).Flush() }
+
+// Unwrap returns the server's writer, for http.ResponseController.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.w }
+
+// finish writes the request's log line. A panic from the reverse proxy
+// (http.ErrAbortHandler, when a response is cut off mid-body) is logged
+// and passed on, so the server aborts the client connection.
+func (s *Server) finish(rec *recorder, r *http.Request) {
+	p := recover()
+	ex := rec.ex
+	if p != nil && ex.end == EndOK {
+		ex.end = EndBackendReset
+		if r.Context().Err() != nil {
+			ex.end = EndClientAborted
+		}
+	}
+	s.logRequest(rec, r)
+	if p != nil {
+		panic(p)
+	}
+}
+
+func (s *Server) logRequest(rec *recorder, r *http.Request) {
+	log := s.logger()
+	if !log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	ex := rec.ex
+	status := rec.status
+	if ex.end == EndClientAborted && status == 0 {
+		// nginx's 499: the client closed before any answer.
+		status = 499
+	}
+	attrs := make([]slog.Attr, 0, 18)
+	attrs = append(attrs,
+		slog.String("listener", s.Name),
+		slog.String("client", ex.client.String()),
+	)
+	if ex.peer != ex.client {
+		attrs = append(attrs, slog.String("via", ex.peer.String()))
+	}
+	attrs = append(attrs,
+		slog.String("method", r.Method),
+		slog.String("host", r.Host),
+		slog.String("path", r.URL.Path),
+		slog.String("proto", r.Proto),
+		slog.Int("status", status),
+		slog.Int64("bytes_out", rec.bytes),
+		slog.Duration("ttfb", ex.ttfb),
+		slog.Duration("duration", time.Since(ex.start)),
+		slog.String("route", ex.route),
+	)
+	if ex.backend != nil {
+		attrs = append(attrs, slog.String("backend", ex.backend.String()))
+	}
+	if ex.retries > 0 {
+		attrs = append(attrs, slog.Int("retries", ex.retries))
+	}
+	attrs = append(attrs, slog.String("request_id", ex.id), slog.String("end", ex.end.String()))
+	if ex.err != nil {
+		attrs = append(attrs, slog.String("error", ex.err.Error()))
+	}
+	log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+}

@@ -1,0 +1,198 @@
+// Package l7 is sluice's HTTP reverse proxy: it serves HTTP/1.1 and h2c on
+// a listener's sockets, routes each request (package route), and forwards
+// it to a backend picked per request from the shared pools, with retries,
+// passive checks, forwarding headers and one access log line per request.
+//
+//	s := &l7.Server{Name: "web", Routes: routes, Upstreams: ups, Default: "web"}
+//	go s.Serve(lns)          // lns from internal/listen
+//	defer s.Shutdown(ctx)    // drain, then close
+package l7
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"sluice/internal/pool"
+	"sluice/l7/route"
+)
+
+// Defaults for the zero values of Server's fields.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultConnectTimeout    = 5 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxIdlePerBackend = 64
+	DefaultBackendIdle       = 90 * time.Second
+)
+
+// Upstream is a pool requests are forwarded to.
+type Upstream struct {
+	// Pool is the pool backends are picked from, per request.
+	Pool *pool.Pool
+	// H2C speaks HTTP/2 over cleartext (prior knowledge) to the backends,
+	// as gRPC servers expect; false speaks HTTP/1.1.
+	H2C bool
+}
+
+// Server is one HTTP listener. Set its fields before Serve; the zero value
+// of each (but Upstreams for forwarding routes) works.
+type Server struct {
+	// Name names the listener in logs.
+	Name string
+	// Routes are tried in order; the first match decides.
+	Routes []route.Route
+	// Upstreams are the pools routes may name, by name.
+	Upstreams map[string]Upstream
+	// Default names the upstream of requests no route matches; "" answers
+	// them 404.
+	Default string
+	// TrustedProxies are the peers whose X-Forwarded-*/Forwarded headers
+	// are kept and appended to; from any other peer they are replaced.
+	TrustedProxies []netip.Prefix
+	// ReadHeaderTimeout bounds reading a request's head (slowloris); zero
+	// means DefaultReadHeaderTimeout, negative none.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a client connection idle between requests; zero
+	// means DefaultIdleTimeout, negative none.
+	IdleTimeout time.Duration
+	// ConnectTimeout bounds each connect to a backend; zero means
+	// DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// ResponseTimeout bounds the wait for a backend's response head once
+	// the request is sent (504 after it); zero means none.
+	ResponseTimeout time.Duration
+	// MaxHeaderBytes caps a request head (431 beyond); zero means
+	// DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+	// MaxBodyBytes caps a request body (413 beyond); zero means no cap.
+	MaxBodyBytes int64
+	// FailStatuses are backend response statuses that count as failures
+	// for passive checks, such as 502, 503 and 504; none by default.
+	FailStatuses []int
+	// MaxIdlePerBackend is how many idle keep-alive connections are kept
+	// to each backend; zero means DefaultMaxIdlePerBackend.
+	MaxIdlePerBackend int
+	// BackendIdleTimeout closes a keep-alive connection to a backend idle
+	// this long; zero means DefaultBackendIdle.
+	BackendIdleTimeout time.Duration
+	// Logger receives the access log ("request" lines) and errors; nil
+	// means slog.Default().
+	Logger *slog.Logger
+
+	once      sync.Once
+	srv       *http.Server
+	table     *route.Table
+	proxies   map[string]*proxy
+	base      context.Context // parent of every request's context
+	cancel    context.CancelFunc
+	handlers  sync.WaitGroup // ServeHTTP calls, hijacked ones included
+	closeOnce sync.Once
+}
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		s.table = route.NewTable(s.Routes)
+		s.base, s.cancel = context.WithCancel(context.Background())
+		protocols := new(http.Protocols)
+		protocols.SetHTTP1(true)
+		// h2c with prior knowledge: gRPC clients and curl
+		// --http2-prior-knowledge start with the HTTP/2 preface.
+		protocols.SetUnencryptedHTTP2(true)
+		s.srv = &http.Server{
+			Handler:           s,
+			ReadHeaderTimeout: orDefault(s.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+			IdleTimeout:       orDefault(s.IdleTimeout, DefaultIdleTimeout),
+			MaxHeaderBytes:    orDefault(s.MaxHeaderBytes, DefaultMaxHeaderBytes),
+			Protocols:         protocols,
+			BaseContext:       func(net.Listener) context.Context { return s.base },
+			ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug),
+		}
+		s.proxies = make(map[string]*proxy, len(s.Upstreams))
+		for name, u := range s.Upstreams {
+			s.proxies[name] = s.newProxy(u)
+		}
+	})
+}
+
+// orDefault returns def for zero and zero (none) for negative values.
+func orDefault[T int | time.Duration](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.Default()
+	}
+	return s.Logger
+}
+
+// Serve serves HTTP on every listener until Shutdown, then returns nil
+// once each listener's loop has returned.
+func (s *Server) Serve(lns []*net.TCPListener) error {
+	s.init()
+	errs := make(chan error, len(lns))
+	var wg sync.WaitGroup
+	for _, ln := range lns {
+		wg.Go(func() { errs <- s.srv.Serve(ln) })
+	}
+	wg.Wait()
+	close(errs)
+	var err error
+	for e := range errs {
+		if !errors.Is(e, http.ErrServerClosed) {
+			err = errors.Join(err, e)
+		}
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets requests in flight finish until ctx ends,
+// then closes every connection (upgraded ones too) and waits for their
+// handlers. It returns ctx's error if the drain ran out.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	err := s.srv.Shutdown(ctx)
+	if err == nil {
+		// http.Server forgets hijacked (upgraded) connections: wait for
+		// their handlers too, within the same deadline.
+		err = waitCtx(ctx, &s.handlers)
+	}
+	if err != nil {
+		s.srv.Close()
+		// Upgraded connections are no longer the server's to close;
+		// cancelling the requests' base context ends their tunnels.
+		s.cancel()
+	}
+	s.handlers.Wait()
+	s.closeOnce.Do(s.cancel)
+	for _, p := range s.proxies {
+		p.transport.CloseIdleConnections()
+	}
+	return err
+}
+
+// waitCtx waits for wg or ctx, whichever ends first; the goroutine it
+// starts ends with wg.
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

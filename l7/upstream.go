@@ -1,0 +1,210 @@
+package l7
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"sluice/internal/dial"
+	"sluice/internal/pool"
+)
+
+// proxy forwards requests to one upstream: a reverse proxy whose
+// transport picks a backend per request.
+type proxy struct {
+	s         *Server
+	pool      *pool.Pool
+	rp        *httputil.ReverseProxy
+	transport *http.Transport
+}
+
+// bufferPool lends the reverse proxy its copy buffers: without it each
+// response allocates 32 KiB, most of all allocation (see the field notes).
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(s []byte) { b.p.Put(&s) }
+
+var buffers = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+func (s *Server) newProxy(u Upstream) *proxy {
+	d := &net.Dialer{Timeout: orDefault(s.ConnectTimeout, DefaultConnectTimeout), KeepAlive: -1}
+	t := &http.Transport{
+		// No Proxy: HTTP_PROXY in sluice's environment must not
+		// redirect its backend traffic.
+		Proxy: nil,
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return dial.Connect(ctx, d, addr)
+		},
+		MaxIdleConns:          0, // no overall cap; per backend below
+		MaxIdleConnsPerHost:   orDefault(s.MaxIdlePerBackend, DefaultMaxIdlePerBackend),
+		IdleConnTimeout:       orDefault(s.BackendIdleTimeout, DefaultBackendIdle),
+		ResponseHeaderTimeout: max(s.ResponseTimeout, 0),
+		// Pass the client's Accept-Encoding and bodies through as they
+		// are, compressed or not.
+		DisableCompression: true,
+	}
+	if u.H2C {
+		protocols := new(http.Protocols)
+		protocols.SetUnencryptedHTTP2(true)
+		t.Protocols = protocols
+	}
+	p := &proxy{s: s, pool: u.Pool, transport: t}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:        s.rewrite,
+		Transport:      p,
+		BufferPool:     buffers,
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.fail,
+		ErrorLog:       s.srv.ErrorLog,
+	}
+	return p
+}
+
+// RoundTrip sends req to a backend picked for the request's client,
+// trying others after a connect failure (any request: nothing was sent)
+// or a failure before any response byte (idempotent requests whose body,
+// if any, was not read yet). It records the backend, acquired, in the
+// request's exchange.
+func (p *proxy) RoundTrip(req *http.Request) (*http.Response, error) {
+	ex := exchangeOf(req.Context())
+	var body *onceBody
+	if req.Body != nil && req.Body != http.NoBody {
+		// The transport closes a request's body when it fails, which
+		// would make a retry impossible; the server closes the real
+		// one when the handler returns.
+		body = &onceBody{r: req.Body}
+		req.Body = body
+	}
+	var resp *http.Response
+	b, retries, err := dial.Try(req.Context(), p.pool, ex.client, func(b *pool.Backend) error {
+		req.URL.Host = b.String()
+		r, err := p.transport.RoundTrip(req)
+		if err != nil {
+			return p.classify(req, body, b, err)
+		}
+		p.passive(b, r.StatusCode)
+		resp = r
+		return nil
+	})
+	ex.retries = retries
+	if err != nil {
+		return nil, err
+	}
+	ex.backend = b
+	ex.ttfb = time.Since(ex.start)
+	return resp, nil
+}
+
+// classify reports a failed attempt to passive checks and says whether it
+// may be retried elsewhere. dial.Try retries connect failures itself: the
+// transport reads a request body only once it is connected, so nothing was
+// sent.
+func (p *proxy) classify(req *http.Request, body *onceBody, b *pool.Backend, err error) error {
+	var ce *dial.ConnectError
+	var mb *http.MaxBytesError
+	switch {
+	case errors.As(err, &ce):
+		return err
+	case req.Context().Err() != nil, errors.As(err, &mb):
+		return err // the client's doing, not the backend's
+	}
+	if !idempotent(req.Method) || (body != nil && body.read.Load()) || isTimeout(err) {
+		b.ReportFailure(err)
+		return err
+	}
+	return dial.Retry(err)
+}
+
+// idempotent reports whether a request with method m may be sent twice
+// (RFC 9110 section 9.2.2).
+func idempotent(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// passive counts a response for passive checks: a status among
+// FailStatuses is a failure, anything else a success.
+func (p *proxy) passive(b *pool.Backend, status int) {
+	if slices.Contains(p.s.FailStatuses, status) {
+		b.ReportFailure(&statusError{status})
+		return
+	}
+	b.ReportSuccess()
+}
+
+type statusError struct{ status int }
+
+func (e *statusError) Error() string { return "backend answered " + http.StatusText(e.status) }
+
+// modifyResponse puts the request ID on the response, over any the
+// backend set, so client and log agree.
+func (p *proxy) modifyResponse(resp *http.Response) error {
+	if ex := exchangeOf(resp.Request.Context()); ex != nil {
+		resp.Header.Set(requestIDHeader, ex.id)
+	}
+	return nil
+}
+
+// fail answers a request the reverse proxy could not forward. A client
+// that went away gets no answer and is logged client_aborted, not as a 502
+// with "context canceled".
+func (p *proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
+	ex := exchangeOf(r.Context())
+	rec := w.(*recorder)
+	var ce *dial.ConnectError
+	var mb *http.MaxBytesError
+	switch {
+	case r.Context().Err() != nil:
+		ex.end = EndClientAborted
+		return
+	case errors.Is(err, dial.ErrNoBackend):
+		ex.end, ex.err = EndNoBackend, err
+		p.s.local(rec, http.StatusServiceUnavailable, EndNoBackend)
+	case errors.As(err, &mb):
+		p.s.local(rec, http.StatusRequestEntityTooLarge, EndBodyTooLarge)
+	case errors.As(err, &ce):
+		ex.err = err
+		p.s.local(rec, http.StatusBadGateway, EndConnectFailed)
+	case isTimeout(err):
+		ex.err = err
+		p.s.local(rec, http.StatusGatewayTimeout, EndBackendTimeout)
+	default:
+		ex.err = err
+		p.s.local(rec, http.StatusBadGateway, EndBackendReset)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ETIMEDOUT) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// onceBody is a request body the transport cannot close, and that records
+// whether it was read, which ends any chance of a retry.
+type onceBody struct {
+	r    io.ReadCloser
+	read atomic.Bool // written by the transport's write loop
+}
+
+func (b *onceBody) Read(p []byte) (int, error) {
+	if !b.read.Load() {
+		b.read.Store(true)
+	}
+	return b.r.Read(p)
+}
+
+// Close is a no-op: http.Server closes the request body after the handler.
+func (b *onceBody) Close() error { return nil }
