@@ -73,17 +73,18 @@ func (e End) String() string {
 // exchange is one request's record, filled in as it goes and logged at
 // the end. The reverse proxy's hooks find it in the request's context.
 type exchange struct {
-	start   time.Time
-	peer    netip.AddrPort // the connection's other end
-	client  netip.AddrPort // the client, after trusted proxies
-	id      string
-	route   string
-	pool    *proxy
-	backend *pool.Backend // acquired; released when the request ends
-	retries int
-	ttfb    time.Duration // until the backend's response head
-	end     End
-	err     error
+	start    time.Time
+	peer     netip.AddrPort // the connection's other end
+	client   netip.AddrPort // the client, after trusted proxies
+	id       string
+	route    string
+	pool     *proxy
+	backend  *pool.Backend // acquired; released when the request ends
+	retries  int
+	ttfb     time.Duration // until the backend's response head
+	end      End
+	err      error
+	upgraded bool // the backend switched protocols (101)
 }
 
 type exchangeKey struct{}
@@ -157,6 +158,9 @@ func (s *Server) logRequest(rec *recorder, r *http.Request) {
 	}
 	ex := rec.ex
 	status := rec.status
+	if status == 0 && ex.upgraded {
+		status = http.StatusSwitchingProtocols
+	}
 	if ex.end == EndClientAborted && status == 0 {
 		// nginx's 499: the client closed before any answer.
 		status = 499

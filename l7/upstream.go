@@ -153,6 +153,9 @@ func (e *statusError) Error() string { return "backend answered " + http.StatusT
 func (p *proxy) modifyResponse(resp *http.Response) error {
 	if ex := exchangeOf(resp.Request.Context()); ex != nil {
 		resp.Header.Set(requestIDHeader, ex.id)
+		// The reverse proxy writes a 101 on the hijacked connection,
+		// past the recorder.
+		ex.upgraded = resp.StatusCode == http.StatusSwitchingProtocols
 	}
 	return nil
 }
