@@ -50,7 +50,7 @@ var badConfigs = []struct {
 	{"bind template several", "[listeners.pg]\nbind = '{{ GetPrivateIPs }}:80'\npool = \"db\"\n" + poolDB,
 		[]string{"t.toml:2: listeners.pg.bind: template resolved to 3 addresses", "172.17.0.1 10.0.0.5 fd00::5:80"}},
 	{"protocol other", "[listeners.pg]\nbind = \":1\"\npool = \"db\"\nprotocol = \"sctp\"\n" + poolDB,
-		[]string{`t.toml:4: listeners.pg.protocol: unknown protocol "sctp": want "tcp" or "udp"`}},
+		[]string{`t.toml:4: listeners.pg.protocol: unknown protocol "sctp": want "tcp", "udp" or "http"`}},
 	{"pool undefined", "[listeners.pg]\nbind = \":1\"\npool = \"dbx\"\n" + poolDB, []string{`t.toml:3: listeners.pg.pool: no pool "dbx" in this file`}},
 	{"pool not a string", "[listeners.pg]\nbind = \":1\"\npool = [\"db\"]\n" + poolDB, []string{"t.toml:3: listeners.pg.pool: must be a string, not an array"}},
 	{"listener integers", "[listeners.pg]\nbind = \":1\"\npool = \"db\"\nmax_connections = -1\nsockets = 1025\n" + poolDB,

@@ -75,9 +75,11 @@ const (
 	TCP Protocol = iota
 	// UDP balances UDP flows, each with a session to one backend.
 	UDP
+	// HTTP is an HTTP/1.1 and h2c reverse proxy with routes (package l7).
+	HTTP
 )
 
-var protocolNames = [...]string{TCP: "tcp", UDP: "udp"}
+var protocolNames = [...]string{TCP: "tcp", UDP: "udp", HTTP: "http"}
 
 // String returns the name used in the configuration file.
 func (p Protocol) String() string {
@@ -87,8 +89,8 @@ func (p Protocol) String() string {
 	return fmt.Sprintf("Protocol(%d)", uint8(p))
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler, accepting "tcp" and
-// "udp".
+// UnmarshalText implements encoding.TextUnmarshaler, accepting "tcp",
+// "udp" and "http".
 func (p *Protocol) UnmarshalText(text []byte) error {
 	for i, name := range protocolNames {
 		if string(text) == name {
@@ -96,7 +98,7 @@ func (p *Protocol) UnmarshalText(text []byte) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("unknown protocol %s: want \"tcp\" or \"udp\"", quote(string(text)))
+	return fmt.Errorf("unknown protocol %s: want \"tcp\", \"udp\" or \"http\"", quote(string(text)))
 }
 
 // Listener is one [listeners.NAME] table.
@@ -159,6 +161,11 @@ type Listener struct {
 	// NewConnectionsPerClient caps each client address's new connections
 	// (UDP: new flows); zero means no cap.
 	NewConnectionsPerClient access.Rate
+	// HTTP holds an HTTP listener's routes and limits; nil unless
+	// Protocol is HTTP. Pool is then optional: the pool of requests no
+	// route matches ("" answers them 404). ConnectTimeout and IdleTimeout
+	// apply (idle: between requests on a client connection).
+	HTTP *HTTPListener
 }
 
 // Pool is one [pools.NAME] table.
@@ -201,6 +208,9 @@ type Pool struct {
 	// every connection and health check (proxyheader.V1 or V2); zero
 	// sends none.
 	SendProxy proxyheader.Versions
+	// H2C makes HTTP listeners speak HTTP/2 over cleartext to this pool's
+	// backends (gRPC servers); false is HTTP/1.1.
+	H2C bool
 }
 
 // Backend is one [[pools.NAME.backends]] entry.

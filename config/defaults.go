@@ -45,6 +45,17 @@ const (
 	// Each UDP session holds a socket, and no process may open more fds
 	// than fs.nr_open, 1048576 by default.
 	maxSessions = 1 << 20
+
+	// HTTP listeners. An idle keep-alive connection costs a goroutine
+	// and buffers: two minutes is nginx's 75 s with room for clients
+	// that poll every minute.
+	defaultHTTPIdleTimeout    = 2 * time.Minute
+	defaultReadHeaderTimeout  = 10 * time.Second
+	defaultMaxHeaderBytes     = 64 << 10
+	defaultMaxIdlePerBackend  = 64
+	defaultBackendIdleTimeout = 90 * time.Second
+	maxHeaderBytes            = 1 << 20
+	maxRoutes                 = 1000
 )
 
 func defaultConfig(file string) *Config {
@@ -57,6 +68,20 @@ func defaultConfig(file string) *Config {
 
 // defaultListener returns a listener of protocol p with its defaults.
 func defaultListener(name string, p Protocol) Listener {
+	if p == HTTP {
+		return Listener{
+			Name:           name,
+			Protocol:       HTTP,
+			ConnectTimeout: defaultConnectTimeout,
+			IdleTimeout:    defaultHTTPIdleTimeout,
+			HTTP: &HTTPListener{
+				ReadHeaderTimeout:  defaultReadHeaderTimeout,
+				MaxHeaderBytes:     defaultMaxHeaderBytes,
+				MaxIdlePerBackend:  defaultMaxIdlePerBackend,
+				BackendIdleTimeout: defaultBackendIdleTimeout,
+			},
+		}
+	}
 	if p == UDP {
 		return Listener{
 			Name:           name,

@@ -27,6 +27,10 @@ func FuzzParse(f *testing.F) {
 	for _, tc := range badClientConfigs {
 		f.Add(tc.toml)
 	}
+	f.Add(goodHTTP)
+	for _, tc := range badHTTPConfigs {
+		f.Add(tc.toml)
+	}
 	f.Fuzz(func(t *testing.T, text string) {
 		cfg, err := parseFake(text)
 		if err != nil {
@@ -56,12 +60,12 @@ func checkInvariants(t *testing.T, cfg *Config) {
 		t.Errorf("not sorted by name")
 	}
 	for i, l := range cfg.Listeners {
-		if !nameRE.MatchString(l.Name) || cfg.Pool(l.Pool) == nil || !l.Bind.IsValid() || l.Bind.Port() == 0 ||
+		if !nameRE.MatchString(l.Name) || (cfg.Pool(l.Pool) == nil) != (l.Protocol == HTTP && l.Pool == "") || !l.Bind.IsValid() || l.Bind.Port() == 0 ||
 			l.Sockets < 1 || l.Sockets > maxSockets || !protocolFieldsOK(l) || !clientFieldsOK(l) {
 			t.Errorf("bad listener %+v", l)
 		}
 		for _, o := range cfg.Listeners[:i] {
-			if l.Protocol == o.Protocol && bindsConflict(l.Bind, o.Bind) {
+			if l.Protocol.socket() == o.Protocol.socket() && bindsConflict(l.Bind, o.Bind) {
 				t.Errorf("listeners %s and %s conflict", l.Name, o.Name)
 			}
 		}

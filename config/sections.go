@@ -52,7 +52,8 @@ func (d *decoder) pools(top *table) []Pool {
 func (d *decoder) pool(t *table) Pool {
 	p := defaultPool(t.name)
 	t.allow("balance", "hash_key", "table_size", "retries", "backends",
-		"on_down", "slow_start", "passive_failures", "passive_backoff", "health", "discover", "send_proxy")
+		"on_down", "slow_start", "passive_failures", "passive_backoff", "health", "discover", "send_proxy", "h2c")
+	t.boolean("h2c", &p.H2C)
 	balanceOK := t.text("balance", &p.Balance) || !t.has("balance")
 	t.integer("retries", 0, maxRetries, &p.Retries)
 	t.poolHealth(&p)
@@ -159,7 +160,7 @@ func (d *decoder) listeners(top *table, pools []string) []Listener {
 		if !a.IsValid() {
 			continue
 		}
-		pp := protoPort{out[i].Protocol, a.Port()}
+		pp := protoPort{out[i].Protocol.socket(), a.Port()}
 		if ports[pp] == nil {
 			ports[pp] = &portBinds{addrs: map[netip.Addr]int{}, wildcard: -1}
 		}
@@ -215,7 +216,10 @@ func (d *decoder) listener(t *table, pools []string) Listener {
 	protoOK := t.text("protocol", &proto) || !t.has("protocol")
 	l := defaultListener(t.name, proto)
 	t.allowListener(proto, protoOK)
-	t.required("bind", "pool")
+	t.required("bind")
+	if proto != HTTP { // an HTTP listener's pool is its default route
+		t.required("pool")
+	}
 	if s, ok := t.str("bind"); ok {
 		l.BindText = s
 		d.bind(t, &l)
@@ -236,6 +240,10 @@ func (d *decoder) listener(t *table, pools []string) Listener {
 		if d.sendsV1[l.Pool] {
 			t.errorf("pool", "pool %q has send_proxy = \"v1\", which UDP cannot carry: use \"v2\"", l.Pool)
 		}
+		return l
+	}
+	if proto == HTTP {
+		d.httpKeys(t, &l, pools)
 		return l
 	}
 	t.integer("max_connections", 0, math.MaxInt, &l.MaxConnections)

@@ -15,6 +15,7 @@ var (
 			"max_connections_per_client", "new_connections_per_client"},
 		UDP: {"sockets", "session_timeout", "responses", "max_sessions",
 			"proxy_protocol", "proxy_protocol_from", "allow", "deny", "new_connections_per_client"},
+		HTTP: httpListenerKeys,
 	}
 )
 
@@ -36,7 +37,9 @@ func (t *table) allowListener(p Protocol, known bool) {
 	rest.keys = maps.Clone(t.keys)
 	for q, keys := range protocolKeys {
 		for _, k := range keys {
-			if t.has(k) && !slices.Contains(own, k) {
+			// A key several other protocols have is reported once, for
+			// the first of them.
+			if _, left := rest.keys[k]; left && !slices.Contains(own, k) {
 				t.errorf(k, "applies only to protocol = %q, not %q", Protocol(q), p)
 				delete(rest.keys, k)
 			}

@@ -121,8 +121,11 @@ func protocolFieldsOK(l Listener) bool {
 	udp := l.SessionTimeout > 0 && l.Responses >= 0 && l.Responses <= maxResponses &&
 		l.MaxSessions >= 1 && l.MaxSessions <= maxSessions
 	noUDP := l.SessionTimeout == 0 && l.Responses == 0 && l.MaxSessions == 0
-	if l.Protocol == UDP {
-		return udp && noTCP
+	switch l.Protocol {
+	case UDP:
+		return udp && noTCP && l.HTTP == nil
+	case HTTP:
+		return httpFieldsOK(l) && noUDP
 	}
-	return tcp && noUDP
+	return tcp && noUDP && l.HTTP == nil
 }

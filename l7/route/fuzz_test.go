@@ -44,6 +44,9 @@ func FuzzCovers(f *testing.F) {
 		if hname != "" {
 			h[http.CanonicalHeaderKey(hname)] = []string{hval}
 		}
+		if !strings.HasPrefix(path, "/") {
+			path = "/" + path // as Request.Path promises
+		}
 		r := &Request{Host: CanonicalHost(host), Path: path, Method: method, Header: h, Client: ip}
 		if m.Covers(&o) && o.Matches(r) && !m.Matches(r) {
 			t.Fatalf("%+v covers %+v, but matches not %+v", m, o, r)

@@ -27,8 +27,9 @@ type Request struct {
 	// Host is the request's host, lower case, without a port or a
 	// trailing dot (see CanonicalHost).
 	Host string
-	// Path is the request's path, cleaned of . and .. segments, so a
-	// route's policy applies to the path the backend will resolve.
+	// Path is the request's path, starting with "/" and cleaned of . and
+	// .. segments, so a route's policy applies to the path the backend
+	// will resolve.
 	Path string
 	// Method is the request method, as sent (methods are case-sensitive).
 	Method string

@@ -64,7 +64,8 @@ func TestCovers(t *testing.T) {
 		want bool
 	}{
 		{"catch-all covers all", Match{}, Match{Host: "a", Path: "/x"}, true},
-		{"nothing covers catch-all", Match{Path: "/"}, Match{}, false},
+		{"root prefix covers catch-all", Match{Path: "/"}, Match{}, true},
+		{"nothing narrower covers catch-all", Match{Path: "/a"}, Match{}, false},
 		{"root prefix covers paths", Match{Path: "/"}, Match{Path: "/x", PathExact: true}, true},
 		{"prefix covers longer prefix", Match{Path: "/api"}, Match{Path: "/api/v1"}, true},
 		{"prefix not mid-segment", Match{Path: "/api"}, Match{Path: "/apix"}, false},

@@ -131,7 +131,8 @@ func hostCovers(m, o string) bool {
 
 func (m *Match) pathCovers(o *Match) bool {
 	switch {
-	case m.Path == "":
+	case m.Path == "", m.Path == "/" && !m.PathExact:
+		// Every request path starts with "/" (see Request.Path).
 		return true
 	case o.Path == "":
 		return false

@@ -1,0 +1,230 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"sluice/l7/route"
+)
+
+// HTTPListener is the part of a [listeners.NAME] table with protocol = "http"
+// that only HTTP has.
+type HTTPListener struct {
+	// Routes are the [[listeners.NAME.routes]] entries in file order;
+	// each one is reachable and names a pool of this file.
+	Routes []route.Route
+	// TrustedProxies are the peers whose X-Forwarded-* and Forwarded
+	// headers are kept and appended to; empty means none.
+	TrustedProxies []netip.Prefix
+	// ReadHeaderTimeout bounds reading a request head; > 0.
+	ReadHeaderTimeout time.Duration
+	// ResponseTimeout bounds the wait for a backend's response head;
+	// zero means none.
+	ResponseTimeout time.Duration
+	// MaxHeaderBytes caps a request head, 1024 to 1 MiB.
+	MaxHeaderBytes int
+	// MaxBodyBytes caps a request body; zero means no cap.
+	MaxBodyBytes int64
+	// FailStatuses are backend statuses (500 to 599) counted as failures
+	// by passive checks; empty means none.
+	FailStatuses []int
+	// MaxIdlePerBackend is how many idle keep-alive connections to each
+	// backend are kept, 1 to 100000.
+	MaxIdlePerBackend int
+	// BackendIdleTimeout closes a keep-alive connection to a backend idle
+	// this long; > 0.
+	BackendIdleTimeout time.Duration
+}
+
+// httpListenerKeys are the keys of a listener with protocol = "http",
+// besides bind, protocol and pool.
+var httpListenerKeys = []string{"sockets", "connect_timeout", "idle_timeout", "read_header_timeout",
+	"response_timeout", "max_header_bytes", "max_body_bytes", "trusted_proxies", "fail_statuses",
+	"max_idle_per_backend", "backend_idle_timeout", "routes"}
+
+// socket returns the protocol of p's listening sockets: an HTTP listener's
+// are TCP sockets, so its bind conflicts with a TCP listener's.
+func (p Protocol) socket() Protocol {
+	if p == HTTP {
+		return TCP
+	}
+	return p
+}
+
+// httpKeys reads the keys of an HTTP listener and its routes; pools are
+// the names under [pools], sorted.
+func (d *decoder) httpKeys(t *table, l *Listener, pools []string) {
+	h := l.HTTP
+	t.duration("connect_timeout", &l.ConnectTimeout, true)
+	t.duration("idle_timeout", &l.IdleTimeout, true)
+	t.duration("read_header_timeout", &h.ReadHeaderTimeout, true)
+	t.duration("response_timeout", &h.ResponseTimeout, false)
+	t.duration("backend_idle_timeout", &h.BackendIdleTimeout, true)
+	t.integer("max_header_bytes", 1024, maxHeaderBytes, &h.MaxHeaderBytes)
+	var body int
+	if t.integer("max_body_bytes", 0, math.MaxInt, &body) {
+		h.MaxBodyBytes = int64(body)
+	}
+	t.integer("max_idle_per_backend", 1, 100000, &h.MaxIdlePerBackend)
+	h.TrustedProxies = t.cidrList("trusted_proxies")
+	h.FailStatuses = t.statuses("fail_statuses")
+	nodes := t.node.key("routes")
+	var valid []int // routes without errors, which alone are compared
+	for i, keys := range d.routeEntries(t) {
+		rt := &table{d: d, path: fmt.Sprintf("%s.routes[%d]", t.path, i), keys: keys, node: nodes.elem(i)}
+		errs := len(d.errs)
+		h.Routes = append(h.Routes, rt.route(i, pools))
+		if len(d.errs) > errs {
+			continue
+		}
+		if j := shadowedBy(h.Routes, valid); j >= 0 {
+			d.errorf(rt.node.lineNo(), rt.path, "unreachable: %s.routes[%d]%s matches every request this route matches",
+				t.path, j, atLine(nodes.elem(j).lineNo()))
+		}
+		valid = append(valid, i)
+	}
+	if len(h.Routes) == 0 && !t.has("pool") {
+		t.errorf("routes", "no routes and no pool: every request would be answered 404; "+
+			"add [[%s.routes]] tables or a default pool", t.path)
+	}
+	if i := slices.IndexFunc(h.Routes, func(r route.Route) bool { return catchAll(&r.Match) }); i >= 0 && t.has("pool") {
+		t.errorf("pool", "unreachable: routes[%d]%s matches every request, so no request is left for the default pool",
+			i, atLine(nodes.elem(i).lineNo()))
+	}
+}
+
+// routeEntries returns the listener's [[routes]] entries.
+func (d *decoder) routeEntries(t *table) []map[string]toml.Primitive {
+	prim, ok := t.keys["routes"]
+	if !ok {
+		return nil
+	}
+	entries, ok := tableArray(&d.md, prim)
+	if !ok {
+		t.errorf("routes", "must be an array of tables, such as [[%s.routes]]", t.path)
+		return nil
+	}
+	if len(entries) > maxRoutes {
+		// Routes are tried in order: thousands would be a slow scan
+		// per request, and the reachability check is quadratic.
+		t.errorf("routes", "%d routes: at most %d", len(entries), maxRoutes)
+		return nil
+	}
+	return entries
+}
+
+// shadowedBy returns the index of an earlier route among those at the
+// indexes valid that matches every request the last route of rs matches,
+// or -1.
+func shadowedBy(rs []route.Route, valid []int) int {
+	last := &rs[len(rs)-1].Match
+	for _, j := range valid {
+		if rs[j].Covers(last) {
+			return j
+		}
+	}
+	return -1
+}
+
+func catchAll(m *route.Match) bool {
+	var zero route.Match
+	return m.Covers(&zero)
+}
+
+func atLine(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (line %d)", n)
+}
+
+// stringList reads k as a string or an array of strings; nil if k is
+// absent or wrong, which is then reported.
+func (t *table) stringList(k string) []string {
+	v, ok := t.value(k)
+	if !ok {
+		return nil
+	}
+	if s, ok := v.(string); ok {
+		return []string{s}
+	}
+	items, ok := v.([]any)
+	if !ok || len(items) == 0 {
+		t.errorf(k, "must be a string or a non-empty array of strings, not %s", typeName(v))
+		return nil
+	}
+	out := make([]string, 0, len(items))
+	for i, item := range items {
+		s, ok := item.(string)
+		if !ok {
+			t.errorf(k, "entry %d must be a string, not %s", i, typeName(item))
+			return nil
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// cidrList reads k as an array of CIDRs or bare addresses (one host);
+// nil if k is absent or wrong, which is then reported.
+func (t *table) cidrList(k string) []netip.Prefix {
+	v, ok := t.value(k)
+	if !ok {
+		return nil
+	}
+	items, ok := v.([]any)
+	if !ok || len(items) == 0 {
+		t.errorf(k, "must be a non-empty array of CIDRs, such as [\"10.0.0.0/8\", \"2001:db8::/32\"], not %s", typeName(v))
+		return nil
+	}
+	out := make([]netip.Prefix, 0, len(items))
+	for i, item := range items {
+		s, _ := item.(string)
+		p, err := netip.ParsePrefix(s)
+		if a, aerr := netip.ParseAddr(s); aerr == nil && a.Zone() == "" {
+			p, err = netip.PrefixFrom(a, a.BitLen()), nil
+		}
+		switch {
+		case err != nil:
+			t.errorf(k, "entry %d: %s: want a CIDR, such as \"10.0.0.0/8\", or an IP address", i, quote(fmt.Sprint(item)))
+			return nil
+		case p.Masked() != p:
+			t.errorf(k, "entry %d: %s has host bits set: did you mean %s?", i, quote(s), quote(p.Masked().String()))
+			return nil
+		}
+		// Clients are compared unmapped: ::ffff:10.0.0.0/104 is 10.0.0.0/8.
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// statuses reads k as an array of HTTP statuses from 400 to 599.
+func (t *table) statuses(k string) []int {
+	v, ok := t.value(k)
+	if !ok {
+		return nil
+	}
+	items, ok := v.([]any)
+	if !ok {
+		t.errorf(k, "must be an array of statuses, such as [502, 503, 504], not %s", typeName(v))
+		return nil
+	}
+	var out []int
+	for i, item := range items {
+		n, ok := item.(int64)
+		if !ok || n < 400 || n > 599 {
+			t.errorf(k, "entry %d: want a status from 400 to 599, not %v", i, item)
+			return nil
+		}
+		out = append(out, int(n))
+	}
+	return out
+}
