@@ -21,9 +21,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.client = s.realClient(ex.peer, r.Header)
 	ex.id = requestID(r.Header.Get(requestIDHeader))
 	rec := &recorder{w: w, ex: ex}
-	// The ID goes back to the client on every answer, ours or the
-	// backend's (forward.go sets it over a backend's own).
-	w.Header().Set(requestIDHeader, ex.id)
 	defer s.finish(rec, r)
 
 	req := route.Request{
@@ -56,6 +53,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch rt.Kind {
 	case route.Redirect:
 		ex.end = EndRedirect
+		w.Header().Set(requestIDHeader, ex.id)
 		http.Redirect(rec, r, rt.RedirectTo(r.Host, r.URL.RequestURI()), rt.Status)
 	case route.Respond:
 		ex.end = EndResponded
@@ -99,8 +97,12 @@ func (s *Server) local(rec *recorder, status int, end End) {
 	respond(rec, status, "text/plain; charset=utf-8", strconv.Itoa(status)+" "+http.StatusText(status)+"\n")
 }
 
-func respond(w http.ResponseWriter, status int, contentType, body string) {
+// respond writes a whole response of ours. The request ID goes back to the
+// client on every answer, ours here, the backend's in modifyResponse: set
+// on both, the reverse proxy would send it twice.
+func respond(w *recorder, status int, contentType, body string) {
 	h := w.Header()
+	h.Set(requestIDHeader, w.ex.id)
 	if contentType != "" {
 		h.Set("Content-Type", contentType)
 	}

@@ -32,6 +32,9 @@ func TestForwardSetsHeadersFromRealClient(t *testing.T) {
 		}
 	}
 	id := resp.Header.Get("X-Request-Id")
+	if n := len(resp.Header.Values("X-Request-Id")); n != 1 {
+		t.Errorf("%d X-Request-Id headers to the client, want 1", n)
+	}
 	if len(id) != 32 || !strings.HasSuffix(body, "id="+id) {
 		t.Errorf("request id %q to client, backend saw %q", id, body)
 	}
@@ -127,6 +130,9 @@ func TestRoutes(t *testing.T) {
 				t.Errorf("Allow: %q", resp.Header.Get("Allow"))
 			}
 			id := resp.Header.Get("X-Request-Id")
+			if n := len(resp.Header.Values("X-Request-Id")); n != 1 {
+				t.Errorf("%d X-Request-Id headers to the client, want 1", n)
+			}
 			rec := px.log.waitRequest(t, tt.name, func(r map[string]any) bool { return r["request_id"] == id })
 			if rec["end"] != tt.end || rec["status"] != float64(tt.status) {
 				t.Errorf("log line %v, want end=%s status=%d", rec, tt.end, tt.status)

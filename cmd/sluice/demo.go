@@ -36,6 +36,12 @@ func demoCommand(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer backends.close()
+	web := demoListener(cfg, config.HTTP)
+	webBackends, err := startDemoWeb(cfg, web)
+	if err != nil {
+		return err
+	}
+	defer webBackends.close()
 	ready := func() {
 		fmt.Fprintf(stdout, "sluice demo: balancing TCP on %s and UDP on %s across %d demo backends.\n",
 			tcp.Bind, udp.Bind, len(cfg.Pool(tcp.Pool).Backends))
@@ -43,6 +49,7 @@ func demoCommand(args []string, stdout, stderr io.Writer) error {
 			tcp.Bind.Addr(), tcp.Bind.Port())
 		fmt.Fprintf(stdout, "        nc -u %s %d   (each line is a datagram; the backend of your flow answers with its name)\n",
 			udp.Bind.Addr(), udp.Bind.Port())
+		fmt.Fprintf(stdout, "        curl http://%s/api/x   (HTTP, routed by path; also /healthz, /old and any other path)\n", web.Bind)
 		fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
 	}
 	return serve(cfg, newLogger(cfg.Log, stderr), ready)

@@ -59,7 +59,8 @@ type instance struct {
 	disc    *discovery
 }
 
-// server is one listener's proxy: an *l4.Server or a *udp.Server.
+// server is one listener's proxy: an *l4.Server, a *udp.Server or an
+// *l7.Server.
 type server interface {
 	Shutdown(ctx context.Context) error
 }
@@ -110,9 +111,12 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 	for _, lc := range cfg.Listeners {
 		var o opened
 		var err error
-		if lc.Protocol == config.UDP {
+		switch lc.Protocol {
+		case config.UDP:
 			o, err = openUDP(lc, cfg.Pool(lc.Pool), pools[lc.Pool], log)
-		} else {
+		case config.HTTP:
+			o, err = openHTTP(cfg, lc, pools, log)
+		default:
 			o, err = openTCP(lc, cfg.Pool(lc.Pool), pools[lc.Pool], fdCap, log)
 		}
 		if err != nil {

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"sluice/config"
+	"sluice/internal/listen"
+	"sluice/internal/pool"
+	"sluice/l7"
+	"sluice/l7/route"
+)
+
+// openHTTP opens an HTTP listener's sockets and builds its reverse proxy
+// over the shared pools.
+func openHTTP(cfg *config.Config, lc config.Listener, pools map[string]*pool.Pool, log *slog.Logger) (opened, error) {
+	lns, err := listen.TCP(context.Background(), lc.Bind, lc.Sockets)
+	if err != nil {
+		return opened{}, err
+	}
+	h := lc.HTTP
+	srv := &l7.Server{
+		Name:               lc.Name,
+		Routes:             h.Routes,
+		Upstreams:          upstreams(cfg, lc, pools),
+		Default:            lc.Pool,
+		TrustedProxies:     h.TrustedProxies,
+		ReadHeaderTimeout:  h.ReadHeaderTimeout,
+		IdleTimeout:        lc.IdleTimeout,
+		ConnectTimeout:     lc.ConnectTimeout,
+		ResponseTimeout:    h.ResponseTimeout,
+		MaxHeaderBytes:     h.MaxHeaderBytes,
+		MaxBodyBytes:       h.MaxBodyBytes,
+		FailStatuses:       h.FailStatuses,
+		MaxIdlePerBackend:  h.MaxIdlePerBackend,
+		BackendIdleTimeout: h.BackendIdleTimeout,
+		Logger:             log,
+	}
+	return opened{srv: srv, serve: func() error { return srv.Serve(lns) }, close: func() { closeAll(lns) },
+		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns)}, nil
+}
+
+// upstreams returns the pools an HTTP listener forwards to: its default
+// pool and those its routes name.
+func upstreams(cfg *config.Config, lc config.Listener, pools map[string]*pool.Pool) map[string]l7.Upstream {
+	ups := make(map[string]l7.Upstream)
+	add := func(name string) {
+		if name != "" {
+			ups[name] = l7.Upstream{Pool: pools[name], H2C: cfg.Pool(name).H2C}
+		}
+	}
+	add(lc.Pool)
+	for _, r := range lc.HTTP.Routes {
+		if r.Kind == route.Forward {
+			add(r.Pool)
+		}
+	}
+	return ups
+}
