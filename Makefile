@@ -7,15 +7,17 @@ GO ?= go
 # PostgreSQL and MariaDB servers (internal/dbtest), redis-benchmark and
 # pgbench; Debian keeps PostgreSQL's programs off PATH, hence the globs
 # (postgresql-15 has postgres and pgbench, postgresql-client-15
-# pg_basebackup). Tests start their own servers on free ports and never
-# use the system services these packages may start.
+# pg_basebackup). HTTP listeners are tested with curl against nginx and Go
+# backends. Tests start their own servers on free ports and never use the
+# system services these packages may start.
 TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base \
 	redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools \
 	/usr/lib/postgresql/*/bin/postgres:postgresql \
 	/usr/lib/postgresql/*/bin/pgbench:postgresql \
 	/usr/lib/postgresql/*/bin/pg_basebackup:postgresql-client \
 	mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client \
-	haproxy:haproxy nginx:nginx /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream
+	haproxy:haproxy nginx:nginx /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream \
+	curl:curl
 
 .PHONY: all build run test test-deps vet bench bench-quick fuzz clean
 
@@ -36,6 +38,7 @@ test: test-deps vet
 	$(GO) run ./cmd/sluice check -c examples/sluice.toml
 	$(GO) run ./cmd/sluice check -c examples/two-tier-edge.toml
 	$(GO) run ./cmd/sluice check -c examples/two-tier-app.toml
+	$(GO) run ./cmd/sluice check -c examples/l7.toml
 
 test-deps:
 	@missing=""; for p in $(TEST_PACKAGES); do \
@@ -48,6 +51,9 @@ test-deps:
 		$$SUDO apt-get install -y $$missing >/dev/null 2>&1 || \
 		{ $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y $$missing; }; \
 	fi
+	@# h2spec checks the HTTP/2 listener; v2.2.1 is its only usable tag.
+	@command -v h2spec >/dev/null || test -x "$$($(GO) env GOPATH)/bin/h2spec" || \
+		$(GO) install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 
 vet:
 	$(GO) vet ./...

@@ -28,6 +28,9 @@ func FuzzParse(f *testing.F) {
 		f.Add(tc.toml)
 	}
 	f.Add(goodHTTP)
+	if l7, err := os.ReadFile("../examples/l7.toml"); err == nil {
+		f.Add(string(l7))
+	}
 	for _, tc := range badHTTPConfigs {
 		f.Add(tc.toml)
 	}

@@ -194,3 +194,14 @@ func httpFieldsOK(l Listener) bool {
 	}
 	return true
 }
+
+func TestLoadL7Example(t *testing.T) {
+	cfg, err := Load("../examples/l7.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.Listeners[0]
+	if l.Protocol != HTTP || len(l.HTTP.Routes) != 6 || !cfg.Pool("grpc").H2C {
+		t.Errorf("examples/l7.toml read as %+v", l)
+	}
+}

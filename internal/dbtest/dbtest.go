@@ -1,6 +1,6 @@
-// Package dbtest starts real Redis, PostgreSQL and MariaDB servers for tests, each on a
-// free loopback port with its files in a temporary directory, and stops them when the
-// test ends.
+// Package dbtest starts real Redis, PostgreSQL and MariaDB servers (and nginx, as an
+// HTTP backend) for tests, each on a free loopback port with its files in a temporary
+// directory, and stops them when the test ends.
 //
 //	pg := dbtest.StartPostgres(t)        // SCRAM password login on pg.Addr
 //	standby := dbtest.StartStandby(t, pg) // a hot standby made with pg_basebackup -R
