@@ -223,3 +223,32 @@ func routesByPath(names ...string) []route.Route {
 	}
 	return rs
 }
+
+// TestCutOffResponseIsAborted: a backend that dies mid-body must not look
+// like a complete (shorter) response to the client.
+func TestCutOffResponseIsAborted(t *testing.T) {
+	be := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.Write([]byte("only part"))
+		http.NewResponseController(w).Flush()
+		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}))
+	p := newPool(t, pool.Options{}, be.addr)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p"})
+	// The error may come with the head (still buffered when the copy
+	// failed) or with the body.
+	resp, err := client(t).Get(px.url + "/cut")
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Error("client read a cut-off response to its end without an error")
+	}
+	if rec := px.log.waitRequest(t, "/cut", byPath("/cut")); rec["end"] != "backend_reset" {
+		t.Errorf("log line %v, want end=backend_reset", rec)
+	}
+}

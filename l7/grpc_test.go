@@ -1,0 +1,85 @@
+package l7
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"sluice/internal/pool"
+)
+
+// TestGRPCThroughProxy runs gRPC's health service (unary and server
+// streaming, statuses in trailers, deadlines) through an h2c upstream.
+func TestGRPCThroughProxy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := health.NewServer()
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	served := make(chan struct{})
+	go func() { defer close(served); gs.Serve(ln) }()
+	t.Cleanup(func() { gs.Stop(); <-served })
+
+	p := newPool(t, pool.Options{}, ln.Addr().(*net.TCPAddr).AddrPort())
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"grpc": {Pool: p, H2C: true}}, Default: "grpc"})
+	conn, err := grpc.NewClient(px.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := healthpb.NewHealthClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// Unary.
+	resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Check: %v, %v", resp, err)
+	}
+	// A status other than OK travels in the trailers.
+	if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "nope"}); status.Code(err) != codes.NotFound {
+		t.Errorf("Check of an unknown service: %v, want NotFound", err)
+	}
+
+	// Server streaming: each message arrives as it is sent.
+	hs.SetServingStatus("svc", healthpb.HealthCheckResponse_SERVING)
+	stream, err := client.Watch(ctx, &healthpb.HealthCheckRequest{Service: "svc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []healthpb.HealthCheckResponse_ServingStatus{healthpb.HealthCheckResponse_SERVING,
+		healthpb.HealthCheckResponse_NOT_SERVING} {
+		msg, err := stream.Recv()
+		if err != nil || msg.Status != want {
+			t.Fatalf("Watch: %v, %v; want %v", msg, err, want)
+		}
+		hs.SetServingStatus("svc", healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+
+	// A deadline ends a stream that would go on forever.
+	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancelShort()
+	stream, err = client.Watch(short, &healthpb.HealthCheckRequest{Service: "svc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("Watch past its deadline: %v, want DeadlineExceeded", err)
+	}
+	px.log.waitRequest(t, "a gRPC request", func(r map[string]any) bool {
+		return r["path"] == "/grpc.health.v1.Health/Check" && r["proto"] == "HTTP/2.0" && r["status"] == 200.0
+	})
+}
