@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,12 +43,13 @@ func TestRetryAfterConnectFailure(t *testing.T) {
 }
 
 func TestRetryIdempotentAfterReset(t *testing.T) {
-	// A backend that accepts and closes at once: a failure before any
+	// A backend that accepts and resets at once: a failure before any
 	// response byte, after the request was sent.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var accepted atomic.Int64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -56,31 +58,45 @@ func TestRetryIdempotentAfterReset(t *testing.T) {
 			if err != nil {
 				return
 			}
+			accepted.Add(1)
 			c.(*net.TCPConn).SetLinger(0)
 			c.Close()
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
+	reset := ln.Addr().(*net.TCPAddr).AddrPort()
 	good := startBackend(t, named("good"))
-	p := newPool(t, pool.Options{Retries: 1}, ln.Addr().(*net.TCPAddr).AddrPort(), good.addr)
-	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p"})
+	ups := map[string]Upstream{
+		"both":  {Pool: newPool(t, pool.Options{Name: "both", Retries: 1}, reset, good.addr)},
+		"reset": {Pool: newPool(t, pool.Options{Name: "reset", Retries: 1}, reset)},
+	}
+	px := startProxy(t, &Server{Upstreams: ups, Routes: routesByPath("both", "reset")})
 	c := client(t)
-	sawPost502 := false
 	for range 4 {
-		if resp, body := get(t, c, "GET", px.url+"/g", nil); resp.StatusCode != 200 {
+		if resp, body := get(t, c, "GET", px.url+"/both", nil); resp.StatusCode != 200 {
 			t.Fatalf("GET: %d %q", resp.StatusCode, body)
 		}
-		resp, err := c.Post(px.url+"/p", "text/plain", strings.NewReader("x"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		sawPost502 = sawPost502 || resp.StatusCode == 502
 	}
-	if !sawPost502 {
-		t.Error("a POST reset by the backend was never answered 502: was it sent twice?")
+	px.log.waitRequest(t, "a GET retried after a reset", func(r map[string]any) bool {
+		return r["path"] == "/both" && r["retries"] == 1.0 && r["backend"] == good.addr.String()
+	})
+	// A POST is not idempotent: one attempt, then 502.
+	before := accepted.Load()
+	resp, err := c.Post(px.url+"/reset", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	px.log.waitRequest(t, "POST reset", func(r map[string]any) bool { return r["path"] == "/p" && r["end"] == "backend_reset" })
+	resp.Body.Close()
+	if resp.StatusCode != 502 || accepted.Load()-before != 1 {
+		t.Errorf("POST: %d after %d connections to the resetting backend; want 502 after 1",
+			resp.StatusCode, accepted.Load()-before)
+	}
+	rec := px.log.waitRequest(t, "POST reset", byPath("/reset"))
+	// The reset may beat the connect's completion (connect_failed) or
+	// come after the request was written (backend_reset).
+	if rec["end"] != "backend_reset" && rec["end"] != "connect_failed" {
+		t.Errorf("log line %v, want end=backend_reset or connect_failed", rec)
+	}
 }
 
 func TestErrorStatuses(t *testing.T) {
