@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"sluice/internal/pool"
 	"sluice/l7/route"
 )
 
@@ -17,7 +18,7 @@ import (
 var routeKeys = []string{"name",
 	"host", "path", "path_exact", "method", "header", "header_value", "client",
 	"allow_methods", "allow", "deny",
-	"pool", "redirect", "redirect_https", "code", "respond", "body", "content_type"}
+	"pool", "hash_header", "hash_cookie", "redirect", "redirect_https", "code", "respond", "body", "content_type"}
 
 // Limits and defaults of routes.
 const (
@@ -192,7 +193,8 @@ func (t *table) routeEnd(r *route.Route, pools []string) {
 		t.errorf(ends[1], "a route ends in one of pool, redirect, redirect_https or respond, not %s", strings.Join(ends, " and "))
 		return
 	}
-	for k, owner := range map[string]string{"code": "redirect or redirect_https", "body": "respond", "content_type": "respond"} {
+	for k, owner := range map[string]string{"code": "redirect or redirect_https", "body": "respond", "content_type": "respond",
+		"hash_header": "pool", "hash_cookie": "pool"} {
 		if t.has(k) && !strings.Contains(owner, ends[0]) {
 			t.errorf(k, "applies only with %s", owner)
 		}
@@ -206,6 +208,7 @@ func (t *table) routeEnd(r *route.Route, pools []string) {
 			}
 			r.Pool = s
 		}
+		t.hashKeys(r)
 	case "redirect", "redirect_https":
 		t.redirect(r, ends[0])
 	case "respond":
@@ -246,5 +249,30 @@ func (t *table) respond(r *route.Route) {
 	}
 	if s, ok := t.str("content_type"); ok {
 		r.ContentType = s
+	}
+}
+
+// hashKeys reads hash_header or hash_cookie, which apply to a Maglev pool.
+func (t *table) hashKeys(r *route.Route) {
+	if t.has("hash_header") && t.has("hash_cookie") {
+		t.errorf("hash_cookie", "a route hashes hash_header or hash_cookie, not both")
+		return
+	}
+	for _, k := range []string{"hash_header", "hash_cookie"} {
+		s, ok := t.str(k)
+		if !ok {
+			continue
+		}
+		if i := slices.IndexFunc(t.d.parsed, func(p Pool) bool { return p.Name == r.Pool }); i >= 0 && t.d.parsed[i].Balance != pool.Maglev {
+			t.errorf(k, "applies only to a pool with balance = \"maglev\"; pool %s has %q", quote(r.Pool), t.d.parsed[i].Balance)
+		}
+		switch {
+		case k == "hash_header" && isToken(s):
+			r.HashHeader = textproto.CanonicalMIMEHeaderKey(s)
+		case k == "hash_cookie" && isToken(s):
+			r.HashCookie = s
+		default:
+			t.errorf(k, "%s is not a %s name", quote(s), strings.TrimPrefix(k, "hash_"))
+		}
 	}
 }

@@ -37,6 +37,11 @@ redirect = "https://new.example/"
 code = 308
 
 [[listeners.web.routes]]
+path = "/sticky"
+pool = "grpc"
+hash_cookie = "sid"
+
+[[listeners.web.routes]]
 host = "*.example.com"
 path = "/api"
 method = ["GET", "POST"]
@@ -50,6 +55,7 @@ pool = "grpc"
 
 [pools.grpc]
 h2c = true
+balance = "maglev"
 [[pools.grpc.backends]]
 address = "10.0.0.4:50051"
 ` + poolDB
@@ -78,7 +84,8 @@ func TestParseHTTP(t *testing.T) {
 				Body: "ok", ContentType: defaultContentType},
 			{Name: "routes[1]", Match: route.Match{Host: "insecure.example"}, Kind: route.Redirect, HTTPS: true, Status: 301},
 			{Name: "routes[2]", Match: route.Match{Path: "/old/"}, Kind: route.Redirect, Location: "https://new.example/", Status: 308},
-			{Name: "routes[3]", Match: route.Match{Host: "*.example.com", Path: "/api", Methods: []string{"GET", "POST"},
+			{Name: "routes[3]", Match: route.Match{Path: "/sticky"}, Kind: route.Forward, Pool: "grpc", HashCookie: "sid"},
+			{Name: "routes[4]", Match: route.Match{Host: "*.example.com", Path: "/api", Methods: []string{"GET", "POST"},
 				Header: "X-Canary", HeaderValue: "1", Clients: []netip.Prefix{p("192.0.2.0/24"), p("2001:db8::1/128")}},
 				AllowMethods: []string{"GET"}, Allow: []netip.Prefix{p("192.0.2.0/25")}, Deny: []netip.Prefix{p("192.0.2.7/32")},
 				Kind: route.Forward, Pool: "grpc"},
@@ -138,6 +145,12 @@ var badHTTPConfigs = []struct {
 			`listeners.pg.trusted_proxies: applies only to protocol = "http", not "tcp"`}},
 	{"http and tcp on one port", httpHead + "pool = \"db\"\n" + listenerPG[:len("\n[listeners.pg]\n")] + "bind = \"127.0.0.1:8080\"\npool = \"db\"\n" + poolDB,
 		[]string{"listeners.web.bind: 127.0.0.1:8080 conflicts with listeners.pg.bind"}},
+	{"hash keys", httpHead + "[[listeners.web.routes]]\npath = \"/a\"\npool = \"db\"\nhash_header = \"X-User\"\n" +
+		"[[listeners.web.routes]]\npath = \"/b\"\nrespond = 200\nhash_cookie = \"sid\"\n" +
+		"[[listeners.web.routes]]\npath = \"/c\"\npool = \"db\"\nhash_header = \"a\"\nhash_cookie = \"b\"\n" + poolDB,
+		[]string{`t.toml:7: listeners.web.routes[0].hash_header: applies only to a pool with balance = "maglev"; pool "db" has "round_robin"`,
+			"t.toml:11: listeners.web.routes[1].hash_cookie: applies only with pool",
+			"t.toml:16: listeners.web.routes[2].hash_cookie: a route hashes hash_header or hash_cookie, not both"}},
 	{"bad limits", httpHead + "pool = \"db\"\nmax_header_bytes = 10\nfail_statuses = [200]\n" + poolDB,
 		[]string{"t.toml:5: listeners.web.max_header_bytes: must be 1024..1048576, not 10",
 			"t.toml:6: listeners.web.fail_statuses: entry 0: want a status from 400 to 599, not 200"}},

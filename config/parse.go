@@ -51,6 +51,9 @@ type decoder struct {
 	md   toml.MetaData
 	root *keyNode // the file's keys and their lines; nil if unknown
 	errs Errors
+	// parsed are the pools, read before the listeners, whose HTTP routes
+	// may depend on a pool's balance.
+	parsed []Pool
 
 	sendsV1 map[string]bool // pools with send_proxy = "v1", for UDP listeners' checks
 
@@ -98,6 +101,7 @@ func (d *decoder) config() *Config {
 		lt.level("level", &cfg.Log.Level)
 	}
 	cfg.Pools = d.pools(t)
+	d.parsed = cfg.Pools
 	var pools map[string]any
 	if v, ok := t.value("pools"); ok {
 		pools, _ = v.(map[string]any)

@@ -37,7 +37,7 @@ func TestRetryAfterConnectFailure(t *testing.T) {
 		}
 	}
 	rec := px.log.waitRequest(t, "a retried request", func(r map[string]any) bool { return r["retries"] == 1.0 })
-	if rec["backend"] != be.addr.String() || rec["end"] != "ok" {
+	if rec["backend"] != be.addr.String() || rec["end"] != "ok" || rec["bytes_in"] != 7.0 {
 		t.Errorf("log line %v", rec)
 	}
 }

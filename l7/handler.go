@@ -37,6 +37,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		ex.route = "default"
+		ex.key = ex.client
 		s.forward(rec, r, s.Default)
 		return
 	}
@@ -59,6 +60,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.end = EndResponded
 		respond(rec, rt.Status, rt.ContentType, rt.Body)
 	default:
+		ex.key = pickKey(rt, r, ex.client)
 		s.forward(rec, r, rt.Pool)
 	}
 }

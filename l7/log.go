@@ -76,6 +76,8 @@ type exchange struct {
 	start    time.Time
 	peer     netip.AddrPort // the connection's other end
 	client   netip.AddrPort // the client, after trusted proxies
+	key      netip.AddrPort // what the backend is picked by (see pickKey)
+	body     *onceBody      // the request body as forwarded, if it has one
 	id       string
 	route    string
 	pool     *proxy
@@ -85,6 +87,14 @@ type exchange struct {
 	end      End
 	err      error
 	upgraded bool // the backend switched protocols (101)
+}
+
+// bytesIn returns the request body bytes forwarded to the backend.
+func (ex *exchange) bytesIn() int64 {
+	if ex.body == nil {
+		return 0
+	}
+	return ex.body.n.Load()
 }
 
 type exchangeKey struct{}
@@ -179,6 +189,7 @@ func (s *Server) logRequest(rec *recorder, r *http.Request) {
 		slog.String("path", r.URL.Path),
 		slog.String("proto", r.Proto),
 		slog.Int("status", status),
+		slog.Int64("bytes_in", ex.bytesIn()),
 		slog.Int64("bytes_out", rec.bytes),
 		slog.Duration("ttfb", ex.ttfb),
 		slog.Duration("duration", time.Since(ex.start)),

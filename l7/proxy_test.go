@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -178,4 +179,40 @@ func TestLeastConnCountsRequestsInFlight(t *testing.T) {
 	}
 	close(release)
 	<-held
+}
+
+func TestAffinityOnHeaderOrCookie(t *testing.T) {
+	var addrs []netip.AddrPort
+	for _, n := range []string{"a", "b", "c"} {
+		addrs = append(addrs, startBackend(t, named(n)).addr)
+	}
+	p := newPool(t, pool.Options{Balance: pool.Maglev}, addrs...)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Routes: []route.Route{
+		{Name: "h", Match: route.Match{Path: "/h"}, Pool: "p", HashHeader: "X-User"},
+		{Name: "c", Match: route.Match{Path: "/c"}, Pool: "p", HashCookie: "sid"},
+	}})
+	c := client(t)
+	backendOf := func(path string, hdr map[string]string) string {
+		_, body := get(t, c, "GET", px.url+path, hdr)
+		return body[:1]
+	}
+	// Every request comes from 127.0.0.1: hashed on the client address
+	// they would all reach one backend.
+	seen := map[string]bool{}
+	for i := range 30 {
+		user := fmt.Sprintf("user%d", i)
+		first := backendOf("/h", map[string]string{"X-User": user})
+		seen[first] = true
+		for range 3 {
+			if got := backendOf("/h", map[string]string{"X-User": user}); got != first {
+				t.Fatalf("%s reached %s, then %s", user, first, got)
+			}
+		}
+		if got := backendOf("/c", map[string]string{"Cookie": "a=1; sid=" + user}); got != first {
+			t.Errorf("cookie sid=%s reached %s, header X-User %s", user, got, first)
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("30 users reached backends %v, want all three", seen)
+	}
 }

@@ -83,9 +83,10 @@ func (p *proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 		// one when the handler returns.
 		body = &onceBody{r: req.Body}
 		req.Body = body
+		ex.body = body
 	}
 	var resp *http.Response
-	b, retries, err := dial.Try(req.Context(), p.pool, ex.client, func(b *pool.Backend) error {
+	b, retries, err := dial.Try(req.Context(), p.pool, ex.key, func(b *pool.Backend) error {
 		req.URL.Host = b.String()
 		r, err := p.transport.RoundTrip(req)
 		if err != nil {
@@ -196,17 +197,20 @@ func isTimeout(err error) bool {
 }
 
 // onceBody is a request body the transport cannot close, and that records
-// whether it was read, which ends any chance of a retry.
+// whether it was read, which ends any chance of a retry, and how much.
 type onceBody struct {
 	r    io.ReadCloser
-	read atomic.Bool // written by the transport's write loop
+	read atomic.Bool  // written by the transport's write loop
+	n    atomic.Int64 // bytes read, for the log
 }
 
 func (b *onceBody) Read(p []byte) (int, error) {
 	if !b.read.Load() {
 		b.read.Store(true)
 	}
-	return b.r.Read(p)
+	n, err := b.r.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 // Close is a no-op: http.Server closes the request body after the handler.

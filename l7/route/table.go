@@ -34,6 +34,11 @@ type Route struct {
 	Kind Kind
 	// Pool (Forward) names the pool requests go to.
 	Pool string
+	// HashHeader and HashCookie (Forward, at most one set) name a header
+	// or cookie whose value a Maglev pool hashes instead of the client's
+	// address: session affinity without state. A request without it is
+	// hashed on its client address.
+	HashHeader, HashCookie string
 	// Location (Redirect) is the target URL; empty with HTTPS set means
 	// the request's own host and URI over https.
 	Location string
