@@ -73,6 +73,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzScanLines -fuzztime 60s ./config
 	$(GO) test -run '^$$' -fuzz FuzzParseDNSReply -fuzztime 60s ./health
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/discover
+	$(GO) test -run '^$$' -fuzz FuzzCovers -fuzztime 60s ./l7/route
 
 clean:
 	rm -f sluice

@@ -22,6 +22,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.id = requestID(r.Header.Get(requestIDHeader))
 	rec := &recorder{w: w, ex: ex}
 	defer s.finish(rec, r)
+	if r.Method == http.MethodConnect {
+		// A reverse proxy is no tunnel to anywhere a client names.
+		s.local(rec, http.StatusMethodNotAllowed, EndMethodNotAllowed)
+		return
+	}
 
 	req := route.Request{
 		Host:   route.CanonicalHost(r.Host),

@@ -115,7 +115,7 @@ func (p *proxy) classify(req *http.Request, body *onceBody, b *pool.Backend, err
 	switch {
 	case errors.As(err, &ce):
 		return err
-	case req.Context().Err() != nil, errors.As(err, &mb):
+	case req.Context().Err() != nil, errors.As(err, &mb), body.clientFailed():
 		return err // the client's doing, not the backend's
 	}
 	if !idempotent(req.Method) || (body != nil && body.read.Load()) || isTimeout(err) {
@@ -178,6 +178,11 @@ func (p *proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 		p.s.local(rec, http.StatusServiceUnavailable, EndNoBackend)
 	case errors.As(err, &mb):
 		p.s.local(rec, http.StatusRequestEntityTooLarge, EndBodyTooLarge)
+	case ex.body.clientFailed():
+		// Bodies stream to the backend as they come: bad chunking
+		// shows up mid-way, and is the client's error.
+		ex.err = err
+		p.s.local(rec, http.StatusBadRequest, EndBadRequest)
 	case errors.As(err, &ce):
 		ex.err = err
 		p.s.local(rec, http.StatusBadGateway, EndConnectFailed)
@@ -197,11 +202,14 @@ func isTimeout(err error) bool {
 }
 
 // onceBody is a request body the transport cannot close, and that records
-// whether it was read, which ends any chance of a retry, and how much.
+// whether it was read, which ends any chance of a retry, how much, and
+// whether reading it failed: the client's fault (bad chunking, a body cut
+// short), not the backend's.
 type onceBody struct {
-	r    io.ReadCloser
-	read atomic.Bool  // written by the transport's write loop
-	n    atomic.Int64 // bytes read, for the log
+	r      io.ReadCloser
+	read   atomic.Bool  // written by the transport's write loop
+	n      atomic.Int64 // bytes read, for the log
+	failed atomic.Bool
 }
 
 func (b *onceBody) Read(p []byte) (int, error) {
@@ -210,8 +218,14 @@ func (b *onceBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	b.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		b.failed.Store(true)
+	}
 	return n, err
 }
+
+// clientFailed reports whether reading the client's body failed.
+func (b *onceBody) clientFailed() bool { return b != nil && b.failed.Load() }
 
 // Close is a no-op: http.Server closes the request body after the handler.
 func (b *onceBody) Close() error { return nil }

@@ -1,0 +1,74 @@
+package l7
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"sluice/internal/pool"
+)
+
+// TestAmbiguousRequestsRefused sends requests a proxy and its backend could
+// frame differently (request smuggling), and CONNECT: none may reach the
+// backend as sent. Content-Length with Transfer-Encoding is forwarded as
+// RFC 9112 section 6.3 allows an intermediary, chunked only (net/http
+// drops the Content-Length before the handler sees the request); bad
+// chunking is found only as the body streams, so the backend sees a
+// request cut short and the client a 400.
+func TestAmbiguousRequestsRefused(t *testing.T) {
+	var reached, bothFramings atomic.Int64
+	be := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TransferEncoding) > 0 && r.Header.Get("Content-Length") != "" {
+			bothFramings.Add(1)
+		}
+		if _, err := io.Copy(io.Discard, r.Body); err == nil && r.URL.Path != "/cl-te" {
+			reached.Add(1) // a whole request arrived
+		}
+	}))
+	// One failure would eject the backend: the client's errors must not
+	// count.
+	p := newPool(t, pool.Options{PassiveFailures: 1}, be.addr)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p"})
+	for _, tt := range []struct {
+		name, req string
+		status    int
+	}{
+		{"content-length and chunked", "POST /cl-te HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200},
+		{"two content-lengths", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400},
+		{"bad chunk size", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n", 400},
+		{"transfer-encoding not chunked", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+		{"connect", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", px.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, tt.req)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Errorf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+		})
+	}
+	if n := reached.Load(); n != 0 {
+		t.Errorf("%d ambiguous requests reached the backend whole", n)
+	}
+	if n := bothFramings.Load(); n != 0 {
+		t.Errorf("%d requests reached the backend with both Content-Length and Transfer-Encoding", n)
+	}
+	px.log.waitRequest(t, "bad chunking", func(r map[string]any) bool { return r["status"] == 400.0 && r["end"] == "bad_request" })
+	if st := p.Backends()[0].State(); st != pool.StateUp {
+		t.Errorf("the backend is %v: blamed for the client's chunking", st)
+	}
+}
