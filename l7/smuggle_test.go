@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -70,5 +71,47 @@ func TestAmbiguousRequestsRefused(t *testing.T) {
 	px.log.waitRequest(t, "bad chunking", func(r map[string]any) bool { return r["status"] == 400.0 && r["end"] == "bad_request" })
 	if st := p.Backends()[0].State(); st != pool.StateUp {
 		t.Errorf("the backend is %v: blamed for the client's chunking", st)
+	}
+}
+
+// TestSlowClientsAreClosed: a request head dribbling in (slowloris) is cut
+// off after read_header_timeout, and an idle keep-alive connection after
+// idle_timeout.
+func TestSlowClientsAreClosed(t *testing.T) {
+	be := startBackend(t, named("a"))
+	p := newPool(t, pool.Options{}, be.addr)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p",
+		ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond})
+	closedWithin := func(c net.Conn, d time.Duration) bool {
+		c.SetReadDeadline(time.Now().Add(d))
+		_, err := io.Copy(io.Discard, c)
+		var ne net.Error
+		return !(errors.As(err, &ne) && ne.Timeout())
+	}
+
+	slow, err := net.Dial("tcp", px.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	io.WriteString(slow, "GET / HTTP/1.1\r\nHost: x\r\n") // and never the blank line
+	if !closedWithin(slow, 5*time.Second) {
+		t.Error("a request head that never ends kept its connection open")
+	}
+
+	idle, err := net.Dial("tcp", px.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(idle)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if !closedWithin(idle, 5*time.Second) {
+		t.Error("an idle keep-alive connection stayed open")
 	}
 }
