@@ -27,7 +27,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.local(rec, http.StatusMethodNotAllowed, EndMethodNotAllowed)
 		return
 	}
+	s.route(rec, r)
+}
 
+// route finds r's route, applies its policy and carries out its end.
+func (s *Server) route(rec *recorder, r *http.Request) {
+	ex := rec.ex
 	req := route.Request{
 		Host:   route.CanonicalHost(r.Host),
 		Path:   cleanPath(r.URL.Path),
@@ -52,14 +57,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.local(rec, http.StatusForbidden, EndDenied)
 		return
 	case route.DenyMethod:
-		w.Header().Set("Allow", strings.Join(rt.AllowMethods, ", "))
+		rec.Header().Set("Allow", strings.Join(rt.AllowMethods, ", "))
 		s.local(rec, http.StatusMethodNotAllowed, EndMethodNotAllowed)
 		return
 	}
 	switch rt.Kind {
 	case route.Redirect:
 		ex.end = EndRedirect
-		w.Header().Set(requestIDHeader, ex.id)
+		rec.Header().Set(requestIDHeader, ex.id)
 		http.Redirect(rec, r, rt.RedirectTo(r.Host, r.URL.RequestURI()), rt.Status)
 	case route.Respond:
 		ex.end = EndResponded
