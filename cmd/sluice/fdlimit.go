@@ -37,6 +37,12 @@ func fdLimiter(cfg *config.Config) (*l4.Limiter, uint64, error) {
 			udpSockets += uint64(l.Sockets)
 			continue
 		}
+		if l.Protocol == config.HTTP {
+			// net/http takes no cap from us (yet): its listening
+			// sockets count, its connections do not.
+			sockets += uint64(l.Sockets)
+			continue
+		}
 		sockets += uint64(l.Sockets)
 		configured += uint64(l.MaxConnections)
 		unlimited = unlimited || l.MaxConnections == 0

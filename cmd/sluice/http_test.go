@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"sluice/config"
 	"sluice/internal/dbtest"
 )
 
@@ -239,5 +240,20 @@ func TestDemoServesHTTPByPath(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGINT)
 	if code := p.wait(t, 20*time.Second); code != 0 {
 		t.Fatalf("demo exited %d after SIGINT; output:\n%s", code, p.out)
+	}
+}
+
+// TestFDCapIgnoresHTTPListeners: the fd-derived cap applies to TCP
+// listeners only, so a file with HTTP listeners alone has none (and does
+// not log one).
+func TestFDCapIgnoresHTTPListeners(t *testing.T) {
+	cfg, err := config.Parse("t.toml", []byte("[listeners.web]\nbind = \"127.0.0.1:1\"\nprotocol = \"http\"\npool = \"p\"\n"+
+		"[pools.p]\n[[pools.p.backends]]\naddress = \"127.0.0.1:2\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	limiter, _, err := fdLimiter(cfg)
+	if err != nil || limiter != nil {
+		t.Errorf("fdLimiter = %v, %v; want no cap", limiter, err)
 	}
 }
