@@ -117,7 +117,8 @@ type Listener struct {
 	// Pool names the pool connections are forwarded to; it is in
 	// Config.Pools.
 	Pool string
-	// MaxConnections (TCP) caps live connections; zero means unlimited.
+	// MaxConnections (TCP, HTTP) caps live (client) connections; zero
+	// means unlimited.
 	MaxConnections int
 	// Sockets is the number of SO_REUSEPORT listening sockets, 1 to 1024;
 	// zero in the file is replaced at load by runtime.GOMAXPROCS(0).

@@ -43,7 +43,7 @@ type HTTPListener struct {
 
 // httpListenerKeys are the keys of a listener with protocol = "http",
 // besides bind, protocol and pool.
-var httpListenerKeys = []string{"sockets", "connect_timeout", "idle_timeout", "read_header_timeout",
+var httpListenerKeys = []string{"sockets", "max_connections", "connect_timeout", "idle_timeout", "read_header_timeout",
 	"response_timeout", "max_header_bytes", "max_body_bytes", "trusted_proxies", "fail_statuses",
 	"max_idle_per_backend", "backend_idle_timeout", "routes"}
 
@@ -60,6 +60,7 @@ func (p Protocol) socket() Protocol {
 // the names under [pools], sorted.
 func (d *decoder) httpKeys(t *table, l *Listener, pools []string) {
 	h := l.HTTP
+	t.integer("max_connections", 0, math.MaxInt, &l.MaxConnections)
 	t.duration("connect_timeout", &l.ConnectTimeout, true)
 	t.duration("idle_timeout", &l.IdleTimeout, true)
 	t.duration("read_header_timeout", &h.ReadHeaderTimeout, true)

@@ -137,9 +137,9 @@ var badHTTPConfigs = []struct {
 	{"bad redirect", httpHead + "[[listeners.web.routes]]\nredirect = \"ftp://x\"\ncode = 200\n" + poolDB,
 		[]string{`t.toml:5: listeners.web.routes[0].redirect: "ftp://x": want an http(s) URL`,
 			"t.toml:6: listeners.web.routes[0].code: must be 300..399, not 200"}},
-	{"tcp keys on http", httpHead + "pool = \"db\"\nhalf_closed_timeout = \"1s\"\nmax_connections = 3\n" + poolDB,
+	{"tcp keys on http", httpHead + "pool = \"db\"\nhalf_closed_timeout = \"1s\"\nmax_connections = -3\n" + poolDB,
 		[]string{`t.toml:5: listeners.web.half_closed_timeout: applies only to protocol = "tcp", not "http"`,
-			`t.toml:6: listeners.web.max_connections: applies only to protocol = "tcp", not "http"`}},
+			`t.toml:6: listeners.web.max_connections: must be 0..9223372036854775807, not -3`}},
 	{"http keys on tcp", listenerPG + "routes = []\ntrusted_proxies = [\"10.0.0.0/8\"]\n" + poolDB,
 		[]string{`listeners.pg.routes: applies only to protocol = "http", not "tcp"`,
 			`listeners.pg.trusted_proxies: applies only to protocol = "http", not "tcp"`}},
@@ -176,7 +176,7 @@ func TestParseBadHTTP(t *testing.T) {
 // promises: limits in range, and every route reachable with a known end.
 func httpFieldsOK(l Listener) bool {
 	h := l.HTTP
-	if h == nil || l.ConnectTimeout <= 0 || l.IdleTimeout <= 0 || l.HalfClosedTimeout != 0 || l.MaxConnections != 0 ||
+	if h == nil || l.ConnectTimeout <= 0 || l.IdleTimeout <= 0 || l.HalfClosedTimeout != 0 || l.MaxConnections < 0 ||
 		h.ReadHeaderTimeout <= 0 || h.ResponseTimeout < 0 || h.BackendIdleTimeout <= 0 || h.MaxBodyBytes < 0 ||
 		h.MaxHeaderBytes < 1024 || h.MaxHeaderBytes > maxHeaderBytes || h.MaxIdlePerBackend < 1 {
 		return false

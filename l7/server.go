@@ -73,6 +73,10 @@ type Server struct {
 	MaxHeaderBytes int
 	// MaxBodyBytes caps a request body (413 beyond); zero means no cap.
 	MaxBodyBytes int64
+	// MaxConnections caps open client connections across the sockets
+	// given to Serve; beyond it new ones wait in the accept queue. Zero
+	// means no cap.
+	MaxConnections int
 	// FailStatuses are backend response statuses that count as failures
 	// for passive checks, such as 502, 503 and 504; none by default.
 	FailStatuses []int
@@ -144,9 +148,17 @@ func (s *Server) logger() *slog.Logger {
 func (s *Server) Serve(lns []*net.TCPListener) error {
 	s.init()
 	errs := make(chan error, len(lns))
+	var slots chan struct{}
+	if s.MaxConnections > 0 {
+		slots = make(chan struct{}, s.MaxConnections)
+	}
 	var wg sync.WaitGroup
 	for _, ln := range lns {
-		wg.Go(func() { errs <- s.srv.Serve(ln) })
+		var l net.Listener = ln
+		if slots != nil {
+			l = &limitListener{TCPListener: ln, slots: slots, done: make(chan struct{})}
+		}
+		wg.Go(func() { errs <- s.srv.Serve(l) })
 	}
 	wg.Wait()
 	close(errs)

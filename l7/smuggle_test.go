@@ -115,3 +115,48 @@ func TestSlowClientsAreClosed(t *testing.T) {
 		t.Error("an idle keep-alive connection stayed open")
 	}
 }
+
+// TestMaxConnectionsQueuesTheRest: past max_connections a new client is
+// not served until an open connection closes.
+func TestMaxConnectionsQueuesTheRest(t *testing.T) {
+	be := startBackend(t, named("a"))
+	p := newPool(t, pool.Options{}, be.addr)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p", MaxConnections: 1})
+	exchange := func(c net.Conn, br *bufio.Reader, d time.Duration) error {
+		c.SetDeadline(time.Now().Add(d))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	first, err := net.Dial("tcp", px.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if err := exchange(first, bufio.NewReader(first), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	second, err := net.Dial("tcp", px.addr) // the kernel completes the handshake
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	br := bufio.NewReader(second)
+	// Asserting that nothing happens needs a window: 300 ms.
+	if err := exchange(second, br, 300*time.Millisecond); err == nil {
+		t.Fatal("a second connection was served while the first held the only slot")
+	}
+	first.Close()
+	second.SetDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the queued connection was not served once the slot was free: %v", err)
+	}
+	resp.Body.Close()
+}

@@ -31,6 +31,7 @@ func openHTTP(cfg *config.Config, lc config.Listener, pools map[string]*pool.Poo
 		ResponseTimeout:    h.ResponseTimeout,
 		MaxHeaderBytes:     h.MaxHeaderBytes,
 		MaxBodyBytes:       h.MaxBodyBytes,
+		MaxConnections:     lc.MaxConnections,
 		FailStatuses:       h.FailStatuses,
 		MaxIdlePerBackend:  h.MaxIdlePerBackend,
 		BackendIdleTimeout: h.BackendIdleTimeout,
