@@ -18,7 +18,8 @@ import (
 var routeKeys = []string{"name",
 	"host", "path", "path_exact", "method", "header", "header_value", "client",
 	"allow_methods", "allow", "deny",
-	"pool", "hash_header", "hash_cookie", "redirect", "redirect_https", "code", "respond", "body", "content_type"}
+	"pool", "hash_header", "hash_cookie", "strip_prefix", "add_prefix", "set_host", "set_request_headers",
+	"remove_request_headers", "set_response_headers", "remove_response_headers", "redirect", "redirect_https", "code", "respond", "body", "content_type"}
 
 // Limits and defaults of routes.
 const (
@@ -199,6 +200,11 @@ func (t *table) routeEnd(r *route.Route, pools []string) {
 			t.errorf(k, "applies only with %s", owner)
 		}
 	}
+	for _, k := range rewriteKeys {
+		if t.has(k) && ends[0] != "pool" {
+			t.errorf(k, "applies only with pool")
+		}
+	}
 	switch ends[0] {
 	case "pool":
 		r.Kind = route.Forward
@@ -209,6 +215,7 @@ func (t *table) routeEnd(r *route.Route, pools []string) {
 			r.Pool = s
 		}
 		t.hashKeys(r)
+		t.rewrite(r)
 	case "redirect", "redirect_https":
 		t.redirect(r, ends[0])
 	case "respond":

@@ -40,6 +40,13 @@ code = 308
 path = "/sticky"
 pool = "grpc"
 hash_cookie = "sid"
+strip_prefix = "/sticky"
+add_prefix = "/v2"
+set_host = "backend.internal:8080"
+set_request_headers = { x-env = "prod", "X-Forwarded-Proto" = "https" }
+remove_request_headers = "X-Debug"
+set_response_headers = { "X-Frame-Options" = "DENY" }
+remove_response_headers = ["server"]
 
 [[listeners.web.routes]]
 host = "*.example.com"
@@ -84,7 +91,11 @@ func TestParseHTTP(t *testing.T) {
 				Body: "ok", ContentType: defaultContentType},
 			{Name: "routes[1]", Match: route.Match{Host: "insecure.example"}, Kind: route.Redirect, HTTPS: true, Status: 301},
 			{Name: "routes[2]", Match: route.Match{Path: "/old/"}, Kind: route.Redirect, Location: "https://new.example/", Status: 308},
-			{Name: "routes[3]", Match: route.Match{Path: "/sticky"}, Kind: route.Forward, Pool: "grpc", HashCookie: "sid"},
+			{Name: "routes[3]", Match: route.Match{Path: "/sticky"}, Kind: route.Forward, Pool: "grpc", HashCookie: "sid",
+				Rewrite: route.Rewrite{StripPrefix: "/sticky", AddPrefix: "/v2", Host: "backend.internal:8080",
+					SetRequest:    map[string]string{"X-Env": "prod", "X-Forwarded-Proto": "https"},
+					RemoveRequest: []string{"X-Debug"}, SetResponse: map[string]string{"X-Frame-Options": "DENY"},
+					RemoveResponse: []string{"Server"}}},
 			{Name: "routes[4]", Match: route.Match{Host: "*.example.com", Path: "/api", Methods: []string{"GET", "POST"},
 				Header: "X-Canary", HeaderValue: "1", Clients: []netip.Prefix{p("192.0.2.0/24"), p("2001:db8::1/128")}},
 				AllowMethods: []string{"GET"}, Allow: []netip.Prefix{p("192.0.2.0/25")}, Deny: []netip.Prefix{p("192.0.2.7/32")},
@@ -151,6 +162,15 @@ var badHTTPConfigs = []struct {
 		[]string{`t.toml:7: listeners.web.routes[0].hash_header: applies only to a pool with balance = "maglev"; pool "db" has "round_robin"`,
 			"t.toml:11: listeners.web.routes[1].hash_cookie: applies only with pool",
 			"t.toml:16: listeners.web.routes[2].hash_cookie: a route hashes hash_header or hash_cookie, not both"}},
+	{"bad rewrites", httpHead + "[[listeners.web.routes]]\npath = \"/api\"\npool = \"db\"\nstrip_prefix = \"/ap\"\n" +
+		"set_host = \"a b\"\nset_request_headers = { Connection = \"x\", \"X-A\" = \"a\\nb\" }\nremove_response_headers = [\"bad name\"]\n" +
+		"[[listeners.web.routes]]\npath = \"/r\"\nrespond = 200\nadd_prefix = \"/x\"\n" + poolDB,
+		[]string{`t.toml:7: listeners.web.routes[0].strip_prefix: "/ap" must be a prefix of the route's path ("/api")`,
+			`t.toml:8: listeners.web.routes[0].set_host: "a b": want a host name`,
+			`t.toml:9: listeners.web.routes[0].set_request_headers: "Connection" is managed by sluice`,
+			`t.toml:9: listeners.web.routes[0].set_request_headers: the value of "X-A" has control characters`,
+			`t.toml:10: listeners.web.routes[0].remove_response_headers: "bad name" is not a header name`,
+			"t.toml:14: listeners.web.routes[1].add_prefix: applies only with pool"}},
 	{"bad limits", httpHead + "pool = \"db\"\nmax_header_bytes = 10\nfail_statuses = [200]\n" + poolDB,
 		[]string{"t.toml:5: listeners.web.max_header_bytes: must be 1024..1048576, not 10",
 			"t.toml:6: listeners.web.fail_statuses: entry 0: want a status from 400 to 599, not 200"}},

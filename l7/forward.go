@@ -109,6 +109,20 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	h.Set("X-Forwarded-Proto", xfp)
 	h.Set("X-Forwarded-Host", xfh)
 	h.Set("Forwarded", fwd)
+	if rw := ex.rewrite; rw != nil {
+		out.URL.Path = rw.Path(out.URL.Path)
+		if out.URL.RawPath != "" {
+			// url.URL falls back to escaping Path if this is no
+			// longer an encoding of it.
+			out.URL.RawPath = rw.Path(out.URL.RawPath)
+		}
+		if rw.Host != "" {
+			out.Host = rw.Host
+		}
+		// After the forwarding headers, so a route can override them
+		// (X-Forwarded-Proto: https behind a TLS terminator).
+		rw.Request(h)
+	}
 	h.Set(requestIDHeader, ex.id)
 }
 

@@ -71,6 +71,7 @@ func (s *Server) route(rec *recorder, r *http.Request) {
 		respond(rec, rt.Status, rt.ContentType, rt.Body)
 	default:
 		ex.key = pickKey(rt, r, ex.client)
+		ex.rewrite = &rt.Rewrite
 		s.forward(rec, r, rt.Pool)
 	}
 }

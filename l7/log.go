@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"sluice/internal/pool"
+	"sluice/l7/route"
 )
 
 // End says how a request ended, in the spirit of HAProxy's termination
@@ -78,6 +79,7 @@ type exchange struct {
 	client   netip.AddrPort // the client, after trusted proxies
 	key      netip.AddrPort // what the backend is picked by (see pickKey)
 	body     *onceBody      // the request body as forwarded, if it has one
+	rewrite  *route.Rewrite // the route's changes; nil for the default pool
 	id       string
 	route    string
 	pool     *proxy

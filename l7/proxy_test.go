@@ -216,3 +216,32 @@ func TestAffinityOnHeaderOrCookie(t *testing.T) {
 		t.Errorf("30 users reached backends %v, want all three", seen)
 	}
 }
+
+func TestRouteRewrites(t *testing.T) {
+	be := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Server", "secret/1.0")
+		w.Header().Set("X-Backend", "a")
+		fmt.Fprintf(w, "%s host=%s env=%s debug=%q xfp=%s", r.URL.RequestURI(), r.Host, r.Header.Get("X-Env"),
+			r.Header.Get("X-Debug"), r.Header.Get("X-Forwarded-Proto"))
+	}))
+	p := newPool(t, pool.Options{}, be.addr)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Routes: []route.Route{
+		{Name: "api", Match: route.Match{Path: "/api"}, Pool: "p", Rewrite: route.Rewrite{
+			StripPrefix: "/api", AddPrefix: "/v2", Host: "backend.internal",
+			SetRequest: map[string]string{"X-Env": "prod", "X-Forwarded-Proto": "https"}, RemoveRequest: []string{"X-Debug"},
+			SetResponse: map[string]string{"X-Frame-Options": "DENY"}, RemoveResponse: []string{"Server"},
+		}},
+		{Name: "root", Match: route.Match{Path: "/root"}, Pool: "p", Rewrite: route.Rewrite{StripPrefix: "/root"}},
+	}})
+	c := client(t)
+	resp, body := get(t, c, "GET", px.url+"/api/users/a%2Fb?x=1", map[string]string{"X-Debug": "1"})
+	if want := `/v2/users/a%2Fb?x=1 host=backend.internal env=prod debug="" xfp=https`; body != want {
+		t.Errorf("backend saw %q, want %q", body, want)
+	}
+	if resp.Header.Get("Server") != "" || resp.Header.Get("X-Frame-Options") != "DENY" || resp.Header.Get("X-Backend") != "a" {
+		t.Errorf("response headers %v", resp.Header)
+	}
+	if _, body := get(t, c, "GET", px.url+"/root", nil); !strings.HasPrefix(body, "/ host=") {
+		t.Errorf("stripping the whole path: backend saw %q, want /", body)
+	}
+}

@@ -153,6 +153,9 @@ func (e *statusError) Error() string { return "backend answered " + http.StatusT
 // backend set, so client and log agree.
 func (p *proxy) modifyResponse(resp *http.Response) error {
 	if ex := exchangeOf(resp.Request.Context()); ex != nil {
+		if ex.rewrite != nil {
+			ex.rewrite.Response(resp.Header)
+		}
 		resp.Header.Set(requestIDHeader, ex.id)
 		// The reverse proxy writes a 101 on the hijacked connection,
 		// past the recorder.

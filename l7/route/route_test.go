@@ -157,3 +157,22 @@ func TestRedirectTo(t *testing.T) {
 		t.Errorf("fixed target = %q", got)
 	}
 }
+
+func TestRewritePath(t *testing.T) {
+	for _, tt := range []struct {
+		strip, add, in, want string
+	}{
+		{"", "", "/a/b", "/a/b"},
+		{"/api", "", "/api/v1", "/v1"},
+		{"/api/", "", "/api/v1", "/v1"},
+		{"/api", "", "/api", "/"},
+		{"", "/v2", "/x", "/v2/x"},
+		{"/api", "/v2/", "/api/x", "/v2/x"},
+		{"/api", "/", "/api/x", "/x"},
+	} {
+		rw := Rewrite{StripPrefix: tt.strip, AddPrefix: tt.add}
+		if got := rw.Path(tt.in); got != tt.want {
+			t.Errorf("strip %q add %q: Path(%q) = %q, want %q", tt.strip, tt.add, tt.in, got, tt.want)
+		}
+	}
+}

@@ -34,6 +34,9 @@ type Route struct {
 	Kind Kind
 	// Pool (Forward) names the pool requests go to.
 	Pool string
+	// Rewrite (Forward) changes the request on its way to the backend and
+	// the response on its way back.
+	Rewrite Rewrite
 	// HashHeader and HashCookie (Forward, at most one set) name a header
 	// or cookie whose value a Maglev pool hashes instead of the client's
 	// address: session affinity without state. A request without it is
