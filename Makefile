@@ -27,7 +27,8 @@ build:
 	$(GO) build -o sluice ./cmd/sluice
 
 # The demo: three backends on 127.0.0.1:7101-7103 behind 127.0.0.1:7000
-# (TCP) and 127.0.0.1:7001 (UDP).
+# (TCP) and 127.0.0.1:7001 (UDP), and three web servers on 7111-7113 behind
+# 127.0.0.1:7080 (HTTP).
 run:
 	$(GO) run ./cmd/sluice demo
 
