@@ -52,6 +52,7 @@ const (
 	defaultHTTPIdleTimeout    = 2 * time.Minute
 	defaultReadHeaderTimeout  = 10 * time.Second
 	defaultMaxHeaderBytes     = 64 << 10
+	defaultMaxURLBytes        = 8 << 10 // nginx's and HAProxy's order of size
 	defaultMaxIdlePerBackend  = 64
 	defaultBackendIdleTimeout = 90 * time.Second
 	maxHeaderBytes            = 1 << 20
@@ -77,6 +78,7 @@ func defaultListener(name string, p Protocol) Listener {
 			HTTP: &HTTPListener{
 				ReadHeaderTimeout:  defaultReadHeaderTimeout,
 				MaxHeaderBytes:     defaultMaxHeaderBytes,
+				MaxURLBytes:        defaultMaxURLBytes,
 				MaxIdlePerBackend:  defaultMaxIdlePerBackend,
 				BackendIdleTimeout: defaultBackendIdleTimeout,
 			},

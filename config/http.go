@@ -30,6 +30,11 @@ type HTTPListener struct {
 	MaxHeaderBytes int
 	// MaxBodyBytes caps a request body; zero means no cap.
 	MaxBodyBytes int64
+	// MaxURLBytes caps a request target, 256 to 1 MiB.
+	MaxURLBytes int
+	// MaxRequestsPerConnection closes an HTTP/1.1 client connection after
+	// this many requests; zero means no cap.
+	MaxRequestsPerConnection int
 	// FailStatuses are backend statuses (500 to 599) counted as failures
 	// by passive checks; empty means none.
 	FailStatuses []int
@@ -44,7 +49,7 @@ type HTTPListener struct {
 // httpListenerKeys are the keys of a listener with protocol = "http",
 // besides bind, protocol and pool.
 var httpListenerKeys = []string{"sockets", "max_connections", "connect_timeout", "idle_timeout", "read_header_timeout",
-	"response_timeout", "max_header_bytes", "max_body_bytes", "trusted_proxies", "fail_statuses",
+	"response_timeout", "max_header_bytes", "max_body_bytes", "max_url_bytes", "max_requests_per_connection", "trusted_proxies", "fail_statuses",
 	"max_idle_per_backend", "backend_idle_timeout", "routes"}
 
 // socket returns the protocol of p's listening sockets: an HTTP listener's
@@ -72,6 +77,8 @@ func (d *decoder) httpKeys(t *table, l *Listener, pools []string) {
 		h.MaxBodyBytes = int64(body)
 	}
 	t.integer("max_idle_per_backend", 1, 100000, &h.MaxIdlePerBackend)
+	t.integer("max_url_bytes", 256, maxHeaderBytes, &h.MaxURLBytes)
+	t.integer("max_requests_per_connection", 0, math.MaxInt, &h.MaxRequestsPerConnection)
 	h.TrustedProxies = t.cidrList("trusted_proxies")
 	h.FailStatuses = t.statuses("fail_statuses")
 	nodes := t.node.key("routes")

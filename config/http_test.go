@@ -19,6 +19,8 @@ read_header_timeout = "5s"
 response_timeout = "30s"
 max_header_bytes = 16384
 max_body_bytes = 1048576
+max_url_bytes = 4096
+max_requests_per_connection = 1000
 fail_statuses = [502, 503]
 
 [[listeners.web.routes]]
@@ -78,14 +80,16 @@ func TestParseHTTP(t *testing.T) {
 	}
 	p := netip.MustParsePrefix
 	want := &HTTPListener{
-		TrustedProxies:     []netip.Prefix{p("10.0.0.0/8"), p("192.168.0.0/16")},
-		ReadHeaderTimeout:  5 * time.Second,
-		ResponseTimeout:    30 * time.Second,
-		MaxHeaderBytes:     16384,
-		MaxBodyBytes:       1 << 20,
-		FailStatuses:       []int{502, 503},
-		MaxIdlePerBackend:  defaultMaxIdlePerBackend,
-		BackendIdleTimeout: defaultBackendIdleTimeout,
+		TrustedProxies:           []netip.Prefix{p("10.0.0.0/8"), p("192.168.0.0/16")},
+		ReadHeaderTimeout:        5 * time.Second,
+		ResponseTimeout:          30 * time.Second,
+		MaxHeaderBytes:           16384,
+		MaxBodyBytes:             1 << 20,
+		MaxURLBytes:              4096,
+		MaxRequestsPerConnection: 1000,
+		FailStatuses:             []int{502, 503},
+		MaxIdlePerBackend:        defaultMaxIdlePerBackend,
+		BackendIdleTimeout:       defaultBackendIdleTimeout,
 		Routes: []route.Route{
 			{Name: "health", Match: route.Match{Path: "/healthz", PathExact: true}, Kind: route.Respond, Status: 200,
 				Body: "ok", ContentType: defaultContentType},
@@ -198,7 +202,8 @@ func httpFieldsOK(l Listener) bool {
 	h := l.HTTP
 	if h == nil || l.ConnectTimeout <= 0 || l.IdleTimeout <= 0 || l.HalfClosedTimeout != 0 || l.MaxConnections < 0 ||
 		h.ReadHeaderTimeout <= 0 || h.ResponseTimeout < 0 || h.BackendIdleTimeout <= 0 || h.MaxBodyBytes < 0 ||
-		h.MaxHeaderBytes < 1024 || h.MaxHeaderBytes > maxHeaderBytes || h.MaxIdlePerBackend < 1 {
+		h.MaxHeaderBytes < 1024 || h.MaxHeaderBytes > maxHeaderBytes || h.MaxIdlePerBackend < 1 ||
+		h.MaxURLBytes < 256 || h.MaxURLBytes > maxHeaderBytes || h.MaxRequestsPerConnection < 0 {
 		return false
 	}
 	if len(h.Routes) == 0 && l.Pool == "" {

@@ -27,6 +27,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.local(rec, http.StatusMethodNotAllowed, EndMethodNotAllowed)
 		return
 	}
+	if max := orDefault(s.MaxURLBytes, DefaultMaxURLBytes); max > 0 && len(r.RequestURI) > max {
+		s.local(rec, http.StatusRequestURITooLong, EndURITooLong)
+		return
+	}
+	s.countRequest(rec, r)
 	s.route(rec, r)
 }
 

@@ -45,6 +45,8 @@ const (
 	EndResponded
 	// EndBadRequest: the request could not be forwarded as sent (400).
 	EndBadRequest
+	// EndURITooLong: the request target was over the limit (414).
+	EndURITooLong
 )
 
 var endNames = [...]string{
@@ -61,6 +63,7 @@ var endNames = [...]string{
 	EndRedirect:         "redirect",
 	EndResponded:        "responded",
 	EndBadRequest:       "bad_request",
+	EndURITooLong:       "uri_too_long",
 }
 
 // String returns the name logged for e.

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"sluice/internal/pool"
@@ -28,6 +29,7 @@ const (
 	DefaultIdleTimeout       = 2 * time.Minute
 	DefaultConnectTimeout    = 5 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxURLBytes       = 8 << 10
 	DefaultMaxIdlePerBackend = 64
 	DefaultBackendIdle       = 90 * time.Second
 )
@@ -71,6 +73,13 @@ type Server struct {
 	// MaxHeaderBytes caps a request head (431 beyond); zero means
 	// DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
+	// MaxURLBytes caps a request's target, path and query (414 beyond);
+	// zero means DefaultMaxURLBytes, negative no cap beyond MaxHeaderBytes.
+	MaxURLBytes int
+	// MaxRequestsPerConnection closes an HTTP/1.1 client connection after
+	// this many requests (the last answered with Connection: close), so
+	// long-lived clients rebalance across sluice hosts; zero means no cap.
+	MaxRequestsPerConnection int
 	// MaxBodyBytes caps a request body (413 beyond); zero means no cap.
 	MaxBodyBytes int64
 	// MaxConnections caps open client connections across the sockets
@@ -116,6 +125,7 @@ func (s *Server) init() {
 			MaxHeaderBytes:    orDefault(s.MaxHeaderBytes, DefaultMaxHeaderBytes),
 			Protocols:         protocols,
 			BaseContext:       func(net.Listener) context.Context { return s.base },
+			ConnContext:       s.connContext,
 			ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug),
 		}
 		s.proxies = make(map[string]*proxy, len(s.Upstreams))
@@ -206,5 +216,29 @@ func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+type connRequestsKey struct{}
+
+// connContext gives each client connection a request counter, when
+// requests per connection are capped.
+func (s *Server) connContext(ctx context.Context, _ net.Conn) context.Context {
+	if s.MaxRequestsPerConnection <= 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, connRequestsKey{}, new(atomic.Int64))
+}
+
+// countRequest counts r on its connection and, at the cap, has the server
+// close the connection after this response. HTTP/2 connections are not
+// capped: net/http gives a handler no way to send GOAWAY.
+func (s *Server) countRequest(rec *recorder, r *http.Request) {
+	n, _ := r.Context().Value(connRequestsKey{}).(*atomic.Int64)
+	if n == nil || r.ProtoMajor != 1 {
+		return
+	}
+	if n.Add(1) >= int64(s.MaxRequestsPerConnection) {
+		rec.Header().Set("Connection", "close")
 	}
 }

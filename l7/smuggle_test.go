@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -159,4 +160,38 @@ func TestMaxConnectionsQueuesTheRest(t *testing.T) {
 		t.Fatalf("the queued connection was not served once the slot was free: %v", err)
 	}
 	resp.Body.Close()
+}
+
+func TestURLAndRequestsPerConnectionLimits(t *testing.T) {
+	be := startBackend(t, named("a"))
+	p := newPool(t, pool.Options{}, be.addr)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p",
+		MaxURLBytes: 100, MaxRequestsPerConnection: 2})
+	c, err := net.Dial("tcp", px.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	ask := func(target string) *http.Response {
+		t.Helper()
+		io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := ask("/" + strings.Repeat("a", 100)); resp.StatusCode != 414 {
+		t.Errorf("a 101-byte target: %d, want 414", resp.StatusCode)
+	}
+	if resp := ask("/2"); resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("second request: %d, close %v; want 200 on a connection kept open", resp.StatusCode, resp.Close)
+	}
+	if resp := ask("/3"); !resp.Close {
+		t.Errorf("third request on a connection capped at 2 was answered without Connection: close")
+	}
 }
