@@ -1,7 +1,6 @@
 package l7
 
 import (
-	"fmt"
 	"net/http"
 	"net/netip"
 	"path"
@@ -151,9 +150,4 @@ func cleanPath(p string) string {
 		np += "/"
 	}
 	return np
-}
-
-// String names an exchange in panics and tests.
-func (ex *exchange) String() string {
-	return fmt.Sprintf("request %s from %s", ex.id, ex.client)
 }
