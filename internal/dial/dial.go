@@ -1,7 +1,8 @@
 // Package dial picks a backend from a pool and connects to it, trying other
 // backends after a failure that is the backend's, up to the pool's retries.
-// L4's goroutine paths and L7's HTTP transport share it, so both count
-// failures for passive checks and retry the same way.
+// L7's HTTP transport uses it, and goroutine-run connections (TLS, which
+// cannot run on l4's event loop) can: all then count failures for passive
+// checks and retry the same way.
 //
 //	b, c, retries, err := dial.TCP(ctx, p, client, 5*time.Second)
 //	if err != nil { /* errors.Is(err, dial.ErrNoBackend): nothing to try */ }
