@@ -178,40 +178,17 @@ func (t *table) stringList(k string) []string {
 	return out
 }
 
-// cidrList reads k as an array of CIDRs or bare addresses (one host);
-// nil if k is absent or wrong, which is then reported.
+// cidrList reads k as prefixes does, with IPv4-mapped IPv6 prefixes
+// written as IPv4 ones: HTTP compares clients unmapped, so
+// ::ffff:10.0.0.0/104 is 10.0.0.0/8.
 func (t *table) cidrList(k string) []netip.Prefix {
-	v, ok := t.value(k)
-	if !ok {
-		return nil
-	}
-	items, ok := v.([]any)
-	if !ok || len(items) == 0 {
-		t.errorf(k, "must be a non-empty array of CIDRs, such as [\"10.0.0.0/8\", \"2001:db8::/32\"], not %s", typeName(v))
-		return nil
-	}
-	out := make([]netip.Prefix, 0, len(items))
-	for i, item := range items {
-		s, _ := item.(string)
-		p, err := netip.ParsePrefix(s)
-		if a, aerr := netip.ParseAddr(s); aerr == nil && a.Zone() == "" {
-			p, err = netip.PrefixFrom(a, a.BitLen()), nil
-		}
-		switch {
-		case err != nil:
-			t.errorf(k, "entry %d: %s: want a CIDR, such as \"10.0.0.0/8\", or an IP address", i, quote(fmt.Sprint(item)))
-			return nil
-		case p.Masked() != p:
-			t.errorf(k, "entry %d: %s has host bits set: did you mean %s?", i, quote(s), quote(p.Masked().String()))
-			return nil
-		}
-		// Clients are compared unmapped: ::ffff:10.0.0.0/104 is 10.0.0.0/8.
+	ps := t.prefixes(k)
+	for i, p := range ps {
 		if p.Addr().Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			ps[i] = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
-		out = append(out, p)
 	}
-	return out
+	return ps
 }
 
 // statuses reads k as an array of HTTP statuses from 400 to 599.
