@@ -96,6 +96,7 @@ func (d *decoder) httpKeys(t *table, l *Listener, pools []string) {
 		}
 		valid = append(valid, i)
 	}
+	t.noSendProxy(l.Pool, h.Routes)
 	if len(h.Routes) == 0 && !t.has("pool") {
 		t.errorf("routes", "no routes and no pool: every request would be answered 404; "+
 			"add [[%s.routes]] tables or a default pool", t.path)
@@ -103,6 +104,27 @@ func (d *decoder) httpKeys(t *table, l *Listener, pools []string) {
 	if i := slices.IndexFunc(h.Routes, func(r route.Route) bool { return catchAll(&r.Match) }); i >= 0 && t.has("pool") {
 		t.errorf("pool", "unreachable: routes[%d]%s matches every request, so no request is left for the default pool",
 			i, atLine(nodes.elem(i).lineNo()))
+	}
+}
+
+// noSendProxy refuses pools with send_proxy behind an HTTP listener:
+// connections to their backends are shared by requests of many clients,
+// so no one PROXY header can name the client (X-Forwarded-For does).
+func (t *table) noSendProxy(def string, routes []route.Route) {
+	for _, p := range t.d.parsed {
+		if p.SendProxy == 0 {
+			continue
+		}
+		if p.Name == def {
+			t.errorf("pool", "pool %s has send_proxy, which an HTTP listener cannot honour: its connections "+
+				"to backends carry many clients' requests (X-Forwarded-For names each)", quote(p.Name))
+		}
+		for i, r := range routes {
+			if r.Kind == route.Forward && r.Pool == p.Name {
+				t.errorf("routes", "routes[%d]: pool %s has send_proxy, which an HTTP listener cannot honour: its "+
+					"connections to backends carry many clients' requests (X-Forwarded-For names each)", i, quote(p.Name))
+			}
+		}
 	}
 }
 

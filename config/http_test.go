@@ -175,6 +175,8 @@ var badHTTPConfigs = []struct {
 			`t.toml:9: listeners.web.routes[0].set_request_headers: the value of "X-A" has control characters`,
 			`t.toml:10: listeners.web.routes[0].remove_response_headers: "bad name" is not a header name`,
 			"t.toml:14: listeners.web.routes[1].add_prefix: applies only with pool"}},
+	{"send_proxy behind http", httpHead + "pool = \"db\"\n[pools.db]\nsend_proxy = \"v2\"\n[[pools.db.backends]]\naddress = \"10.0.0.3:80\"\n",
+		[]string{`t.toml:4: listeners.web.pool: pool "db" has send_proxy, which an HTTP listener cannot honour`}},
 	{"bad limits", httpHead + "pool = \"db\"\nmax_header_bytes = 10\nfail_statuses = [200]\n" + poolDB,
 		[]string{"t.toml:5: listeners.web.max_header_bytes: must be 1024..1048576, not 10",
 			"t.toml:6: listeners.web.fail_statuses: entry 0: want a status from 400 to 599, not 200"}},
