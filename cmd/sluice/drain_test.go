@@ -229,7 +229,7 @@ func calls(t *testing.T, r *dbtest.Redis, command string) int {
 func TestRedisBenchmarkUnderDrain(t *testing.T) {
 	a, b := dbtest.StartRedis(t, dbtest.RedisOptions{}), dbtest.StartRedis(t, dbtest.RedisOptions{})
 	addr := freePort(t)
-	s := startInProcess(t, dbConfig(dbPool{name: "cache", bind: addr, kind: "redis",
+	s := startInProcess(t, dbConfig(dbPool{name: "cache", bind: addr, kind: "redis", slow: true,
 		backends: []netip.AddrPort{a.Addr, b.Addr}}))
 	bench := func(args ...string) *client {
 		return startClient(t, nil, "redis-benchmark",
@@ -274,7 +274,7 @@ func TestPgbenchUnderDrain(t *testing.T) {
 	pgbench := pgbenchInit(t, primary)
 	standby := dbtest.StartStandby(t, primary) // with pgbench's tables
 	addr := freePort(t)
-	s := startInProcess(t, dbConfig(dbPool{name: "pg", bind: addr, kind: "postgres",
+	s := startInProcess(t, dbConfig(dbPool{name: "pg", bind: addr, kind: "postgres", slow: true,
 		keys:     fmt.Sprintf("user = %q\npassword = %q\n", primary.User, primary.Password),
 		backends: []netip.AddrPort{primary.Addr, standby.Addr}}))
 	// Through sluice: the last PGHOST and PGPORT win.
