@@ -25,6 +25,12 @@ type Config struct {
 	Listeners []Listener
 	// Pools are the named backend sets listeners forward to, sorted by Name.
 	Pools []Pool
+	// Admin is the [admin] table; nil without one (no admin listener).
+	Admin *Admin
+	// Warnings are problems that do not stop sluice from running, such
+	// as an admin listener open to the network without a token, sorted
+	// by line. sluice check prints them; run logs them.
+	Warnings Errors
 }
 
 // Log is the [log] table.

@@ -41,6 +41,8 @@ func parseWith(file string, data []byte, host func() (hostAddrs, error)) (*Confi
 		d.errs.sort()
 		return nil, d.errs
 	}
+	d.warnings.sort()
+	cfg.Warnings = d.warnings
 	return cfg, nil
 }
 
@@ -54,6 +56,8 @@ type decoder struct {
 	// parsed are the pools, read before the listeners, whose HTTP routes
 	// may depend on a pool's balance.
 	parsed []Pool
+	// warnings are problems that do not stop sluice (see Config.Warnings).
+	warnings Errors
 
 	sendsV1 map[string]bool // pools with send_proxy = "v1", for UDP listeners' checks
 
@@ -93,7 +97,7 @@ func (d *decoder) config() *Config {
 	d.root = scanLines(d.text, md.Keys())
 	cfg := defaultConfig(d.file)
 	t := &table{d: d, keys: top, node: d.root}
-	t.allow("drain_timeout", "log", "listeners", "pools")
+	t.allow("drain_timeout", "log", "listeners", "pools", "admin")
 	t.duration("drain_timeout", &cfg.DrainTimeout, false)
 	if lt := t.table("log"); lt != nil {
 		lt.allow("format", "level")
@@ -102,6 +106,7 @@ func (d *decoder) config() *Config {
 	}
 	cfg.Pools = d.pools(t)
 	d.parsed = cfg.Pools
+	cfg.Admin = d.admin(t)
 	var pools map[string]any
 	if v, ok := t.value("pools"); ok {
 		pools, _ = v.(map[string]any)
