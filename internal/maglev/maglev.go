@@ -233,6 +233,24 @@ func (t *Table) slot(h uint64) int {
 	return int(hi)
 }
 
+// Slot returns the slot of key hash h, 0 to m-1, whose backend Lookup
+// returns: for explaining a choice, not for picking.
+func (t *Table) Slot(h uint64) int { return t.slot(h) }
+
+// Shares returns how many slots each backend owns, by index into the ids
+// passed to New.
+func (t *Table) Shares() []int {
+	n := 0
+	for _, e := range t.entries {
+		n = max(n, int(e)+1)
+	}
+	shares := make([]int, n)
+	for _, e := range t.entries {
+		shares[e]++
+	}
+	return shares
+}
+
 // Size returns the number of slots, m.
 func (t *Table) Size() int { return len(t.entries) }
 
