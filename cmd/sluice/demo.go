@@ -50,6 +50,10 @@ func demoCommand(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "        nc -u %s %d   (each line is a datagram; the backend of your flow answers with its name)\n",
 			udp.Bind.Addr(), udp.Bind.Port())
 		fmt.Fprintf(stdout, "        curl http://%s/api/x   (HTTP, routed by path; also /healthz, /old and any other path)\n", web.Bind)
+		if cfg.Admin != nil {
+			fmt.Fprintf(stdout, "Watch it: http://%s/ (status page), http://%s/metrics; sluice ctl -a %s pools\n",
+				cfg.Admin.Address(), cfg.Admin.Address(), cfg.Admin.Address())
+		}
 		fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
 	}
 	return serve(cfg, newLogger(cfg.Log, stderr), ready)

@@ -21,14 +21,23 @@ import (
 type checks struct {
 	monitor *health.Monitor
 	pools   []*pool.Pool
+	obs     checkObserver
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
 
+// checkObserver sees every backend's checks (the admin listener's
+// metrics); its methods are called for backends added and removed.
+type checkObserver interface {
+	prober(p *pool.Pool, b *pool.Backend, pr health.Prober) health.Prober
+	forget(p *pool.Pool, b *pool.Backend)
+}
+
 // newChecks builds a checker for every backend of every pool with a
-// [health] table. Nothing runs until start.
-func newChecks(cfg *config.Config, pools map[string]*pool.Pool, log *slog.Logger) (*checks, error) {
-	c := &checks{monitor: &health.Monitor{Logger: log}}
+// [health] table, each prober passed through obs. Nothing runs until
+// start.
+func newChecks(cfg *config.Config, pools map[string]*pool.Pool, log *slog.Logger, obs checkObserver) (*checks, error) {
+	c := &checks{monitor: &health.Monitor{Logger: log}, obs: obs}
 	for _, pc := range cfg.Pools {
 		p := pools[pc.Name]
 		c.pools = append(c.pools, p)
@@ -52,7 +61,7 @@ func (c *checks) add(name string, p *pool.Pool, b *pool.Backend, h *config.Healt
 		return fmt.Errorf("pool %s: backend %s: %w", name, b.Addr, err)
 	}
 	check := health.Check{
-		Prober:   prober,
+		Prober:   c.obs.prober(p, b, prober),
 		Addr:     h.Address,
 		Interval: h.Interval,
 		Timeout:  h.Timeout,
@@ -66,7 +75,10 @@ func (c *checks) add(name string, p *pool.Pool, b *pool.Backend, h *config.Healt
 
 // remove stops checking backend b of pool p, which p no longer has; the
 // checks of its other backends go on with their verdicts.
-func (c *checks) remove(p *pool.Pool, b *pool.Backend) { c.monitor.Remove(target{p, b}) }
+func (c *checks) remove(p *pool.Pool, b *pool.Backend) {
+	c.monitor.Remove(target{p, b})
+	c.obs.forget(p, b)
+}
 
 // healthPreamble is what the checks of a pool that sends PROXY headers send
 // first: a header with no client in it (v2 LOCAL, v1 UNKNOWN), as HAProxy's

@@ -4,6 +4,8 @@
 //	sluice -c sluice.toml          run (same as: sluice run -c sluice.toml)
 //	sluice check -c sluice.toml    check the file, print every error, exit 0 or 1
 //	sluice demo                    run a demo with three built-in backends
+//	sluice ctl COMMAND             call a running sluice's admin API
+//	sluice explain -c FILE ...     which backend a client would get, from the file
 //	sluice version | help
 package main
 
@@ -28,6 +30,13 @@ Usage:
   sluice demo               run a demo: three backends on 127.0.0.1:7101-7103
                             balanced behind 127.0.0.1:7000 (TCP) and
                             127.0.0.1:7001 (UDP); -print shows its config
+  sluice ctl [-c FILE | -a ADDR] COMMAND
+                            call a running sluice's admin API ([admin]):
+                            status, pools, listeners, drain, maintenance,
+                            enable, explain, metrics (sluice ctl -h)
+  sluice explain -c FILE --pool POOL --client IP:PORT
+                            which backend the client would get, and why,
+                            from the file (every backend taken as healthy)
   sluice version            print the version
   sluice help               print this help
 
@@ -58,6 +67,10 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		err = checkCommand(args, stdout, stderr)
 	case "demo":
 		err = demoCommand(args, stdout, stderr)
+	case "ctl":
+		err = ctlCommand(args, stdout, stderr)
+	case "explain":
+		err = explainCommand(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "sluice", buildVersion())
 	case "help", "-h", "--help":

@@ -35,9 +35,13 @@ func checkCommand(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := config.Load(path); err != nil {
+	cfg, err := config.Load(path)
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return fmt.Errorf("%s: configuration has errors", path)
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, "warning:", w)
 	}
 	fmt.Fprintf(stdout, "%s: configuration is valid\n", path)
 	return nil
@@ -57,6 +61,7 @@ type instance struct {
 	done    chan error // one Serve result per server
 	checks  *checks
 	disc    *discovery
+	admin   *adminSide
 }
 
 // server is one listener's proxy: an *l4.Server, a *udp.Server or an
@@ -80,6 +85,8 @@ type opened struct {
 // start builds the pools, opens every listener, and only then starts
 // serving, so a bind failure leaves nothing half-started.
 func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
+	logWarnings(cfg, log)
+	adm, log := newAdmin(cfg, log)
 	pools := make(map[string]*pool.Pool, len(cfg.Pools))
 	disc := newDiscovery(cfg, log)
 	for _, pc := range cfg.Pools {
@@ -100,7 +107,7 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 			slog.Uint64("fd_limit", fdLimit), slog.Int("max_connections", fdCap.Max()))
 	}
 	warnUDPSessions(cfg, fdLimit, log)
-	checks, err := newChecks(cfg, pools, log)
+	checks, err := newChecks(cfg, pools, log, adm)
 	if err == nil {
 		err = disc.checkAll(checks, pools)
 	}
@@ -127,7 +134,13 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 		}
 		all = append(all, o)
 	}
-	in := &instance{done: make(chan error, len(all)), checks: checks, disc: disc}
+	if err := adm.open(cfg, pools, all); err != nil {
+		for _, o := range all {
+			o.close()
+		}
+		return nil, err
+	}
+	in := &instance{done: make(chan error, len(all)), checks: checks, disc: disc, admin: adm}
 	var tcp []*l4.Server
 	for _, o := range all {
 		if s, ok := o.srv.(*l4.Server); ok {
@@ -143,6 +156,7 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 		log.Info("listening", slog.String("listener", o.name), slog.String("protocol", o.proto.String()),
 			slog.String("bind", o.bind), slog.Int("sockets", o.sockets))
 	}
+	adm.serve()
 	return in, nil
 }
 
@@ -221,6 +235,7 @@ func (in *instance) shutdown(ctx context.Context) error {
 	for range in.servers {
 		<-in.done
 	}
+	in.admin.shutdown()
 	// Checks run through the drain: a backend going down still moves
 	// (or, with on_down close, ends) what is left.
 	in.checks.stop()

@@ -1,0 +1,279 @@
+package admin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"sluice/internal/pool"
+)
+
+// StatusJSON is GET /api/v1/status: everything the status page shows.
+type StatusJSON struct {
+	Version   string         `json:"version"`
+	Started   time.Time      `json:"started"`
+	Now       time.Time      `json:"now"`
+	Listeners []ListenerJSON `json:"listeners"`
+	Pools     []PoolJSON     `json:"pools"`
+}
+
+// ListenerJSON is one listener with its counts so far.
+type ListenerJSON struct {
+	Name     string `json:"name"`
+	Protocol string `json:"protocol"`
+	Bind     string `json:"bind"`
+	Pool     string `json:"pool"`
+	// Ended counts connections (TCP) or sessions (UDP) that ended, by
+	// their log line's end.
+	Ended map[string]uint64 `json:"ended"`
+	// ReceivedBytes and SentBytes count what connections or sessions
+	// that ended received from and sent to their clients.
+	ReceivedBytes uint64 `json:"received_bytes"`
+	SentBytes     uint64 `json:"sent_bytes"`
+	Retries       uint64 `json:"retries,omitempty"`
+	// UDP listeners only: live sessions and datagram counters.
+	Sessions  *int64            `json:"sessions,omitempty"`
+	Datagrams map[string]uint64 `json:"datagrams,omitempty"`
+	Dropped   map[string]uint64 `json:"dropped,omitempty"`
+	Evicted   *uint64           `json:"evicted,omitempty"`
+}
+
+// PoolJSON is one pool and its backends.
+type PoolJSON struct {
+	Name     string        `json:"name"`
+	Balance  string        `json:"balance"`
+	HashKey  string        `json:"hash_key,omitempty"`
+	Backends []BackendJSON `json:"backends"`
+	// Unavailable says why no backend is up; "" while one is.
+	Unavailable string `json:"unavailable,omitempty"`
+}
+
+// BackendJSON is one backend's state and counts.
+type BackendJSON struct {
+	Address string `json:"address"`
+	// State is up, down, draining or maintenance.
+	State  string `json:"state"`
+	Weight int    `json:"weight"`
+	Backup bool   `json:"backup,omitempty"`
+	// Active is its live TCP connections and UDP sessions.
+	Active int64 `json:"active"`
+	// Ended counts its connections and sessions that ended, by end.
+	Ended map[string]uint64 `json:"ended"`
+	// LastCheck is its last active health check; absent if none yet.
+	LastCheck *Check `json:"last_check,omitempty"`
+}
+
+// StateRequest is the body of PUT .../backends/{backend}/state.
+type StateRequest struct {
+	// State is "enabled", "drain" or "maintenance", as in the
+	// configuration file.
+	State string `json:"state"`
+}
+
+// ErrorJSON is the body of every error response.
+type ErrorJSON struct {
+	Error string `json:"error"`
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	st := StatusJSON{Version: s.o.Version, Started: s.started, Now: time.Now(), Listeners: s.listenerList(), Pools: []PoolJSON{}}
+	for _, p := range s.o.Pools {
+		st.Pools = append(st.Pools, s.poolJSON(p))
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) listeners(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.listenerList())
+}
+
+func (s *Server) poolList(w http.ResponseWriter, r *http.Request) {
+	out := []PoolJSON{}
+	for _, p := range s.o.Pools {
+		out = append(out, s.poolJSON(p))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) pool(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.findPool(w, r)
+	if ok {
+		writeJSON(w, http.StatusOK, s.poolJSON(p))
+	}
+}
+
+func (s *Server) backend(w http.ResponseWriter, r *http.Request) {
+	_, b, ok := s.findBackend(w, r)
+	if ok {
+		writeJSON(w, http.StatusOK, s.backendJSON(b, s.endsByBackend()))
+	}
+}
+
+// setState sets a backend's administrative state. The body must be JSON
+// (Content-Type: application/json): a browser on another site cannot send
+// that without a CORS preflight, which this server never allows.
+func (s *Server) setState(w http.ResponseWriter, r *http.Request) {
+	p, b, ok := s.findBackend(w, r)
+	if !ok {
+		return
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		writeError(w, http.StatusUnsupportedMediaType, errors.New("admin: the body must be JSON (Content-Type: application/json)"))
+		return
+	}
+	var req StateRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("admin: reading the request: %w", err))
+		return
+	}
+	var a pool.Admin
+	if err := a.UnmarshalText([]byte(req.State)); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("admin: %w", err))
+		return
+	}
+	p.SetAdmin(b, a)
+	writeJSON(w, http.StatusOK, s.backendJSON(b, s.endsByBackend()))
+}
+
+func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.findPool(w, r)
+	if !ok {
+		return
+	}
+	client, err := ParseClient(r.URL.Query().Get("client"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Explain(p, client, s.o.Metrics.LastCheck))
+}
+
+func (s *Server) findPool(w http.ResponseWriter, r *http.Request) (Pool, bool) {
+	p, ok := s.pools[r.PathValue("pool")]
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Errorf("admin: no pool %q", r.PathValue("pool")))
+	}
+	return p, ok
+}
+
+// findBackend finds the backend named by its address in r's path.
+func (s *Server) findBackend(w http.ResponseWriter, r *http.Request) (Pool, *pool.Backend, bool) {
+	p, ok := s.findPool(w, r)
+	if !ok {
+		return p, nil, false
+	}
+	name := r.PathValue("backend")
+	addr, err := netip.ParseAddrPort(name)
+	if err == nil {
+		for _, b := range p.Backends() {
+			if b.Addr == addr {
+				return p, b, true
+			}
+		}
+	}
+	writeError(w, http.StatusNotFound, fmt.Errorf("admin: pool %q has no backend %q", p.Name(), name))
+	return p, nil, false
+}
+
+func (s *Server) listenerList() []ListenerJSON {
+	ends := s.o.Metrics.snapshot()
+	out := []ListenerJSON{}
+	for _, l := range s.o.Listeners {
+		lj := ListenerJSON{Name: l.Name, Protocol: l.Protocol, Bind: l.Bind, Pool: l.Pool, Ended: map[string]uint64{}}
+		for k, c := range ends {
+			if k.listener != l.Name || k.udp != (l.UDP != nil) {
+				continue
+			}
+			lj.Ended[k.end] += c.ends
+			lj.ReceivedBytes += c.in
+			lj.SentBytes += c.out
+			lj.Retries += c.retries
+		}
+		if l.UDP != nil {
+			st := l.UDP()
+			lj.Sessions, lj.Evicted = &st.Sessions, &st.Evicted
+			lj.Datagrams, lj.Dropped = countMap(udpDirections(st)), countMap(udpDrops(st))
+		}
+		out = append(out, lj)
+	}
+	return out
+}
+
+func countMap(cs []namedCount) map[string]uint64 {
+	m := make(map[string]uint64, len(cs))
+	for _, c := range cs {
+		m[c.name] = c.n
+	}
+	return m
+}
+
+// endsByBackend sums the ended counts of every listener by backend
+// address and end.
+func (s *Server) endsByBackend() map[string]map[string]uint64 {
+	out := map[string]map[string]uint64{}
+	for k, c := range s.o.Metrics.snapshot() {
+		m := out[k.backend]
+		if m == nil {
+			m = map[string]uint64{}
+			out[k.backend] = m
+		}
+		m[k.end] += c.ends
+	}
+	return out
+}
+
+func (s *Server) poolJSON(p Pool) PoolJSON {
+	pj := PoolJSON{Name: p.Name(), Balance: p.Balance.String(), Unavailable: p.Unavailable(), Backends: []BackendJSON{}}
+	if p.Balance == pool.Maglev {
+		pj.HashKey = p.HashKey.String()
+	}
+	ends := s.endsByBackend()
+	for _, b := range p.Backends() {
+		pj.Backends = append(pj.Backends, s.backendJSON(b, ends))
+	}
+	return pj
+}
+
+func (s *Server) backendJSON(b *pool.Backend, ends map[string]map[string]uint64) BackendJSON {
+	e := ends[b.String()]
+	if e == nil {
+		e = map[string]uint64{}
+	}
+	return BackendJSON{
+		Address: b.String(), State: b.State().String(), Weight: backendWeight(b), Backup: backendBackup(b),
+		Active: b.Active(), Ended: e, LastCheck: s.o.Metrics.LastCheck(b),
+	}
+}
+
+// counts is one key's counters, read.
+type counts struct{ ends, in, out, retries uint64 }
+
+// snapshot reads every key's counters.
+func (m *Metrics) snapshot() map[endKey]counts {
+	out := map[endKey]counts{}
+	if all := m.ends.m.Load(); all != nil {
+		for k, c := range *all {
+			out[k] = counts{c.ends.Load(), c.in.Load(), c.out.Load(), c.retries.Load()}
+		}
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, ErrorJSON{Error: err.Error()})
+}

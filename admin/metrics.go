@@ -1,0 +1,215 @@
+package admin
+
+import (
+	"maps"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"sluice/internal/pool"
+	"sluice/l4/udp"
+)
+
+// Metrics holds a running configuration's Prometheus metrics: counters fed
+// by the per-connection and per-session log lines (LogHandler) and by
+// health checks (Prober), and gauges read from the pools and the UDP
+// servers when /metrics is scraped. Build it with NewMetrics; nothing is
+// global, so two configurations have two registries.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	tcpDuration *prometheus.HistogramVec
+	udpDuration *prometheus.HistogramVec
+	checks      *prometheus.CounterVec
+	checkTime   *prometheus.HistogramVec
+
+	poolOf map[string]string // listener name to its pool's name
+	ends   cache[endKey, *endCounters]
+
+	lastMu sync.Mutex // guards last; taken per check and per API read, never per connection
+	last   map[*pool.Backend]*atomic.Pointer[Check]
+}
+
+// endKey names the counters one log line adds to.
+type endKey struct {
+	udp               bool
+	listener, backend string
+	end               string
+}
+
+// endCounters are what the log lines of one key add up to: atomic adds
+// only. The collector reads them at scrape time, and the API too.
+type endCounters struct {
+	ends, in, out, retries atomic.Uint64
+	duration               prometheus.Observer
+}
+
+// Buckets of the duration histograms, in seconds: connections last from a
+// millisecond (a refused one) to hours (a database pool's); checks from a
+// millisecond to their timeout.
+var (
+	connectionBuckets = []float64{.001, .005, .025, .1, .5, 1, 5, 30, 120, 600, 3600}
+	checkBuckets      = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+)
+
+// NewMetrics builds the metrics of a configuration: poolOf maps each
+// listener's name to its pool's, for the pool label of the connection
+// counters; version labels sluice_build_info. The gauges of pools and
+// listeners join when a Server is built over them.
+func NewMetrics(poolOf map[string]string, version string) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), poolOf: poolOf, last: make(map[*pool.Backend]*atomic.Pointer[Check])}
+	m.tcpDuration = m.histogram("sluice_tcp_connection_duration_seconds", "How long TCP connections lasted, from accept to close.", []string{"listener"}, connectionBuckets)
+	m.udpDuration = m.histogram("sluice_udp_session_duration_seconds", "How long UDP sessions lasted.", []string{"listener"}, connectionBuckets)
+	m.checks = m.counter("sluice_health_checks_total", "Active health checks run, by pool, backend and result (pass or fail).", []string{"pool", "backend", "result"})
+	m.checkTime = m.histogram("sluice_health_check_duration_seconds", "How long active health checks took, passing or failing.", []string{"pool", "backend"}, checkBuckets)
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_build_info", Help: "Always 1; its labels say which sluice is running."}, []string{"version", "goversion"})
+	info.WithLabelValues(version, runtime.Version()).Set(1)
+	m.reg.MustRegister(info, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&endCollector{m})
+	return m
+}
+
+func (m *Metrics) counter(name, help string, labels []string) *prometheus.CounterVec {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	m.reg.MustRegister(v)
+	return v
+}
+
+func (m *Metrics) histogram(name, help string, labels []string, buckets []float64) *prometheus.HistogramVec {
+	v := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+	m.reg.MustRegister(v)
+	return v
+}
+
+// Registry returns the registry /metrics serves, for tests and for
+// embedding sluice's metrics elsewhere.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// counters returns the counters a line with key k adds to.
+func (m *Metrics) counters(k endKey) *endCounters {
+	return m.ends.get(k, func() *endCounters {
+		if k.udp {
+			return &endCounters{duration: m.udpDuration.WithLabelValues(k.listener)}
+		}
+		return &endCounters{duration: m.tcpDuration.WithLabelValues(k.listener)}
+	})
+}
+
+// cache maps keys to values made once, for readers that must not take a
+// lock: the map is replaced whole (copied) when a key is added, which
+// happens once per key over a configuration's life.
+type cache[K comparable, V any] struct {
+	m  atomic.Pointer[map[K]V]
+	mu sync.Mutex // serialises additions
+}
+
+// get returns k's value, making it with build the first time.
+func (c *cache[K, V]) get(k K, build func() V) V {
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	next := map[K]V{}
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
+		next = maps.Clone(*m)
+	}
+	v := build()
+	next[k] = v
+	c.m.Store(&next)
+	return v
+}
+
+// stateCollector reads the gauges and the UDP servers' counters at
+// scrape time: the pools and servers keep them as atomics of their own,
+// so nothing on their paths changes for metrics.
+type stateCollector struct {
+	listeners []Listener
+	pools     []*pool.Pool
+}
+
+var (
+	descState = prometheus.NewDesc("sluice_backend_state",
+		"1 for the state each backend is in (up, down, draining, maintenance), 0 for the others.", []string{"pool", "backend", "state"}, nil)
+	descActive = prometheus.NewDesc("sluice_backend_active_connections",
+		"Live TCP connections and UDP sessions to each backend.", []string{"pool", "backend"}, nil)
+	descWeight = prometheus.NewDesc("sluice_backend_weight",
+		"Each backend's configured weight.", []string{"pool", "backend"}, nil)
+	descBackup = prometheus.NewDesc("sluice_backend_backup",
+		"1 for a backup backend (used while no other is up), else 0.", []string{"pool", "backend"}, nil)
+	descUDPSessions = prometheus.NewDesc("sluice_udp_sessions",
+		"Live UDP sessions of each listener.", []string{"listener"}, nil)
+	descUDPDatagrams = prometheus.NewDesc("sluice_udp_datagrams_total",
+		"UDP datagrams moved, by listener and direction: from_clients, to_backends, from_backends, to_clients.", []string{"listener", "direction"}, nil)
+	descUDPDropped = prometheus.NewDesc("sluice_udp_dropped_datagrams_total",
+		"UDP datagrams dropped, by listener and reason: session_cap, no_backend, socket (no socket to the backend), draining, send_failed.", []string{"listener", "reason"}, nil)
+	descUDPEvicted = prometheus.NewDesc("sluice_udp_evicted_sessions_total",
+		"UDP sessions ended to make room for a new flow at max_sessions (end=evicted).", []string{"listener"}, nil)
+)
+
+var states = []pool.State{pool.StateUp, pool.StateDown, pool.StateDraining, pool.StateMaintenance}
+
+// Describe sends nothing: the collector is unchecked, since its series
+// follow the pools' backends.
+func (c *stateCollector) Describe(chan<- *prometheus.Desc) {}
+
+// Collect reads every backend's state and every UDP server's counters.
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := prometheus.GaugeValue
+	for _, p := range c.pools {
+		for _, b := range p.Backends() {
+			st := b.State()
+			for _, s := range states {
+				ch <- prometheus.MustNewConstMetric(descState, gauge, bool01(st == s), p.Name(), b.String(), s.String())
+			}
+			ch <- prometheus.MustNewConstMetric(descActive, gauge, float64(b.Active()), p.Name(), b.String())
+			ch <- prometheus.MustNewConstMetric(descWeight, gauge, float64(backendWeight(b)), p.Name(), b.String())
+			ch <- prometheus.MustNewConstMetric(descBackup, gauge, bool01(backendBackup(b)), p.Name(), b.String())
+		}
+	}
+	for _, l := range c.listeners {
+		if l.UDP == nil {
+			continue
+		}
+		st := l.UDP()
+		counter := prometheus.CounterValue
+		ch <- prometheus.MustNewConstMetric(descUDPSessions, gauge, float64(st.Sessions), l.Name)
+		for _, d := range udpDirections(st) {
+			ch <- prometheus.MustNewConstMetric(descUDPDatagrams, counter, float64(d.n), l.Name, d.name)
+		}
+		for _, d := range udpDrops(st) {
+			ch <- prometheus.MustNewConstMetric(descUDPDropped, counter, float64(d.n), l.Name, d.name)
+		}
+		ch <- prometheus.MustNewConstMetric(descUDPEvicted, counter, float64(st.Evicted), l.Name)
+	}
+}
+
+type namedCount struct {
+	name string
+	n    uint64
+}
+
+func udpDirections(st udp.Stats) []namedCount {
+	return []namedCount{{"from_clients", st.FromClients}, {"to_backends", st.ToBackends},
+		{"from_backends", st.FromBackends}, {"to_clients", st.ToClients}}
+}
+
+func udpDrops(st udp.Stats) []namedCount {
+	return []namedCount{{"session_cap", st.DroppedSessionCap}, {"no_backend", st.DroppedNoBackend},
+		{"socket", st.DroppedSocket}, {"draining", st.DroppedDraining}, {"send_failed", st.SendFailed}}
+}
+
+func bool01(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

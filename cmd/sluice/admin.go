@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"sluice/admin"
+	"sluice/config"
+	"sluice/health"
+	"sluice/internal/pool"
+	"sluice/l4/udp"
+)
+
+// adminSide is the [admin] listener of one running configuration: its
+// metrics, fed from the start, and its HTTP server, opened with the other
+// listeners and shut down after their drain. A nil *adminSide (no [admin]
+// table) does nothing.
+type adminSide struct {
+	cfg     *config.Admin
+	metrics *admin.Metrics
+	srv     *admin.Server
+	ln      net.Listener
+	done    chan error
+	log     *slog.Logger
+}
+
+// newAdmin builds the metrics of cfg, if it has an [admin] table, and
+// returns the logger the proxies must use: it counts their connection
+// and session lines.
+func newAdmin(cfg *config.Config, log *slog.Logger) (*adminSide, *slog.Logger) {
+	if cfg.Admin == nil {
+		return nil, log
+	}
+	poolOf := make(map[string]string, len(cfg.Listeners))
+	for _, l := range cfg.Listeners {
+		poolOf[l.Name] = l.Pool
+	}
+	m := admin.NewMetrics(poolOf, buildVersion())
+	return &adminSide{cfg: cfg.Admin, metrics: m, log: log}, slog.New(m.LogHandler(log.Handler()))
+}
+
+// prober wraps a backend's prober so that its checks are counted and the
+// last one shown.
+func (a *adminSide) prober(p *pool.Pool, b *pool.Backend, pr health.Prober) health.Prober {
+	if a == nil {
+		return pr
+	}
+	return a.metrics.Prober(p, b, pr)
+}
+
+// forget drops what prober kept of a backend its pool no longer has.
+func (a *adminSide) forget(p *pool.Pool, b *pool.Backend) {
+	if a != nil {
+		a.metrics.ForgetChecks(p, b)
+	}
+}
+
+var _ checkObserver = (*adminSide)(nil)
+
+// open listens on the admin address, with every listener and pool of the
+// running configuration behind it. Nothing is served until serve.
+func (a *adminSide) open(cfg *config.Config, pools map[string]*pool.Pool, all []opened) error {
+	if a == nil {
+		return nil
+	}
+	poolOf := make(map[string]string, len(cfg.Listeners))
+	for _, l := range cfg.Listeners {
+		poolOf[l.Name] = l.Pool
+	}
+	var ls []admin.Listener
+	for _, o := range all {
+		l := admin.Listener{Name: o.name, Protocol: o.proto.String(), Bind: o.bind, Pool: poolOf[o.name]}
+		if s, ok := o.srv.(*udp.Server); ok {
+			l.UDP = s.Stats
+		}
+		ls = append(ls, l)
+	}
+	var ps []admin.Pool
+	for _, pc := range cfg.Pools {
+		ps = append(ps, admin.Pool{Pool: pools[pc.Name], Balance: pc.Balance, HashKey: pc.HashKey})
+	}
+	ln, err := listenAdmin(a.cfg)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	a.ln = ln
+	a.srv = admin.New(admin.Options{Listeners: ls, Pools: ps, Metrics: a.metrics, Token: a.cfg.Token,
+		Version: buildVersion(), Logger: a.log})
+	return nil
+}
+
+// listenAdmin opens the admin socket. A Unix socket file left by a
+// sluice that did not exit cleanly is removed first, once nothing
+// answers on it; another running sluice's is left alone.
+func listenAdmin(c *config.Admin) (net.Listener, error) {
+	if c.Network() == "unix" {
+		if fi, err := os.Lstat(c.Path); err == nil && fi.Mode().Type() == fs.ModeSocket {
+			if conn, err := net.DialTimeout("unix", c.Path, time.Second); err == nil {
+				conn.Close()
+				return nil, fmt.Errorf("%s: another process is serving on this socket", c.Path)
+			}
+			os.Remove(c.Path)
+		}
+	}
+	ln, err := net.Listen(c.Network(), c.Address())
+	if err != nil {
+		return nil, err
+	}
+	if c.Network() == "unix" {
+		// The API can drain backends: only the owner and its group
+		// may connect, whatever the umask.
+		if err := os.Chmod(c.Path, 0o660); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
+	return ln, nil
+}
+
+// serve starts serving the admin interface.
+func (a *adminSide) serve() {
+	if a == nil {
+		return
+	}
+	a.done = make(chan error, 1)
+	go func() { a.done <- a.srv.Serve(a.ln) }()
+	a.log.Info("admin listening", slog.String("bind", a.ln.Addr().String()),
+		slog.Bool("token", a.cfg.Token != ""))
+}
+
+// close closes the admin socket of a configuration that never served.
+func (a *adminSide) close() {
+	if a != nil && a.ln != nil {
+		a.ln.Close()
+	}
+}
+
+// shutdown stops the admin server, after the proxies' drain: the API and
+// the metrics stay up to watch it.
+func (a *adminSide) shutdown() {
+	if a == nil || a.done == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	a.srv.Shutdown(ctx)
+	if err := <-a.done; err != nil && !errors.Is(err, net.ErrClosed) {
+		a.log.Warn("admin server", slog.String("error", err.Error()))
+	}
+}
+
+// logWarnings logs the configuration's warnings at start.
+func logWarnings(cfg *config.Config, log *slog.Logger) {
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration warning", slog.String("warning", w.Error()))
+	}
+}
