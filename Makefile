@@ -9,8 +9,10 @@ GO ?= go
 # (postgresql-15 has postgres and pgbench, postgresql-client-15
 # pg_basebackup). HTTP listeners are tested with curl against nginx and Go
 # backends. Tests start their own servers on free ports and never use the
-# system services these packages may start.
-TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base \
+# system services these packages may start. promtool (from Debian's
+# prometheus, whose service the tests never start) checks the admin
+# listener's /metrics.
+TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base promtool:prometheus \
 	redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools \
 	/usr/lib/postgresql/*/bin/postgres:postgresql \
 	/usr/lib/postgresql/*/bin/pgbench:postgresql \

@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -394,7 +396,7 @@ func TestExplainAgreesWithConnections(t *testing.T) {
 			bs := []*killable{startKillable(t, "a"), startKillable(t, "b"), startKillable(t, "c")}
 			byName := map[string]string{"a": bs[0].addr, "b": bs[1].addr, "c": bs[2].addr}
 			addr, adminAddr := freePort(t), freePort(t)
-			file := writeFile(t, fmt.Sprintf(`
+			file := writeFile(t, fmt.Sprintf(`drain_timeout = "100ms"
 [admin]
 bind = %q
 token = "tok"
@@ -478,4 +480,96 @@ func agree(t *testing.T, api adminClient, addr string, byName map[string]string,
 		}
 	}
 	return reached
+}
+
+// TestCheckWarnsOfAnOpenAdmin: an admin listener on a non-loopback
+// address without a token is a warning of check (exit 0), and logged by
+// run.
+func TestCheckWarnsOfAnOpenAdmin(t *testing.T) {
+	file := writeFile(t, `[admin]
+bind = "0.0.0.0:9901"
+[listeners.a]
+bind = "127.0.0.1:7000"
+pool = "p"
+[pools.p]
+[[pools.p.backends]]
+address = "127.0.0.1:7101"
+`)
+	out, code := runSluice(t, "check", "-c", file)
+	if code != 0 || !strings.Contains(out, "warning: "+file+":2: admin.bind: 0.0.0.0:9901 is not a loopback address and no token is set") {
+		t.Fatalf("check exited %d:\n%s", code, out)
+	}
+	withToken := strings.Replace(string(mustRead(t, file)), "[listeners.a]", "token = \"x\"\n[listeners.a]", 1)
+	if out, code := runSluice(t, "check", "-c", writeFile(t, withToken)); code != 0 || strings.Contains(out, "warning") {
+		t.Fatalf("check with a token exited %d:\n%s", code, out)
+	}
+}
+
+// TestCtlOverUnixSocket drives a sluice through ctl on a Unix socket
+// with a token taken from the configuration file, and checks that a
+// wrong token is refused.
+func TestCtlOverUnixSocket(t *testing.T) {
+	a, b := startKillable(t, "a"), startKillable(t, "b")
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	addr := freePort(t)
+	file := writeFile(t, fmt.Sprintf(`drain_timeout = "100ms"
+[admin]
+bind = %q
+token = "tok"
+[listeners.t]
+bind = %q
+pool = "p"
+[pools.p]
+[[pools.p.backends]]
+address = %q
+[[pools.p.backends]]
+address = %q
+`, sock, addr, a.addr, b.addr))
+	p := startSluice(t, nil, "-c", file)
+	p.waitOutput(t, "admin listening")
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket %v, %v; want mode 0660", fi, err)
+	}
+	out, code := runSluice(t, "ctl", "-c", file, "drain", "p", a.addr)
+	if code != 0 || out != fmt.Sprintf("pool p backend %s: draining, 0 active\n", a.addr) {
+		t.Fatalf("ctl drain exited %d:\n%s", code, out)
+	}
+	out, code = runSluice(t, "ctl", "-c", file, "pools")
+	if code != 0 || !regexp.MustCompile(regexp.QuoteMeta(a.addr)+`\s+draining\s+1`).MatchString(out) {
+		t.Fatalf("ctl pools exited %d:\n%s", code, out)
+	}
+	for range 5 {
+		if _, _, name := dialLine(t, addr); name != "b" {
+			t.Fatalf("a connection reached %s, drained", name)
+		}
+	}
+	out, code = runSluice(t, "ctl", "-a", sock, "-token", "nope", "enable", "p", a.addr)
+	if code != 1 || !strings.Contains(out, "401 Unauthorized: admin: missing or wrong token") {
+		t.Fatalf("ctl with a wrong token exited %d:\n%s", code, out)
+	}
+	out, code = runSluice(t, "ctl", "-a", sock, "-token", "tok", "-json", "enable", "p", a.addr)
+	if code != 0 || !strings.Contains(out, `"state": "up"`) {
+		t.Fatalf("ctl enable exited %d:\n%s", code, out)
+	}
+	out, code = runSluice(t, "ctl", "-c", file, "metrics")
+	if code != 0 || !strings.Contains(out, `sluice_backend_state{backend="`+a.addr+`",pool="p",state="up"} 1`) {
+		t.Fatalf("ctl metrics exited %d:\n%s", code, out)
+	}
+	// The socket goes with sluice.
+	p.cmd.Process.Signal(os.Interrupt)
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.out)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -88,7 +88,7 @@ func newCtlClient(file, addr, token, tokenFile string) (*ctlClient, error) {
 		}
 	}
 	if addr == "" {
-		return nil, fmt.Errorf("sluice ctl: give the admin address with -a ADDR or a configuration with -c FILE: %w", errUsage)
+		return nil, errors.New("give the admin address with -a ADDR or a configuration with -c FILE")
 	}
 	if tokenFile != "" {
 		b, err := os.ReadFile(tokenFile)

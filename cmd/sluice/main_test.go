@@ -213,6 +213,12 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"run"}, 2, "-c FILE"},
 		{[]string{"check", "-c", "/nonexistent/sluice.toml"}, 1, "/nonexistent/sluice.toml"},
 		{[]string{"demo", "-print"}, 0, `bind = "127.0.0.1:7000"`},
+		{[]string{"demo", "-print"}, 0, "[admin]\nbind = \"127.0.0.1:9901\""},
+		{[]string{"ctl", "status"}, 1, "give the admin address with -a ADDR"},
+		{[]string{"ctl", "-a", "127.0.0.1:9"}, 2, "Usage: sluice ctl"},
+		{[]string{"ctl", "-a", "127.0.0.1:9", "frobnicate"}, 2, "Commands:"},
+		{[]string{"ctl", "-a", "127.0.0.1:9", "status"}, 1, "calling the admin API"},
+		{[]string{"explain", "-c", "x.toml"}, 2, "usage: sluice explain -c FILE --pool POOL --client IP:PORT"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
