@@ -11,8 +11,10 @@ GO ?= go
 # backends. Tests start their own servers on free ports and never use the
 # system services these packages may start. promtool (from Debian's
 # prometheus, whose service the tests never start) checks the admin
-# listener's /metrics.
+# listener's /metrics; chromium, driven by npm's puppeteer-core (installed
+# from its lock file, no browser download), loads its status page.
 TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base promtool:prometheus \
+	chromium:chromium node:nodejs npm:npm \
 	redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools \
 	/usr/lib/postgresql/*/bin/postgres:postgresql \
 	/usr/lib/postgresql/*/bin/pgbench:postgresql \
@@ -20,6 +22,9 @@ TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base promtool:promet
 	mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client \
 	haproxy:haproxy nginx:nginx /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream \
 	curl:curl
+
+# The status page's browser test and its npm lock file.
+BROWSER_TEST := cmd/sluice/testdata/browser
 
 .PHONY: all build run test test-deps vet bench bench-quick fuzz clean
 
@@ -57,6 +62,8 @@ test-deps:
 	@# h2spec checks the HTTP/2 listener; v2.2.1 is its only usable tag.
 	@command -v h2spec >/dev/null || test -x "$$($(GO) env GOPATH)/bin/h2spec" || \
 		$(GO) install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
+	@test -d $(BROWSER_TEST)/node_modules/puppeteer-core || \
+		(cd $(BROWSER_TEST) && npm ci --no-audit --no-fund)
 
 vet:
 	$(GO) vet ./...

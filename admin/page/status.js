@@ -50,22 +50,28 @@ function draw(st) {
     const p = prevL[l.name];
     return el("tr", {"data-listener": l.name},
       el("td", {}, l.name), el("td", {}, l.protocol), el("td", {}, l.bind), el("td", {}, l.pool),
-      num(l.sessions !== undefined ? l.sessions : ""), num(ended),
+      num(l.sessions !== undefined ? l.sessions : "-"), num(ended),
       num(rate(ended, p && sum(p.ended), seconds)),
       num(bytes(l.received_bytes)), num(bytes(l.sent_bytes)), el("td", {}, ends(l.ended)));
   }));
+  const prevB = {};
+  for (const p of (previous ? previous.pools : [])) {
+    for (const b of p.backends) prevB[p.name + " " + b.address] = b;
+  }
   const pools = document.getElementById("pools");
   pools.replaceChildren(...st.pools.map(p => {
     const rows = p.backends.map(b => {
+      const pb = prevB[p.name + " " + b.address];
       const c = b.last_check;
       const check = c ? (c.passed ? "passed" : "failed: " + c.error) + " (" + ago(c.at, st.now) +
         ", " + (c.duration_ns / 1e6).toFixed(1) + " ms)" : "";
       return el("tr", {class: b.state, "data-backend": b.address},
         el("td", {}, b.address), el("td", {class: "state"}, b.state), num(b.weight),
         el("td", {}, b.backup ? "backup" : ""), num(b.active), num(sum(b.ended)),
+        num(rate(sum(b.ended), pb && sum(pb.ended), seconds)),
         el("td", {}, check), el("td", {}, ends(b.ended)));
     });
-    const head = el("tr", {}, ...["backend", "state", "weight", "", "active", "ended", "last check", "ends"].map(h => el("th", {}, h)));
+    const head = el("tr", {}, ...["backend", "state", "weight", "", "active", "ended", "rate /s", "last check", "ends"].map(h => el("th", {}, h)));
     const title = "Pool " + p.name + " (" + p.balance + (p.hash_key ? " on " + p.hash_key : "") + ")";
     return el("section", {"data-pool": p.name},
       el("h2", {}, title),
