@@ -113,23 +113,32 @@ func (s *Server) backend(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// setState sets a backend's administrative state. The body must be JSON
-// (Content-Type: application/json): a browser on another site cannot send
-// that without a CORS preflight, which this server never allows.
+// readJSON reads r's body into v. It must be JSON (Content-Type:
+// application/json): a browser on another site cannot send that without
+// a CORS preflight, which this server never allows, so a page elsewhere
+// cannot drain a backend through a token-less admin listener.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		writeError(w, http.StatusUnsupportedMediaType, errors.New("admin: the body must be JSON (Content-Type: application/json)"))
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("admin: reading the request: %w", err))
+		return false
+	}
+	return true
+}
+
+// setState sets a backend's administrative state.
 func (s *Server) setState(w http.ResponseWriter, r *http.Request) {
 	p, b, ok := s.findBackend(w, r)
 	if !ok {
 		return
 	}
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-		writeError(w, http.StatusUnsupportedMediaType, errors.New("admin: the body must be JSON (Content-Type: application/json)"))
-		return
-	}
 	var req StateRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("admin: reading the request: %w", err))
+	if !readJSON(w, r, &req) {
 		return
 	}
 	var a pool.Admin
@@ -139,6 +148,92 @@ func (s *Server) setState(w http.ResponseWriter, r *http.Request) {
 	}
 	p.SetAdmin(b, a)
 	writeJSON(w, http.StatusOK, s.backendJSON(b, s.endsByBackend()))
+}
+
+// WeightRequest is the body of PUT .../backends/{backend}/weight.
+type WeightRequest struct {
+	Weight int `json:"weight"`
+}
+
+// AddRequest is the body of POST /api/v1/pools/{pool}/backends.
+type AddRequest struct {
+	Address string `json:"address"`
+	// Weight is 1 to 256; 0 means 1.
+	Weight int  `json:"weight,omitempty"`
+	Backup bool `json:"backup,omitempty"`
+}
+
+func (s *Server) setWeight(w http.ResponseWriter, r *http.Request) {
+	p, b, ok := s.findBackend(w, r)
+	var req WeightRequest
+	if !ok || !s.editing(w) || !readJSON(w, r, &req) {
+		return
+	}
+	s.edited(w, p, b.Addr, s.o.Editor.SetWeight(p.Name(), b.Addr, req.Weight), http.StatusOK)
+}
+
+func (s *Server) addBackend(w http.ResponseWriter, r *http.Request) {
+	p, ok := s.findPool(w, r)
+	var req AddRequest
+	if !ok || !s.editing(w) || !readJSON(w, r, &req) {
+		return
+	}
+	addr, err := netip.ParseAddrPort(req.Address)
+	if err != nil || addr.Port() == 0 {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: address %q: want IP:port, such as 10.0.0.3:5432", ErrInvalid, req.Address))
+		return
+	}
+	if req.Weight < 0 || req.Weight > pool.MaxWeight {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("%w: weight %d, want 1 to %d", ErrInvalid, req.Weight, pool.MaxWeight))
+		return
+	}
+	err = s.o.Editor.AddBackend(p.Name(), pool.BackendOptions{Addr: addr, Weight: req.Weight, Backup: req.Backup})
+	s.edited(w, p, addr, err, http.StatusCreated)
+}
+
+func (s *Server) removeBackend(w http.ResponseWriter, r *http.Request) {
+	p, b, ok := s.findBackend(w, r)
+	if !ok || !s.editing(w) {
+		return
+	}
+	// The answer shows the backend as it leaves: draining, with the
+	// connections it still has.
+	if err := s.o.Editor.RemoveBackend(p.Name(), b.Addr); err != nil {
+		s.edited(w, p, b.Addr, err, http.StatusOK)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.backendJSON(b, s.endsByBackend()))
+}
+
+// editing answers 501 if the server has no Editor.
+func (s *Server) editing(w http.ResponseWriter) bool {
+	if s.o.Editor == nil {
+		writeError(w, http.StatusNotImplemented, errors.New("admin: this sluice cannot change backends at run time"))
+	}
+	return s.o.Editor != nil
+}
+
+// edited answers an Editor's call: the error's status, or the backend at
+// addr as it now is.
+func (s *Server) edited(w http.ResponseWriter, p Pool, addr netip.AddrPort, err error, code int) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, err)
+		return
+	case errors.Is(err, ErrConflict):
+		writeError(w, http.StatusConflict, err)
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	for _, b := range p.Backends() {
+		if b.Addr == addr {
+			writeJSON(w, code, s.backendJSON(b, s.endsByBackend()))
+			return
+		}
+	}
+	writeError(w, http.StatusInternalServerError, fmt.Errorf("admin: backend %s not in pool %q after the change", addr, p.Name()))
 }
 
 func (s *Server) explain(w http.ResponseWriter, r *http.Request) {

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -56,6 +57,9 @@ type Options struct {
 	// "Authorization: Bearer TOKEN" (or, from a browser, as the password
 	// of HTTP basic authentication, with any user name).
 	Token string
+	// Editor, if not nil, carries out the API's weight, add and remove
+	// requests; nil answers them 501 Not Implemented.
+	Editor Editor
 	// Version is the running build's, shown by the API and the page.
 	Version string
 	// Logger receives errors serving the admin listener. Nil means
@@ -105,6 +109,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/pools/{pool}", s.pool)
 	mux.HandleFunc("GET /api/v1/pools/{pool}/backends/{backend}", s.backend)
 	mux.HandleFunc("PUT /api/v1/pools/{pool}/backends/{backend}/state", s.setState)
+	mux.HandleFunc("PUT /api/v1/pools/{pool}/backends/{backend}/weight", s.setWeight)
+	mux.HandleFunc("POST /api/v1/pools/{pool}/backends", s.addBackend)
+	mux.HandleFunc("DELETE /api/v1/pools/{pool}/backends/{backend}", s.removeBackend)
 	mux.HandleFunc("GET /api/v1/pools/{pool}/explain", s.explain)
 	mux.HandleFunc("GET /{$}", s.page)
 	mux.HandleFunc("GET /status.js", s.script)
@@ -168,3 +175,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	return err
 }
+
+// An Editor changes pools' backend sets at run time, for the API's
+// weight, add and remove requests. Its errors wrap ErrNotFound,
+// ErrConflict or ErrInvalid, which choose the response's status.
+type Editor interface {
+	// SetWeight gives a backend a new weight.
+	SetWeight(pool string, addr netip.AddrPort, weight int) error
+	// AddBackend adds a backend to a pool; it is checked as the pool's
+	// [health] table says, and takes traffic once up.
+	AddBackend(pool string, b pool.BackendOptions) error
+	// RemoveBackend removes a backend: no new connections; its live
+	// ones go on until the drain timeout.
+	RemoveBackend(pool string, addr netip.AddrPort) error
+}
+
+// Errors an Editor wraps.
+var (
+	ErrNotFound = errors.New("admin: not found")
+	ErrConflict = errors.New("admin: conflict")
+	ErrInvalid  = errors.New("admin: invalid")
+)

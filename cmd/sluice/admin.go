@@ -24,6 +24,7 @@ import (
 type adminSide struct {
 	cfg     *config.Admin
 	metrics *admin.Metrics
+	opts    admin.Options // what open found to serve
 	srv     *admin.Server
 	ln      net.Listener
 	done    chan error
@@ -90,8 +91,8 @@ func (a *adminSide) open(cfg *config.Config, pools map[string]*pool.Pool, all []
 		return fmt.Errorf("admin: %w", err)
 	}
 	a.ln = ln
-	a.srv = admin.New(admin.Options{Listeners: ls, Pools: ps, Metrics: a.metrics, Token: a.cfg.Token,
-		Version: buildVersion(), Logger: a.log})
+	a.opts = admin.Options{Listeners: ls, Pools: ps, Metrics: a.metrics, Token: a.cfg.Token,
+		Version: buildVersion(), Logger: a.log}
 	return nil
 }
 
@@ -123,22 +124,18 @@ func listenAdmin(c *config.Admin) (net.Listener, error) {
 	return ln, nil
 }
 
-// serve starts serving the admin interface.
-func (a *adminSide) serve() {
+// serve starts serving the admin interface, with ed carrying out its
+// changes to backend sets.
+func (a *adminSide) serve(ed admin.Editor) {
 	if a == nil {
 		return
 	}
+	a.opts.Editor = ed
+	a.srv = admin.New(a.opts)
 	a.done = make(chan error, 1)
 	go func() { a.done <- a.srv.Serve(a.ln) }()
 	a.log.Info("admin listening", slog.String("bind", a.ln.Addr().String()),
 		slog.Bool("token", a.cfg.Token != ""))
-}
-
-// close closes the admin socket of a configuration that never served.
-func (a *adminSide) close() {
-	if a != nil && a.ln != nil {
-		a.ln.Close()
-	}
 }
 
 // shutdown stops the admin server, after the proxies' drain: the API and

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -36,6 +37,10 @@ Commands:
   drain POOL BACKEND           stop new connections to BACKEND; live ones go on
   maintenance POOL BACKEND     the same, and quiet its health logging
   enable POOL BACKEND          take it back
+  weight POOL BACKEND N        give BACKEND weight N (1 to 256)
+  add POOL ADDRESS [WEIGHT]    add a backend (checked as the pool's [health] says)
+  remove POOL BACKEND          remove a backend: it drains, and its connections
+                               are closed after drain_timeout
   explain POOL CLIENT          which backend CLIENT (IP:port) would get, and why
   metrics                      the Prometheus metrics
 `
@@ -113,8 +118,11 @@ func newCtlClient(file, addr, token, tokenFile string) (*ctlClient, error) {
 func (c *ctlClient) run(args []string, asJSON bool, stdout, stderr io.Writer) error {
 	cmd, args := args[0], args[1:]
 	want := map[string]int{"status": 0, "pools": 0, "listeners": 0, "metrics": 0, "pool": 1,
-		"drain": 2, "maintenance": 2, "enable": 2, "explain": 2}
+		"drain": 2, "maintenance": 2, "enable": 2, "explain": 2, "weight": 3, "add": 2, "remove": 2}
 	n, ok := want[cmd]
+	if cmd == "add" && len(args) == 3 {
+		n = 3 // with a weight
+	}
 	if !ok || len(args) != n {
 		fmt.Fprint(stderr, ctlUsage)
 		return errUsage
@@ -148,11 +156,12 @@ func (c *ctlClient) run(args []string, asJSON bool, stdout, stderr io.Writer) er
 			return nil
 		})
 	}
-	// drain, maintenance, enable: the state names of the file.
-	state := map[string]pool.Admin{"drain": pool.Drain, "maintenance": pool.Maintenance, "enable": pool.Enabled}[cmd]
-	body, _ := json.Marshal(admin.StateRequest{State: state.String()})
-	path := "/api/v1/pools/" + url.PathEscape(args[0]) + "/backends/" + url.PathEscape(args[1]) + "/state"
-	out, err := c.do(http.MethodPut, path, body)
+	method, path, body, err := editRequest(cmd, args)
+	if err != nil {
+		fmt.Fprintln(stderr, "sluice ctl:", err)
+		return errUsage
+	}
+	out, err := c.do(method, path, body)
 	if err != nil {
 		return err
 	}
@@ -164,8 +173,39 @@ func (c *ctlClient) run(args []string, asJSON bool, stdout, stderr io.Writer) er
 	if err := json.Unmarshal(out, &b); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "pool %s backend %s: %s, %d active\n", args[0], b.Address, b.State, b.Active)
+	fmt.Fprintf(stdout, "pool %s backend %s: %s, weight %d, %d active\n", args[0], b.Address, b.State, b.Weight, b.Active)
 	return nil
+}
+
+// editRequest returns the request of drain, maintenance, enable, weight,
+// add or remove.
+func editRequest(cmd string, args []string) (method, path string, body []byte, err error) {
+	backends := "/api/v1/pools/" + url.PathEscape(args[0]) + "/backends"
+	backend := backends + "/" + url.PathEscape(args[1])
+	switch cmd {
+	case "weight":
+		w, err := strconv.Atoi(args[2])
+		if err != nil {
+			return "", "", nil, fmt.Errorf("weight %q: want a number from 1 to 256", args[2])
+		}
+		body, _ = json.Marshal(admin.WeightRequest{Weight: w})
+		return http.MethodPut, backend + "/weight", body, nil
+	case "add":
+		req := admin.AddRequest{Address: args[1]}
+		if len(args) == 3 {
+			if req.Weight, err = strconv.Atoi(args[2]); err != nil {
+				return "", "", nil, fmt.Errorf("weight %q: want a number from 1 to 256", args[2])
+			}
+		}
+		body, _ = json.Marshal(req)
+		return http.MethodPost, backends, body, nil
+	case "remove":
+		return http.MethodDelete, backend, nil, nil
+	}
+	// drain, maintenance, enable: the state names of the file.
+	state := map[string]pool.Admin{"drain": pool.Drain, "maintenance": pool.Maintenance, "enable": pool.Enabled}[cmd]
+	body, _ = json.Marshal(admin.StateRequest{State: state.String()})
+	return http.MethodPut, backend + "/state", body, nil
 }
 
 // show gets path and prints it as JSON or through text.

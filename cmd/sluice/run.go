@@ -156,7 +156,7 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 		log.Info("listening", slog.String("listener", o.name), slog.String("protocol", o.proto.String()),
 			slog.String("bind", o.bind), slog.Int("sockets", o.sockets))
 	}
-	adm.serve()
+	adm.serve(newEdits(cfg, pools, tcp, checks, disc, log))
 	return in, nil
 }
 
