@@ -107,9 +107,9 @@ func (s *Server) pool(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) backend(w http.ResponseWriter, r *http.Request) {
-	_, b, ok := s.findBackend(w, r)
+	p, b, ok := s.findBackend(w, r)
 	if ok {
-		writeJSON(w, http.StatusOK, s.backendJSON(b, s.endsByBackend()))
+		writeJSON(w, http.StatusOK, s.backendJSON(p, b, s.endsByBackend()))
 	}
 }
 
@@ -147,7 +147,7 @@ func (s *Server) setState(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.SetAdmin(b, a)
-	writeJSON(w, http.StatusOK, s.backendJSON(b, s.endsByBackend()))
+	writeJSON(w, http.StatusOK, s.backendJSON(p, b, s.endsByBackend()))
 }
 
 // WeightRequest is the body of PUT .../backends/{backend}/weight.
@@ -202,7 +202,7 @@ func (s *Server) removeBackend(w http.ResponseWriter, r *http.Request) {
 		s.edited(w, p, b.Addr, err, http.StatusOK)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.backendJSON(b, s.endsByBackend()))
+	writeJSON(w, http.StatusOK, s.backendJSON(p, b, s.endsByBackend()))
 }
 
 // editing answers 501 if the server has no Editor.
@@ -229,7 +229,7 @@ func (s *Server) edited(w http.ResponseWriter, p Pool, addr netip.AddrPort, err 
 	}
 	for _, b := range p.Backends() {
 		if b.Addr == addr {
-			writeJSON(w, code, s.backendJSON(b, s.endsByBackend()))
+			writeJSON(w, code, s.backendJSON(p, b, s.endsByBackend()))
 			return
 		}
 	}
@@ -308,20 +308,23 @@ func countMap(cs []namedCount) map[string]uint64 {
 	return m
 }
 
-// endsByBackend sums the ended counts of every listener by backend
-// address and end.
-func (s *Server) endsByBackend() map[string]map[string]uint64 {
-	out := map[string]map[string]uint64{}
+// endsByBackend sums the ended counts of every listener by pool, backend
+// address and end: the same address may be a backend of several pools.
+func (s *Server) endsByBackend() map[poolBackend]map[string]uint64 {
+	out := map[poolBackend]map[string]uint64{}
 	for k, c := range s.o.Metrics.snapshot() {
-		m := out[k.backend]
+		pb := poolBackend{s.o.Metrics.poolOf[k.listener], k.backend}
+		m := out[pb]
 		if m == nil {
 			m = map[string]uint64{}
-			out[k.backend] = m
+			out[pb] = m
 		}
 		m[k.end] += c.ends
 	}
 	return out
 }
+
+type poolBackend struct{ pool, backend string }
 
 func (s *Server) poolJSON(p Pool) PoolJSON {
 	pj := PoolJSON{Name: p.Name(), Balance: p.Balance.String(), Unavailable: p.Unavailable(), Backends: []BackendJSON{}}
@@ -330,13 +333,13 @@ func (s *Server) poolJSON(p Pool) PoolJSON {
 	}
 	ends := s.endsByBackend()
 	for _, b := range p.Backends() {
-		pj.Backends = append(pj.Backends, s.backendJSON(b, ends))
+		pj.Backends = append(pj.Backends, s.backendJSON(p, b, ends))
 	}
 	return pj
 }
 
-func (s *Server) backendJSON(b *pool.Backend, ends map[string]map[string]uint64) BackendJSON {
-	e := ends[b.String()]
+func (s *Server) backendJSON(p Pool, b *pool.Backend, ends map[poolBackend]map[string]uint64) BackendJSON {
+	e := ends[poolBackend{p.Name(), b.String()}]
 	if e == nil {
 		e = map[string]uint64{}
 	}

@@ -112,7 +112,10 @@ func why(p Pool, e pool.Explanation, client netip.AddrPort) string {
 	for _, w := range e.Weights {
 		total += w
 	}
-	among := fmt.Sprintf("%d candidate(s)", len(e.Candidates))
+	among := "1 candidate"
+	if len(e.Candidates) > 1 {
+		among = fmt.Sprintf("%d candidates", len(e.Candidates))
+	}
 	if e.Backups {
 		among += ", the pool's backups since no other backend is up"
 	}
