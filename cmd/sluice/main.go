@@ -33,7 +33,8 @@ Usage:
   sluice ctl [-c FILE | -a ADDR] COMMAND
                             call a running sluice's admin API ([admin]):
                             status, pools, listeners, drain, maintenance,
-                            enable, explain, metrics (sluice ctl -h)
+                            enable, weight, add, remove, explain, metrics
+                            (sluice ctl -h)
   sluice explain -c FILE --pool POOL --client IP:PORT
                             which backend the client would get, and why,
                             from the file (every backend taken as healthy)
