@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"sluice/health"
 	"sluice/internal/pool"
 )
@@ -66,8 +68,8 @@ func (m *Metrics) LastCheck(b *pool.Backend) *Check {
 type timedProber struct {
 	next           health.Prober
 	last           *atomic.Pointer[Check]
-	passed, failed interface{ Inc() }
-	seconds        interface{ Observe(float64) }
+	passed, failed prometheus.Counter
+	seconds        prometheus.Observer
 }
 
 // Probe implements health.Prober.
