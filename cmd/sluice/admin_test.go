@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,28 +145,54 @@ address = %q
 				}
 			}
 		}
-		code, _ := adminClient{t: t, base: api.base}.do(http.MethodPut, "/api/v1/pools/p/backends/"+a.addr+"/state",
-			`{"state":"drain"}`, "Content-Type", "application/json")
-		if code != http.StatusUnauthorized {
-			t.Errorf("PUT without token: %d", code)
+		backend := "/api/v1/pools/p/backends/" + a.addr
+		for _, req := range []struct{ method, path, body string }{
+			{http.MethodPut, backend + "/state", `{"state":"drain"}`},
+			{http.MethodPut, backend + "/weight", `{"weight":2}`},
+			{http.MethodPost, "/api/v1/pools/p/backends", `{"address":"127.0.0.1:9"}`},
+			{http.MethodDelete, backend, ""},
+		} {
+			code, _ := adminClient{t: t, base: api.base}.do(req.method, req.path, req.body, "Content-Type", "application/json")
+			if code != http.StatusUnauthorized {
+				t.Errorf("%s %s without token: %d", req.method, req.path, code)
+			}
 		}
 		// A browser sends the token as basic authentication's password.
-		code, _ = adminClient{t: t, base: api.base}.do(http.MethodGet, "/api/v1/status", "",
+		code, _ := adminClient{t: t, base: api.base}.do(http.MethodGet, "/api/v1/status", "",
 			"Authorization", "Basic "+basic("anyone", "s3cret"))
 		if code != http.StatusOK {
 			t.Errorf("basic auth: %d", code)
 		}
 	})
 
-	// Load: connections that each exchange a line, and UDP datagrams.
-	const conns = 90
-	for range conns {
-		conn, r, _ := dialLine(t, addr)
-		fmt.Fprintln(conn, "ping")
-		if _, err := r.ReadString('\n'); err != nil {
+	// Load: 6 clients at once, each making connections that exchange a
+	// line, while /metrics is scraped; then UDP datagrams.
+	const clients, each = 6, 15
+	const conns = clients * each
+	errs := make(chan error, clients)
+	stopScraping := make(chan struct{})
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() { errs <- exchangeLines(addr, each) })
+	}
+	var scraper sync.WaitGroup
+	scraper.Go(func() {
+		for {
+			select {
+			case <-stopScraping:
+				return
+			case <-time.After(20 * time.Millisecond):
+				api.do(http.MethodGet, "/metrics", "")
+			}
+		}
+	})
+	wg.Wait()
+	close(stopScraping)
+	scraper.Wait()
+	for range clients {
+		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
-		conn.Close()
 	}
 	uc, err := net.Dial("udp", udpAddr)
 	if err != nil {
@@ -350,6 +377,31 @@ address = %q
 			t.Errorf("GET /nothing: %d", code)
 		}
 	})
+}
+
+// exchangeLines makes n connections to addr, one after the other, each reading
+// the greeting and echoing one line.
+func exchangeLines(addr string, n int) error {
+	for range n {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		_, err = r.ReadString('\n')
+		if err == nil {
+			_, err = io.WriteString(c, "ping\n")
+		}
+		if err == nil {
+			_, err = r.ReadString('\n')
+		}
+		c.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // basic returns the credentials of HTTP basic authentication.
