@@ -213,3 +213,23 @@ address = %q
 		t.Errorf("remove the last backend: %d %s", code, body)
 	}
 }
+
+// TestAdminBindFailureStopsStart: an admin address that cannot be bound
+// fails the start, as a listener's does, with nothing left serving.
+func TestAdminBindFailureStopsStart(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	addr := freePort(t)
+	file := writeFile(t, simpleConfig(addr, echoBackend(t), "1s")+fmt.Sprintf("[admin]\nbind = %q\n", held.Addr()))
+	out, code := runSluice(t, "-c", file)
+	if code != 1 || !strings.Contains(out, "admin: listen tcp "+held.Addr().String()) {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Fatalf("the listener at %s is still served", addr)
+	}
+}
