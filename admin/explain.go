@@ -75,10 +75,10 @@ func ParseClient(s string) (netip.AddrPort, error) {
 // excluded ones.
 func Explain(p Pool, client netip.AddrPort, lastCheck func(*pool.Backend) *Check) ExplainJSON {
 	e := p.Explain(client)
-	out := ExplainJSON{Pool: p.Name(), Client: client.String(), Balance: p.Balance.String(),
+	out := ExplainJSON{Pool: p.Name(), Client: client.String(), Balance: e.Balance.String(),
 		Deterministic: e.Deterministic, Backups: e.Backups, Candidates: []CandidateJSON{}, Excluded: []ExcludedJSON{}}
-	if p.Balance == pool.Maglev {
-		out.HashKey = p.HashKey.String()
+	if e.Balance == pool.Maglev {
+		out.HashKey = e.HashKey.String()
 	}
 	for i, b := range e.Candidates {
 		c := CandidateJSON{Address: b.String(), Weight: e.Weights[i], Active: b.Active()}
@@ -101,12 +101,12 @@ func Explain(p Pool, client netip.AddrPort, lastCheck func(*pool.Backend) *Check
 		slot := e.Slot
 		out.Slot, out.Hash, out.TableSize = &slot, fmt.Sprintf("%#016x", e.Hash), e.TableSize
 	}
-	out.Why = why(p, e, client)
+	out.Why = why(e, client)
 	return out
 }
 
 // why says in a sentence how e.Backend was chosen.
-func why(p Pool, e pool.Explanation, client netip.AddrPort) string {
+func why(e pool.Explanation, client netip.AddrPort) string {
 	i := slices.Index(e.Candidates, e.Backend)
 	total := 0
 	for _, w := range e.Weights {
@@ -119,14 +119,14 @@ func why(p Pool, e pool.Explanation, client netip.AddrPort) string {
 	if e.Backups {
 		among += ", the pool's backups since no other backend is up"
 	}
-	switch p.Balance {
+	switch e.Balance {
 	case pool.Maglev:
 		key := client.Addr().String()
-		if p.HashKey == pool.ClientIPPort {
+		if e.HashKey == pool.ClientIPPort {
 			key = client.String()
 		}
 		return fmt.Sprintf("maglev hashes %s %s to slot %d of %d, which %s owns (%d slots, weight %d of %d; %s)",
-			p.HashKey, key, e.Slot, e.TableSize, e.Backend, e.SlotShare[i], e.Weights[i], total, among)
+			e.HashKey, key, e.Slot, e.TableSize, e.Backend, e.SlotShare[i], e.Weights[i], total, among)
 	case pool.RoundRobin:
 		return fmt.Sprintf("round robin: %s is next in the weighted sequence (weight %d of %d; %s); which backend a client gets depends on the order connections arrive, not on the client",
 			e.Backend, e.Weights[i], total, among)
