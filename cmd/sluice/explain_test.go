@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -88,10 +89,14 @@ weight = 3
 func agree(t *testing.T, api adminClient, addr string, byName map[string]string, first, n int) map[string]int {
 	t.Helper()
 	reached := map[string]int{}
+	// Each run takes its clients from its own 127.N.0.0/16, so that runs
+	// at the same time (other packages' tests, a second checkout) do not
+	// bind the same address and port.
+	net16 := byte(1 + rand.IntN(250))
 	for i := first; i < first+n; i++ {
 		// Explain is asked first: for round robin, the answer is the
 		// next connection's.
-		src := &net.TCPAddr{IP: net.IPv4(127, byte(1+i/62500), byte(i/250%250), byte(2+i%250)), Port: 20000 + i}
+		src := &net.TCPAddr{IP: net.IPv4(127, net16, byte(i/250), byte(2+i%250)), Port: 20000 + i}
 		client := src.String()
 		var e admin.ExplainJSON
 		api.get("/api/v1/pools/p/explain?client="+client, &e)
