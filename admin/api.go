@@ -282,7 +282,7 @@ func (s *Server) listenerList() []ListenerJSON {
 	for _, l := range s.o.Listeners {
 		lj := ListenerJSON{Name: l.Name, Protocol: l.Protocol, Bind: l.Bind, Pool: l.Pool, Ended: map[string]uint64{}}
 		for k, c := range ends {
-			if k.listener != l.Name || k.udp != (l.UDP != nil) {
+			if k.listener != l.Name || k.kind != kindOf(l.Protocol) {
 				continue
 			}
 			lj.Ended[k.end] += c.ends
@@ -313,7 +313,7 @@ func countMap(cs []namedCount) map[string]uint64 {
 func (s *Server) endsByBackend() map[poolBackend]map[string]uint64 {
 	out := map[poolBackend]map[string]uint64{}
 	for k, c := range s.o.Metrics.snapshot() {
-		pb := poolBackend{s.o.Metrics.poolOf[k.listener], k.backend}
+		pb := poolBackend{s.o.Metrics.pools.of(k), k.backend}
 		m := out[pb]
 		if m == nil {
 			m = map[string]uint64{}

@@ -21,23 +21,46 @@ import (
 type Metrics struct {
 	reg *prometheus.Registry
 
-	tcpDuration *prometheus.HistogramVec
-	udpDuration *prometheus.HistogramVec
-	checks      *prometheus.CounterVec
-	checkTime   *prometheus.HistogramVec
+	durations [kinds]*prometheus.HistogramVec
+	checks    *prometheus.CounterVec
+	checkTime *prometheus.HistogramVec
 
-	poolOf map[string]string // listener name to its pool's name
-	ends   cache[endKey, *endCounters]
+	pools PoolNames
+	ends  cache[endKey, *endCounters]
 
 	lastMu sync.Mutex // guards last; taken per check and per API read, never per connection
 	last   map[*pool.Backend]*atomic.Pointer[Check]
 }
 
-// endKey names the counters one log line adds to.
+// kind is the proxy a log line comes from.
+type kind uint8
+
+const (
+	kindTCP  kind = iota // "connection" lines of l4
+	kindUDP              // "session" lines of l4/udp
+	kindHTTP             // "request" lines of l7
+	kinds
+)
+
+// kindOf returns the kind of a listener's protocol name.
+func kindOf(protocol string) kind {
+	switch protocol {
+	case "udp":
+		return kindUDP
+	case "http":
+		return kindHTTP
+	}
+	return kindTCP
+}
+
+// endKey names the counters one log line adds to. Route and status are
+// an HTTP request's; zero for the others.
 type endKey struct {
-	udp               bool
+	kind              kind
 	listener, backend string
 	end               string
+	route             string
+	status            int64
 }
 
 // endCounters are what the log lines of one key add up to: atomic adds
@@ -48,21 +71,42 @@ type endCounters struct {
 }
 
 // Buckets of the duration histograms, in seconds: connections last from a
-// millisecond (a refused one) to hours (a database pool's); checks from a
-// millisecond to their timeout.
+// millisecond (a refused one) to hours (a database pool's); requests and
+// checks from half a millisecond to their timeouts.
 var (
 	connectionBuckets = []float64{.001, .005, .025, .1, .5, 1, 5, 30, 120, 600, 3600}
+	requestBuckets    = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 	checkBuckets      = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
 )
 
-// NewMetrics builds the metrics of a configuration: poolOf maps each
-// listener's name to its pool's, for the pool label of the connection
-// counters; version labels sluice_build_info. The gauges of pools and
+// PoolNames says which pool a log line's connection, session or request
+// went to, for the pool label of the counters.
+type PoolNames struct {
+	// Listener maps a listener's name to its pool's (an HTTP listener's
+	// default pool, if it has one).
+	Listener map[string]string
+	// Route maps an HTTP listener's name and a route's name to the
+	// route's pool.
+	Route map[[2]string]string
+}
+
+// of returns the pool of k's line, "" if unknown (an HTTP request
+// answered by sluice itself).
+func (n PoolNames) of(k endKey) string {
+	if k.kind == kindHTTP && k.route != "default" {
+		return n.Route[[2]string{k.listener, k.route}]
+	}
+	return n.Listener[k.listener]
+}
+
+// NewMetrics builds the metrics of a configuration whose pools are named
+// by pools; version labels sluice_build_info. The gauges of pools and
 // listeners join when a Server is built over them.
-func NewMetrics(poolOf map[string]string, version string) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), poolOf: poolOf, last: make(map[*pool.Backend]*atomic.Pointer[Check])}
-	m.tcpDuration = m.histogram("sluice_tcp_connection_duration_seconds", "How long TCP connections lasted, from accept to close.", []string{"listener"}, connectionBuckets)
-	m.udpDuration = m.histogram("sluice_udp_session_duration_seconds", "How long UDP sessions lasted.", []string{"listener"}, connectionBuckets)
+func NewMetrics(pools PoolNames, version string) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), pools: pools, last: make(map[*pool.Backend]*atomic.Pointer[Check])}
+	m.durations[kindTCP] = m.histogram("sluice_tcp_connection_duration_seconds", "How long TCP connections lasted, from accept to close.", []string{"listener"}, connectionBuckets)
+	m.durations[kindUDP] = m.histogram("sluice_udp_session_duration_seconds", "How long UDP sessions lasted.", []string{"listener"}, connectionBuckets)
+	m.durations[kindHTTP] = m.histogram("sluice_http_request_duration_seconds", "How long HTTP requests took, from their first byte to the response's last.", []string{"listener"}, requestBuckets)
 	m.checks = m.counter("sluice_health_checks_total", "Active health checks run, by pool, backend and result (pass or fail).", []string{"pool", "backend", "result"})
 	m.checkTime = m.histogram("sluice_health_check_duration_seconds", "How long active health checks took, passing or failing.", []string{"pool", "backend"}, checkBuckets)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_build_info", Help: "Always 1; its labels say which sluice is running."}, []string{"version", "goversion"})
@@ -91,10 +135,7 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 // counters returns the counters a line with key k adds to.
 func (m *Metrics) counters(k endKey) *endCounters {
 	return m.ends.get(k, func() *endCounters {
-		if k.udp {
-			return &endCounters{duration: m.udpDuration.WithLabelValues(k.listener)}
-		}
-		return &endCounters{duration: m.tcpDuration.WithLabelValues(k.listener)}
+		return &endCounters{duration: m.durations[k.kind].WithLabelValues(k.listener)}
 	})
 }
 

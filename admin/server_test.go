@@ -28,7 +28,7 @@ func testServer(t *testing.T, token string, balance pool.Balance) (*httptest.Ser
 		}
 		ps = append(ps, Pool{Pool: p, Balance: balance})
 	}
-	m := NewMetrics(map[string]string{"l1": "one", "l2": "two"}, "test")
+	m := NewMetrics(PoolNames{Listener: map[string]string{"l1": "one", "l2": "two"}}, "test")
 	s := New(Options{Pools: ps, Metrics: m, Token: token, Logger: slog.New(slog.DiscardHandler),
 		Listeners: []Listener{{Name: "l1", Protocol: "tcp", Pool: "one"}, {Name: "l2", Protocol: "tcp", Pool: "two"}}})
 	hs := httptest.NewServer(s.Handler())

@@ -7,7 +7,8 @@ import (
 )
 
 // LogHandler returns a slog.Handler that counts the one line each TCP
-// connection ("connection") and UDP session ("session") logs when it ends,
+// connection ("connection"), UDP session ("session") and HTTP request
+// ("request") logs when it ends,
 // then passes every record on to next as next's level allows. The proxies
 // log those lines at Info; the handler asks for them even when next's
 // level is higher, so the counters do not depend on the log level.
@@ -32,8 +33,15 @@ func (t *tap) Enabled(ctx context.Context, l slog.Level) bool {
 // Handle counts r if it is a connection or session line, then passes it
 // on if next wants its level.
 func (t *tap) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level == slog.LevelInfo && (r.Message == "connection" || r.Message == "session") {
-		t.m.count(&r)
+	if r.Level == slog.LevelInfo {
+		switch r.Message {
+		case "connection":
+			t.m.count(&r, kindTCP)
+		case "session":
+			t.m.count(&r, kindUDP)
+		case "request":
+			t.m.count(&r, kindHTTP)
+		}
 	}
 	if !t.next.Enabled(ctx, r.Level) {
 		return nil
@@ -49,8 +57,8 @@ func (t *tap) WithGroup(name string) slog.Handler {
 	return &tap{m: t.m, next: t.next.WithGroup(name)}
 }
 
-// line is what a connection or session line says, as the README documents
-// its keys.
+// line is what a connection, session or request line says, as the README
+// documents its keys.
 type line struct {
 	key          endKey
 	in, out      int64
@@ -61,9 +69,9 @@ type line struct {
 
 // count adds r's numbers to its counters. A record without a listener or
 // an end is not one of the proxies' lines and is left alone.
-func (m *Metrics) count(r *slog.Record) {
+func (m *Metrics) count(r *slog.Record, k kind) {
 	var ln line
-	ln.key.udp = r.Message == "session"
+	ln.key.kind = k
 	r.Attrs(ln.add)
 	if !ln.sawEnd || !ln.sawL {
 		return
@@ -91,6 +99,10 @@ func (ln *line) add(a slog.Attr) bool {
 		ln.out = intValue(v)
 	case "retries":
 		ln.retries = intValue(v)
+	case "route":
+		ln.key.route = v.String()
+	case "status":
+		ln.key.status = intValue(v)
 	case "duration":
 		if v.Kind() == slog.KindDuration {
 			ln.duration = v.Duration()

@@ -42,6 +42,10 @@ func TestLogHandlerCounts(t *testing.T) {
 			slog.Int64("datagrams_in", 1), slog.Int64("bytes_in", 40), slog.Int64("datagrams_out", 1), slog.Int64("bytes_out", 56),
 			slog.Duration("duration", time.Millisecond), slog.String("end", "responses")},
 			`sluice_udp_sessions_total{backend="10.0.0.5:53",end="responses",listener="dns",pool="dns"} 1`},
+		{"http", slog.LevelInfo, "request", []slog.Attr{slog.String("listener", "web"), slog.String("method", "GET"),
+			slog.Int("status", 503), slog.Int64("bytes_in", 0), slog.Int64("bytes_out", 19), slog.Duration("duration", time.Millisecond),
+			slog.String("route", "api"), slog.String("backend", "10.0.0.7:80"), slog.Int("retries", 1), slog.String("end", "backend_status")},
+			`sluice_http_requests_total{backend="10.0.0.7:80",code="503",end="backend_status",listener="web",pool="apipool",route="api"} 1`},
 		{"other message", slog.LevelInfo, "listening", []slog.Attr{slog.String("listener", "pg"), slog.String("end", "x")}, ""},
 		{"warning", slog.LevelWarn, "connection", tcp("10.0.0.3:5432", "client_closed", 1, 1, 0), ""},
 		{"no end", slog.LevelInfo, "connection", []slog.Attr{slog.String("listener", "pg")}, ""},
@@ -52,14 +56,16 @@ func TestLogHandlerCounts(t *testing.T) {
 			// The next handler wants warnings only: the lines are counted
 			// all the same.
 			next := slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelWarn})
-			m := NewMetrics(map[string]string{"pg": "db", "dns": "dns"}, "test")
+			m := NewMetrics(PoolNames{Listener: map[string]string{"pg": "db", "dns": "dns"},
+				Route: map[[2]string]string{{"web", "api"}: "apipool"}}, "test")
 			log := slog.New(m.LogHandler(next))
 			log.LogAttrs(context.Background(), c.level, c.msg, c.attrs...)
 			body := scrape(t, m)
 			if c.want != "" && !strings.Contains(body, c.want) {
 				t.Errorf("no %s in:\n%s", c.want, body)
 			}
-			if c.want == "" && (strings.Contains(body, "sluice_tcp_connections_total{") || strings.Contains(body, "sluice_udp_sessions_total{")) {
+			if c.want == "" && (strings.Contains(body, "sluice_tcp_connections_total{") || strings.Contains(body, "sluice_udp_sessions_total{") ||
+				strings.Contains(body, "sluice_http_requests_total{")) {
 				t.Errorf("counted:\n%s", body)
 			}
 			if passed := out.Len() > 0; passed != (c.level >= slog.LevelWarn) {
@@ -72,7 +78,7 @@ func TestLogHandlerCounts(t *testing.T) {
 // TestLogHandlerConcurrent logs from many goroutines while scraping: the
 // counts add up, and -race finds no data race.
 func TestLogHandlerConcurrent(t *testing.T) {
-	m := NewMetrics(map[string]string{"pg": "db"}, "test")
+	m := NewMetrics(PoolNames{Listener: map[string]string{"pg": "db"}}, "test")
 	log := slog.New(m.LogHandler(slog.DiscardHandler))
 	const workers, lines = 8, 500
 	var wg sync.WaitGroup
@@ -106,7 +112,7 @@ func TestLogHandlerConcurrent(t *testing.T) {
 // BenchmarkLogHandler measures what counting adds to a connection's log
 // line, with the line itself discarded.
 func BenchmarkLogHandler(b *testing.B) {
-	m := NewMetrics(map[string]string{"pg": "db"}, "test")
+	m := NewMetrics(PoolNames{Listener: map[string]string{"pg": "db"}}, "test")
 	log := slog.New(m.LogHandler(slog.DiscardHandler))
 	ctx := context.Background()
 	b.ReportAllocs()

@@ -38,11 +38,16 @@ func newAdmin(cfg *config.Config, log *slog.Logger) (*adminSide, *slog.Logger) {
 	if cfg.Admin == nil {
 		return nil, log
 	}
-	poolOf := make(map[string]string, len(cfg.Listeners))
+	names := admin.PoolNames{Listener: map[string]string{}, Route: map[[2]string]string{}}
 	for _, l := range cfg.Listeners {
-		poolOf[l.Name] = l.Pool
+		names.Listener[l.Name] = l.Pool
+		if l.HTTP != nil {
+			for _, r := range l.HTTP.Routes {
+				names.Route[[2]string{l.Name, r.Name}] = r.Pool
+			}
+		}
 	}
-	m := admin.NewMetrics(poolOf, buildVersion())
+	m := admin.NewMetrics(names, buildVersion())
 	return &adminSide{cfg: cfg.Admin, metrics: m, log: log}, slog.New(m.LogHandler(log.Handler()))
 }
 

@@ -435,3 +435,86 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// TestAdminHTTPMetrics sends requests through an HTTP listener and checks
+// that the request counters equal the request log lines, by route, pool,
+// backend and status, and that the pools' backends show them ended.
+func TestAdminHTTPMetrics(t *testing.T) {
+	backend := func(name string) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, name)
+		})}
+		done := make(chan struct{})
+		go func() { defer close(done); srv.Serve(ln) }()
+		t.Cleanup(func() { srv.Close(); <-done })
+		return ln.Addr().String()
+	}
+	a, b := backend("a"), backend("b")
+	addr, adminAddr := freePort(t), freePort(t)
+	p := startSluice(t, nil, "-c", writeFile(t, fmt.Sprintf(`
+[admin]
+bind = %q
+[listeners.web]
+bind = %q
+protocol = "http"
+pool = "q"
+[[listeners.web.routes]]
+name = "api"
+path = "/api"
+pool = "p"
+[pools.p]
+[[pools.p.backends]]
+address = %q
+[pools.q]
+[[pools.q.backends]]
+address = %q
+`, adminAddr, addr, a, b)))
+	p.waitOutput(t, "admin listening")
+	api := adminClient{t: t, base: "http://" + adminAddr}
+	const toAPI, toDefault = 7, 4
+	for i := range toAPI + toDefault {
+		path := "/api/x"
+		if i >= toAPI {
+			path = "/other"
+		}
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	var body []byte
+	waitFor(t, 10*time.Second, "every request counted", func() bool {
+		body = api.get("/metrics", nil)
+		return metric(body, "sluice_http_requests_total", `listener="web"`) == toAPI+toDefault
+	})
+	lines := logLines(p.out.String(), "request")
+	if len(lines) != toAPI+toDefault {
+		t.Fatalf("%d request lines, want %d", len(lines), toAPI+toDefault)
+	}
+	for _, want := range []string{
+		fmt.Sprintf(`sluice_http_requests_total{backend=%q,code="200",end=%q,listener="web",pool="p",route="api"} %d`, a, lines[0]["end"], toAPI),
+		fmt.Sprintf(`sluice_http_requests_total{backend=%q,code="200",end=%q,listener="web",pool="q",route="default"} %d`, b, lines[0]["end"], toDefault),
+		fmt.Sprintf(`sluice_http_sent_bytes_total{backend=%q,listener="web",pool="p",route="api"} %d`, a, toAPI),
+		fmt.Sprintf(`sluice_http_request_duration_seconds_count{listener="web"} %d`, toAPI+toDefault),
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("no %s in:\n%s", want, body)
+		}
+	}
+	var pj admin.PoolJSON
+	api.get("/api/v1/pools/p", &pj)
+	if got := pj.Backends[0].Ended; got[lines[0]["end"]] != toAPI {
+		t.Errorf("pool p's backend ended %v, want %d", got, toAPI)
+	}
+	var ls []admin.ListenerJSON
+	api.get("/api/v1/listeners", &ls)
+	if len(ls) != 1 || ls[0].Protocol != "http" || ls[0].Ended[lines[0]["end"]] != toAPI+toDefault {
+		t.Errorf("listeners %+v", ls)
+	}
+}
