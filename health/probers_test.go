@@ -16,10 +16,11 @@ import (
 	"time"
 )
 
-// probe runs p once against addr with a one-second deadline.
+// probe runs p once against addr with a three-second deadline: a TLS
+// handshake under -race on two busy cores took more than one.
 func probe(t *testing.T, p Prober, addr netip.AddrPort) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	return p.Probe(ctx, addr)
 }
