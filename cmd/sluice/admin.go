@@ -10,9 +10,9 @@ import (
 	"os"
 	"time"
 
-	"sluice/admin"
 	"sluice/config"
 	"sluice/health"
+	"sluice/internal/admin"
 	"sluice/internal/pool"
 	"sluice/l4/udp"
 )

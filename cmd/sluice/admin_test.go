@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"sluice/admin"
+	"sluice/internal/admin"
 )
 
 // adminClient makes requests to a sluice's admin listener in a test.

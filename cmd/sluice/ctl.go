@@ -19,8 +19,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"sluice/admin"
 	"sluice/config"
+	"sluice/internal/admin"
 	"sluice/internal/pool"
 )
 

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"sluice/admin"
+	"sluice/internal/admin"
 )
 
 // TestCheckWarnsOfAnOpenAdmin: an admin listener on a non-loopback

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"sync"
 
-	"sluice/admin"
 	"sluice/config"
+	"sluice/internal/admin"
 	"sluice/internal/pool"
 	"sluice/l4"
 )

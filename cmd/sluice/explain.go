@@ -6,8 +6,8 @@ import (
 	"io"
 	"log/slog"
 
-	"sluice/admin"
 	"sluice/config"
+	"sluice/internal/admin"
 	"sluice/internal/pool"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"sluice/admin"
+	"sluice/internal/admin"
 )
 
 // TestExplainAgreesWithConnections connects 1,000 clients, each from its
