@@ -15,8 +15,10 @@ type Client struct {
 	// zero otherwise. The log line adds it as via=.
 	Via netip.AddrPort
 	// Local is the address the client connected to, for PROXY headers
-	// sent onward. It costs a getsockname per connection, so it is set
-	// only on servers with a Preamble, Admit or BackendPreamble hook.
+	// sent onward: the one a preamble named, or else the socket's. The
+	// socket's costs a getsockname, so it is looked up only for a
+	// BackendPreamble, just before it is called; other hooks see only
+	// what a preamble set.
 	Local netip.AddrPort
 	// TLVs are the raw PROXY v2 TLVs received, if any (nil: none).
 	TLVs []byte

@@ -95,9 +95,6 @@ func (l *loop) open(fd int, peer netip.AddrPort) {
 		l.finish(c, EndClientReset, sideClient, err)
 		return
 	}
-	if l.s.hooked() {
-		c.client.Local = localAddr(fd)
-	}
 	if l.s.Preamble != nil {
 		c.phase = phasePreamble
 		l.setList(c, listPreamble)
@@ -277,6 +274,9 @@ func (l *loop) connected(c *conn) {
 		return
 	}
 	if bp := l.s.BackendPreamble; bp != nil {
+		if !c.client.Local.IsValid() {
+			c.client.Local = localAddr(c.fd[sideClient])
+		}
 		d := &c.dirs[sideClient]
 		d.buf = bp.AppendBackendPreamble(l.getSlab()[:0], &c.client)
 		// bytes_in counts the client's bytes only: start below zero

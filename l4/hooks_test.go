@@ -192,3 +192,40 @@ func TestAdmitter(t *testing.T) {
 		t.Fatalf("admits %d, live %v: want one admission, ended once", a.admits, a.live)
 	}
 }
+
+// TestLocalAddressOnlyForBackendPreamble checks that the getsockname for
+// Client.Local is made only for a BackendPreamble: an Admitter alone sees
+// none.
+func TestLocalAddressOnlyForBackendPreamble(t *testing.T) {
+	b := startBackend(t, greeter("b"))
+	a := &localSeen{}
+	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr), Admit: a})
+	c := dial(t, p.addr, "")
+	if got := readLine(t, c); got != "b" {
+		t.Fatalf("greeted %q", got)
+	}
+	c.Close()
+	p.log.waitEnd(t, EndClientClosed)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.admits != 1 || a.local.IsValid() {
+		t.Fatalf("%d admissions, Local %v: want one, with no local address", a.admits, a.local)
+	}
+}
+
+// localSeen admits everyone and records the Local it was shown.
+type localSeen struct {
+	mu     sync.Mutex
+	admits int
+	local  netip.AddrPort
+}
+
+func (a *localSeen) Admit(c *Client) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.admits++
+	a.local = c.Local
+	return nil
+}
+
+func (a *localSeen) Done(*Client) {}

@@ -137,12 +137,6 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// hooked reports whether connections pass through any hook, which costs
-// them the client's local address.
-func (s *Server) hooked() bool {
-	return s.Preamble != nil || s.Admit != nil || s.BackendPreamble != nil
-}
-
 // Serve runs one event loop per listener until Shutdown or Close and every
 // connection has ended. It takes ownership of lns and returns
 // ErrServerClosed.
