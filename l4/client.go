@@ -26,6 +26,17 @@ type Client struct {
 
 // A PreambleParser reads what a client sends before its backend is chosen,
 // such as a PROXY protocol header.
+//
+// ParsePreamble is first called with no bytes, as the client is accepted,
+// to ask whether it sends a preamble at all. ErrNeedMore (or any other
+// error) waits for it as described below. (0, nil) says the client sends
+// none, as one not trusted to send a PROXY header: the connection goes to
+// a backend at once, so that a server that speaks first (MySQL, SMTP) is
+// not held up until the preamble timeout. The client's first bytes, as
+// the first read of its direction finds them, are then shown to
+// ParsePreamble once before they are sent on: an error other than
+// ErrNeedMore (too few bytes to tell passes) refuses the connection with
+// a reset, logged as end=bad_preamble, and n is ignored.
 type PreambleParser interface {
 	// ParsePreamble is given the bytes received so far, peeked
 	// (MSG_PEEK) and not yet consumed, and the client as the socket sees

@@ -56,6 +56,7 @@ type conn struct {
 	client   Client
 	peer     netip.AddrPort // the socket's peer
 	admitted bool           // Admit.Done is due
+	check    bool           // the client's first bytes go to Preamble before they go on
 	be       *pool.Backend  // acquired; nil until connecting
 	tried    []*pool.Backend
 	triedBuf [4]*pool.Backend
@@ -95,10 +96,16 @@ func (l *loop) open(fd int, peer netip.AddrPort) {
 		l.finish(c, EndClientReset, sideClient, err)
 		return
 	}
-	if l.s.Preamble != nil {
-		c.phase = phasePreamble
-		l.setList(c, listPreamble)
-		return
+	if p := l.s.Preamble; p != nil {
+		if _, err := p.ParsePreamble(nil, &c.client); err == nil {
+			// No preamble from this client: connect at once, and
+			// check its first bytes as they go on.
+			c.check = true
+		} else {
+			c.phase = phasePreamble
+			l.setList(c, listPreamble)
+			return
+		}
 	}
 	l.admit(c)
 }

@@ -21,12 +21,15 @@
 //     consumes that many; the rest stays in the socket. A parse error
 //     resets the client (end=bad_preamble); PreambleTimeout bounds the wait
 //     (end=preamble_timeout). The parser may set Client.Addr (the real
-//     client, used for Pick and the log) and TLVs.
+//     client, used for Pick and the log), and TLVs. A client it
+//     expects no preamble from (asked first with no bytes) is connected at
+//     once, for servers that speak first, and its first read is checked.
 //   - Admit decides, after the preamble, whether the client is served; an
 //     error resets it, logged as end=denied or as a *RefusedError's End
 //     (end=client_limit). Done is called once an admitted connection ends.
 //   - BackendPreamble's bytes are written to the backend after connecting,
-//     before any of the client's (a PROXY header sent onward).
+//     before any of the client's (a PROXY header sent onward); they do not
+//     count in bytes_in.
 //
 // Hooks run on the loop: they must not block.
 package l4

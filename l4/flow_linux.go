@@ -1,6 +1,7 @@
 package l4
 
 import (
+	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -131,6 +132,16 @@ func (l *loop) read(c *conn, i int) step {
 		// may have filled): read until EAGAIN.
 		d.p.n = n
 		return stepOn
+	}
+	// The first read of a direction is always a recv (splice follows a
+	// full one), so the bytes a client without a preamble opens with are
+	// here to check.
+	if c.check && i == sideClient {
+		c.check = false
+		if _, err := l.s.Preamble.ParsePreamble(l.buf[:n], &c.client); err != nil && !errors.Is(err, ErrNeedMore) {
+			l.finish(c, EndBadPreamble, sideClient, fmt.Errorf("the client's first bytes: %w", err))
+			return stepEnded
+		}
 	}
 	if n == len(l.buf) {
 		d.splice = true

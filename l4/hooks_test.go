@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -190,6 +192,77 @@ func TestAdmitter(t *testing.T) {
 	defer a.mu.Unlock()
 	if a.admits != 1 || a.live[netip.MustParseAddrPort("192.0.2.1:3")] != 0 {
 		t.Fatalf("admits %d, live %v: want one admission, ended once", a.admits, a.live)
+	}
+}
+
+// untrusted is a Preamble for clients that must not send one: like a PROXY
+// policy for a peer outside proxy_protocol_from, it lets them through at
+// once and refuses a "HELLO " preamble in their first bytes.
+type untrusted struct{}
+
+func (untrusted) ParsePreamble(b []byte, c *Client) (int, error) {
+	const prefix = "HELLO "
+	switch {
+	case bytes.HasPrefix(b, []byte(prefix)):
+		return 0, errors.New("hello from an untrusted client")
+	case len(b) > 0 && bytes.HasPrefix([]byte(prefix), b):
+		return 0, ErrNeedMore
+	}
+	return 0, nil
+}
+
+// countBytes is a backend that greets, then counts what it reads.
+func countBytes(n *atomic.Int64) func(c *net.TCPConn) {
+	return func(c *net.TCPConn) {
+		io.WriteString(c, "b\n")
+		buf := make([]byte, 512)
+		for {
+			k, err := c.Read(buf)
+			n.Add(int64(k))
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+// TestNoPreambleConnectsAtOnce checks a client the Preamble expects no
+// preamble from: a server that speaks first greets it without waiting for
+// the preamble timeout, and its first bytes are still checked: a preamble
+// in them is refused before the backend gets a byte.
+func TestNoPreambleConnectsAtOnce(t *testing.T) {
+	var got atomic.Int64
+	b := startBackend(t, countBytes(&got))
+	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr),
+		Preamble: untrusted{}, PreambleTimeout: time.Minute})
+
+	c := dial(t, p.addr, "")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if got := readLine(t, c); got != "b" {
+		t.Fatalf("silent client greeted %q, want b", got)
+	}
+	// Too few bytes to tell, then more: served.
+	io.WriteString(c, "HEL")
+	eventually(t, 5*time.Second, "the backend reading HEL", func() bool { return got.Load() == 3 })
+	c.Close()
+	p.log.waitEnd(t, EndClientClosed)
+
+	c = dial(t, p.addr, "")
+	io.WriteString(c, "HELLO 192.0.2.7:4242\nping\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var err error
+	for err == nil {
+		_, err = c.Read(make([]byte, 16))
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client with a preamble saw %v, want a reset", err)
+	}
+	rec := p.log.waitEnd(t, EndBadPreamble)
+	if rec["client"] != c.LocalAddr().String() || !strings.Contains(fmt.Sprint(rec["error"]), "hello from an untrusted client") {
+		t.Fatalf("log %v: want the peer and the parser's error", rec)
+	}
+	if n := got.Load(); n != 3 {
+		t.Fatalf("the backend read %d bytes, want only the first client's 3", n)
 	}
 }
 

@@ -47,7 +47,9 @@ var _ l4.PreambleParser = (*proxyIn)(nil)
 // ParsePreamble implements l4.PreambleParser: from a trusted sender it
 // consumes the header and takes its client as the connection's (a LOCAL
 // header keeps the socket's); from anyone else it consumes nothing and
-// refuses a header.
+// refuses a header. Asked with no bytes, it answers ErrNeedMore for a
+// trusted sender (wait for its header) and nil for anyone else, whose
+// connection l4 then makes at once and whose first bytes it checks.
 func (p *proxyIn) ParsePreamble(peeked []byte, c *l4.Client) (int, error) {
 	var h proxyheader.Header
 	n, err := p.policy.Read(c.Addr.Addr(), peeked, &h)

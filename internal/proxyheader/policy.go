@@ -73,7 +73,8 @@ func (p *Policy) trusts(peer netip.Addr) bool {
 // b starts with a PROXY signature (ErrUntrusted: refuse) or with a part of
 // one (ErrNeedMore). An untrusted peer that has sent nothing yet (b empty)
 // is let through, so that a protocol whose server speaks first (MySQL,
-// SMTP) is not held up; its first bytes are not checked.
+// SMTP) is not held up: the caller checks its first bytes later by
+// calling Read again with them.
 func (p *Policy) Read(peer netip.Addr, b []byte, h *Header) (int, error) {
 	if !p.trusts(peer) {
 		if len(b) == 0 {
