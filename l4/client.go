@@ -22,6 +22,10 @@ type Client struct {
 	Local netip.AddrPort
 	// TLVs are the raw PROXY v2 TLVs received, if any (nil: none).
 	TLVs []byte
+	// UniqueID is an ID a preamble carried for the connection (a PROXY
+	// v2 unique ID, TLV 0x05), if any: the log line adds it as
+	// unique_id=, escaped and cut to 128 bytes.
+	UniqueID []byte
 }
 
 // A PreambleParser reads what a client sends before its backend is chosen,

@@ -21,7 +21,7 @@
 //     consumes that many; the rest stays in the socket. A parse error
 //     resets the client (end=bad_preamble); PreambleTimeout bounds the wait
 //     (end=preamble_timeout). The parser may set Client.Addr (the real
-//     client, used for Pick and the log), and TLVs. A client it
+//     client, used for Pick and the log), TLVs and UniqueID. A client it
 //     expects no preamble from (asked first with no bytes) is connected at
 //     once, for servers that speak first, and its first read is checked.
 //   - Admit decides, after the preamble, whether the client is served; an

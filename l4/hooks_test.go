@@ -302,3 +302,40 @@ func (a *localSeen) Admit(c *Client) error {
 }
 
 func (a *localSeen) Done(*Client) {}
+
+// idParser names a unique ID for each connection, as a PROXY v2 header's
+// TLV 0x05 does.
+type idParser struct{ id string }
+
+func (p idParser) ParsePreamble(b []byte, c *Client) (int, error) {
+	if len(b) == 0 {
+		return 0, ErrNeedMore
+	}
+	c.UniqueID = []byte(p.id)
+	return 0, nil
+}
+
+// TestUniqueIDLogged checks the unique_id= of the log line: printable
+// bytes as they are, others escaped, cut to 128 bytes; absent without one.
+func TestUniqueIDLogged(t *testing.T) {
+	long := strings.Repeat("x", 200)
+	for _, tc := range []struct{ id, want string }{
+		{"", ""},
+		{"4f2a-99", "4f2a-99"},
+		{"a b\n\x00\\\xff", `a\x20b\x0a\x00\x5c\xff`},
+		{long, long[:128] + "..."},
+	} {
+		b := startBackend(t, greeter("b"))
+		p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr), Preamble: idParser{tc.id}})
+		c := dial(t, p.addr, "")
+		io.WriteString(c, "x\n")
+		if got := readLine(t, c) + readLine(t, c); got != "bx" {
+			t.Fatalf("greeted and echoed %q", got)
+		}
+		c.Close()
+		rec := p.log.waitEnd(t, EndClientClosed)
+		if got, _ := rec["unique_id"].(string); got != tc.want || (tc.want == "") != (rec["unique_id"] == nil) {
+			t.Errorf("id %q logged as %v, want %q", tc.id, rec["unique_id"], tc.want)
+		}
+	}
+}

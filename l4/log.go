@@ -28,13 +28,16 @@ func (s *Server) logEnd(c *Client, backend string, e End, in, out int64, d time.
 	if !log.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	var buf [10]slog.Attr
+	var buf [11]slog.Attr
 	attrs := append(buf[:0],
 		slog.String("listener", s.Name),
 		slog.String("client", c.Addr.String()),
 	)
 	if c.Via.IsValid() {
 		attrs = append(attrs, slog.String("via", c.Via.String()))
+	}
+	if len(c.UniqueID) > 0 {
+		attrs = append(attrs, slog.String("unique_id", printable(c.UniqueID)))
 	}
 	attrs = append(attrs,
 		slog.String("backend", backend),
@@ -50,4 +53,32 @@ func (s *Server) logEnd(c *Client, backend string, e End, in, out int64, d time.
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "connection", attrs...)
+}
+
+// maxLoggedID bounds the unique ID logged: the PROXY protocol allows 128
+// bytes, and the log is no place for more from a client.
+const maxLoggedID = 128
+
+// printable returns id, at most maxLoggedID bytes of it, for a log line:
+// printable ASCII as it is and anything else (which a trusted proxy in
+// front should not send, but might) as \xNN, so that it cannot forge or
+// break log lines.
+func printable(id []byte) string {
+	cut := len(id) > maxLoggedID
+	if cut {
+		id = id[:maxLoggedID]
+	}
+	const hex = "0123456789abcdef"
+	b := make([]byte, 0, len(id)+3)
+	for _, c := range id {
+		if c > ' ' && c < 0x7f && c != '\\' {
+			b = append(b, c)
+		} else {
+			b = append(b, '\\', 'x', hex[c>>4], hex[c&15])
+		}
+	}
+	if cut {
+		b = append(b, "..."...)
+	}
+	return string(b)
 }

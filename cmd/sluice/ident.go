@@ -66,6 +66,9 @@ func (p *proxyIn) ParsePreamble(peeked []byte, c *l4.Client) (int, error) {
 		// They alias the loop's peek buffer, which the next
 		// connection overwrites.
 		c.TLVs = append([]byte(nil), h.TLVs...)
+		if id, ok := proxyheader.TLV(c.TLVs, proxyheader.TypeUniqueID); ok {
+			c.UniqueID = id // for the log line
+		}
 	}
 	return n, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -185,4 +186,10 @@ proxy_protocol_from = ["127.0.0.1"]
 	if len(seen) < 2 {
 		t.Errorf("30 clients all reached %v: the second tier did not balance by the client", seen)
 	}
+	// The first tier's unique IDs, received by the second, are logged.
+	if n := len(uniqueIDRE.FindAllString(second.out.String(), -1)); n != 30 {
+		t.Errorf("the second tier logged %d unique IDs, want 30:\n%s", n, second.out)
+	}
 }
+
+var uniqueIDRE = regexp.MustCompile(`listener=tier2 .* unique_id=[0-9a-f]{32} `)
