@@ -385,7 +385,10 @@ func (l *loop) finish(c *conn, e End, rst int, err error) {
 	if backend == "" && e == EndConnectFailed {
 		retries = max(0, retries-1)
 	}
-	l.s.logEnd(&c.client, backend, e, c.dirs[0].n, c.dirs[1].n, time.Since(l.base)-c.start, retries, err)
+	// bytes_in started below zero by a BackendPreamble, which goes
+	// before any of the client's bytes: short of it, none went.
+	in := max(c.dirs[0].n, 0)
+	l.s.logEnd(&c.client, backend, e, in, c.dirs[1].n, time.Since(l.base)-c.start, retries, err)
 	*c = conn{slot: c.slot, gen: c.gen + 1, fd: [2]int{-1, -1}, list: listNone}
 	l.free = append(l.free, c.slot)
 	l.live--

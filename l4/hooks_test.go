@@ -339,3 +339,40 @@ func TestUniqueIDLogged(t *testing.T) {
 		}
 	}
 }
+
+// resetMidPreamble is a BackendPreamble that holds the loop until the
+// backend has reset the connection, so that the preamble cannot be written.
+type resetMidPreamble struct{ inHook, reset chan struct{} }
+
+func (r resetMidPreamble) AppendBackendPreamble(dst []byte, c *Client) []byte {
+	close(r.inHook)
+	select {
+	case <-r.reset:
+	case <-time.After(5 * time.Second):
+	}
+	return append(dst, "PREAMBLE\n"...)
+}
+
+// TestBytesInWithoutBackendPreamble checks that bytes_in never counts the
+// BackendPreamble, even when it could not be written: it is 0, not below.
+func TestBytesInWithoutBackendPreamble(t *testing.T) {
+	r := resetMidPreamble{make(chan struct{}), make(chan struct{})}
+	b := startBackend(t, func(c *net.TCPConn) {
+		<-r.inHook
+		c.SetLinger(0)
+		c.Close()
+		close(r.reset)
+	})
+	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, 0, b.addr), BackendPreamble: r})
+	// The reset passed on may overtake the connect's last step.
+	c, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+	if err == nil {
+		defer c.Close()
+	} else if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatal(err)
+	}
+	rec := p.log.waitEnd(t, EndBackendReset)
+	if rec["bytes_in"] != float64(0) {
+		t.Fatalf("bytes_in in %v, want 0", rec)
+	}
+}
