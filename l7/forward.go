@@ -109,6 +109,13 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	h.Set("X-Forwarded-Proto", xfp)
 	h.Set("X-Forwarded-Host", xfh)
 	h.Set("Forwarded", fwd)
+	if s.ClientCertHeader != "" {
+		// Set from the handshake alone: a client's own is dropped.
+		h.Del(s.ClientCertHeader)
+		if sub := clientSubject(in); sub != "" {
+			h.Set(s.ClientCertHeader, sub)
+		}
+	}
 	if rw := ex.rewrite; rw != nil {
 		out.URL.Path = rw.Path(out.URL.Path)
 		if out.URL.RawPath != "" {

@@ -26,6 +26,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.local(rec, http.StatusMethodNotAllowed, EndMethodNotAllowed)
 		return
 	}
+	if s.misdirected(r) {
+		s.local(rec, http.StatusMisdirectedRequest, EndMisdirected)
+		return
+	}
 	if max := orDefault(s.MaxURLBytes, DefaultMaxURLBytes); max > 0 && len(r.RequestURI) > max {
 		s.local(rec, http.StatusRequestURITooLong, EndURITooLong)
 		return

@@ -47,6 +47,9 @@ const (
 	EndBadRequest
 	// EndURITooLong: the request target was over the limit (414).
 	EndURITooLong
+	// EndMisdirected: the connection's certificate does not cover the
+	// request's host (421).
+	EndMisdirected
 )
 
 var endNames = [...]string{
@@ -64,6 +67,7 @@ var endNames = [...]string{
 	EndResponded:        "responded",
 	EndBadRequest:       "bad_request",
 	EndURITooLong:       "uri_too_long",
+	EndMisdirected:      "misdirected",
 }
 
 // String returns the name logged for e.
@@ -200,6 +204,9 @@ func (s *Server) logRequest(rec *recorder, r *http.Request) {
 		slog.Duration("duration", time.Since(ex.start)),
 		slog.String("route", ex.route),
 	)
+	if sub := clientSubject(r); sub != "" {
+		attrs = append(attrs, slog.String("client_cert", sub))
+	}
 	if ex.backend != nil {
 		attrs = append(attrs, slog.String("backend", ex.backend.String()))
 	}

@@ -1,5 +1,5 @@
-// Package l7 is sluice's HTTP reverse proxy: it serves HTTP/1.1 and h2c on
-// a listener's sockets, routes each request (package route), and forwards
+// Package l7 is sluice's HTTP reverse proxy: it serves HTTP/1.1 and h2c,
+// or HTTPS with HTTP/2 by ALPN, on a listener's sockets, routes each request (package route), and forwards
 // it to a backend picked per request from the shared pools, with retries,
 // passive checks, forwarding headers and one access log line per request.
 //
@@ -10,6 +10,7 @@ package l7
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -95,6 +96,20 @@ type Server struct {
 	// BackendIdleTimeout closes a keep-alive connection to a backend idle
 	// this long; zero means DefaultBackendIdle.
 	BackendIdleTimeout time.Duration
+	// TLS, if not nil, terminates TLS on every socket: certificates (by
+	// GetCertificate, so they can be reloaded), versions, curves and
+	// client certificates come from it; Serve offers h2 and http/1.1 by
+	// ALPN. Its session ticket keys are left to crypto/tls, which makes
+	// them itself and rotates them daily.
+	TLS *tls.Config
+	// Hosts, with TLS, decides which requests are misdirected (421): those
+	// whose Host the certificate served for the connection does not
+	// cover. Nil checks nothing.
+	Hosts Hosts
+	// ClientCertHeader, with TLS, names a request header set to the
+	// subject of the client's verified certificate, and removed from
+	// requests without one so that no client can forge it; "" sets none.
+	ClientCertHeader string
 	// Logger receives the access log ("request" lines) and errors; nil
 	// means slog.Default().
 	Logger *slog.Logger
@@ -118,6 +133,7 @@ func (s *Server) init() {
 		// h2c with prior knowledge: gRPC clients and curl
 		// --http2-prior-knowledge start with the HTTP/2 preface.
 		protocols.SetUnencryptedHTTP2(true)
+		protocols.SetHTTP2(s.TLS != nil)
 		s.srv = &http.Server{
 			Handler:           s,
 			ReadHeaderTimeout: orDefault(s.ReadHeaderTimeout, DefaultReadHeaderTimeout),
@@ -127,6 +143,9 @@ func (s *Server) init() {
 			BaseContext:       func(net.Listener) context.Context { return s.base },
 			ConnContext:       s.connContext,
 			ErrorLog:          slog.NewLogLogger(s.logger().Handler(), slog.LevelDebug),
+		}
+		if s.TLS != nil {
+			s.srv.TLSConfig = s.tlsConfig()
 		}
 		s.proxies = make(map[string]*proxy, len(s.Upstreams))
 		for name, u := range s.Upstreams {
@@ -168,7 +187,14 @@ func (s *Server) Serve(lns []*net.TCPListener) error {
 		if slots != nil {
 			l = &limitListener{TCPListener: ln, slots: slots, done: make(chan struct{})}
 		}
-		wg.Go(func() { errs <- s.srv.Serve(l) })
+		wg.Go(func() {
+			if s.TLS != nil {
+				// Certificates come from TLSConfig, not files.
+				errs <- s.srv.ServeTLS(l, "", "")
+				return
+			}
+			errs <- s.srv.Serve(l)
+		})
 	}
 	wg.Wait()
 	close(errs)

@@ -1,0 +1,51 @@
+package l7
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+
+	"sluice/l7/route"
+)
+
+// Hosts says which hosts the certificate served for a connection's server
+// name covers; *certs.Store satisfies it.
+type Hosts interface {
+	Covers(serverName, host string) bool
+}
+
+// tlsConfig returns the listener's TLS configuration as served: s.TLS
+// with HTTP/2 and HTTP/1.1 offered by ALPN (RFC 7301), h2 first.
+func (s *Server) tlsConfig() *tls.Config {
+	c := s.TLS.Clone()
+	c.NextProtos = []string{"h2", "http/1.1"}
+	return c
+}
+
+// misdirected reports whether r came over TLS for a host the connection's
+// certificate does not cover. Browsers send every host a certificate
+// covers over one HTTP/2 connection (RFC 9113 9.1.1); when sluice serves
+// that host with another certificate, the client must open a connection
+// of its own for it, which a 421 asks for (RFC 9110 15.5.20). A client
+// that sent no server name was promised no name, and is not checked.
+func (s *Server) misdirected(r *http.Request) bool {
+	if r.TLS == nil || s.Hosts == nil || r.TLS.ServerName == "" {
+		return false
+	}
+	host := route.CanonicalHost(r.Host)
+	if host == route.CanonicalHost(r.TLS.ServerName) {
+		return false
+	}
+	return !s.Hosts.Covers(r.TLS.ServerName, host)
+}
+
+// clientSubject returns the subject of the client's verified certificate,
+// or "" if it sent none (or TLS is off).
+func clientSubject(r *http.Request) string {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		return ""
+	}
+	return subjectOf(r.TLS.VerifiedChains[0][0])
+}
+
+func subjectOf(c *x509.Certificate) string { return c.Subject.String() }

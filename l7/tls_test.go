@@ -1,0 +1,136 @@
+package l7
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"strings"
+	"testing"
+
+	"sluice/internal/certs"
+	"sluice/internal/certs/mint"
+	"sluice/internal/pool"
+)
+
+// tlsSite is a CA, a certificate store for two sites (a.test with
+// *.a.test, and b.test) and a client certificate.
+type tlsSite struct {
+	ca     *mint.CA
+	store  *certs.Store
+	roots  *x509.CertPool
+	client tls.Certificate
+}
+
+func newTLSSite(t *testing.T) *tlsSite {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := mint.NewCA("l7 test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ca.Issue(dir, "a", mint.ECDSA, "a.test", "*.a.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ca.Issue(dir, "b", mint.RSA, "b.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := ca.IssueWith(dir, "client", mint.ECDSA, mint.Options{Client: true}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := certs.New(certs.Options{Pairs: []certs.Pair{a, b}, ReloadInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := tls.LoadX509KeyPair(cp.CertFile, cp.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	return &tlsSite{ca: ca, store: store, roots: roots, client: cc}
+}
+
+// httpsClient speaks HTTP/2 (or HTTP/1.1, as ALPN settles) over TLS with
+// the given server name and client certificates.
+func (s *tlsSite) httpsClient(t *testing.T, serverName string, certs ...tls.Certificate) *http.Client {
+	tr := &http.Transport{Proxy: nil, ForceAttemptHTTP2: true,
+		TLSClientConfig: &tls.Config{RootCAs: s.roots, ServerName: serverName, Certificates: certs}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+func startTLSProxy(t *testing.T, site *tlsSite, auth tls.ClientAuthType) *proxyUnderTest {
+	t.Helper()
+	be := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("xfp=" + r.Header.Get("X-Forwarded-Proto") + " subject=" + r.Header.Get("X-Client-Subject")))
+	}))
+	p := newPool(t, pool.Options{}, be.addr)
+	cfg := &tls.Config{GetCertificate: site.store.GetCertificate, ClientAuth: auth, ClientCAs: site.roots}
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p",
+		TLS: cfg, Hosts: site.store, ClientCertHeader: "X-Client-Subject"})
+	px.url = "https://" + px.addr
+	return px
+}
+
+func TestHTTPSServesH2WithForwardedProto(t *testing.T) {
+	site := newTLSSite(t)
+	px := startTLSProxy(t, site, tls.VerifyClientCertIfGiven)
+	for _, tc := range []struct {
+		name, sni, host string
+		h2              bool
+	}{
+		{"h2 by ALPN", "a.test", "a.test", true},
+		{"wildcard name", "x.a.test", "x.a.test", true},
+		{"RSA certificate", "b.test", "b.test", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := site.httpsClient(t, tc.sni)
+			resp, body := get(t, c, "GET", px.url+"/"+tc.name, map[string]string{"Host": tc.host,
+				"X-Client-Subject": "CN=forged"})
+			if resp.StatusCode != 200 || resp.Proto != "HTTP/2.0" {
+				t.Fatalf("%s %s: %q", resp.Proto, resp.Status, body)
+			}
+			if body != "xfp=https subject=" {
+				t.Errorf("backend saw %q, want X-Forwarded-Proto https and no (forged) subject", body)
+			}
+		})
+	}
+}
+
+func TestHTTPSMisdirectedRequest(t *testing.T) {
+	site := newTLSSite(t)
+	px := startTLSProxy(t, site, tls.NoClientCert)
+	c := site.httpsClient(t, "a.test")
+	// One connection, as a browser coalescing would use it: a host the
+	// certificate covers is served, another host is 421.
+	if resp, body := get(t, c, "GET", px.url+"/covered", map[string]string{"Host": "www.a.test"}); resp.StatusCode != 200 {
+		t.Errorf("a host the certificate covers: %s %q", resp.Status, body)
+	}
+	resp, _ := get(t, c, "GET", px.url+"/other", map[string]string{"Host": "b.test"})
+	if resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("a host the certificate does not cover: %s, want 421", resp.Status)
+	}
+	if rec := px.log.waitRequest(t, "/other", byPath("/other")); rec["end"] != "misdirected" {
+		t.Errorf("log line %v", rec)
+	}
+}
+
+func TestHTTPSClientCertificate(t *testing.T) {
+	site := newTLSSite(t)
+	px := startTLSProxy(t, site, tls.RequireAndVerifyClientCert)
+	resp, body := get(t, site.httpsClient(t, "a.test", site.client), "GET", px.url+"/mtls", map[string]string{"Host": "a.test"})
+	if resp.StatusCode != 200 || !strings.Contains(body, "subject=CN=alice,O=sluice tests") {
+		t.Errorf("%s %q: want the verified subject passed on", resp.Status, body)
+	}
+	if rec := px.log.waitRequest(t, "/mtls", byPath("/mtls")); rec["client_cert"] != "CN=alice,O=sluice tests" {
+		t.Errorf("log line %v", rec)
+	}
+	req, _ := http.NewRequest("GET", px.url+"/nocert", nil)
+	if resp, err := site.httpsClient(t, "a.test").Do(req); err == nil {
+		resp.Body.Close()
+		t.Errorf("no client certificate: %s, want a refused handshake", resp.Status)
+	}
+}
