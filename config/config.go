@@ -173,6 +173,9 @@ type Listener struct {
 	// route matches ("" answers them 404). ConnectTimeout and IdleTimeout
 	// apply (idle: between requests on a client connection).
 	HTTP *HTTPListener
+	// TLS, if not nil, terminates TLS on the listener's sockets (HTTP
+	// listeners only so far).
+	TLS *ListenerTLS
 }
 
 // Pool is one [pools.NAME] table.

@@ -57,6 +57,11 @@ const (
 	defaultBackendIdleTimeout = 90 * time.Second
 	maxHeaderBytes            = 1 << 20
 	maxRoutes                 = 1000
+
+	// TLS: a stat of each certificate file every 10 s costs nothing and
+	// picks up a renewal well before the old certificate runs out.
+	defaultTLSReload     = 10 * time.Second
+	defaultExpiryWarning = 30 * 24 * time.Hour // certbot renews at 30 days left
 )
 
 func defaultConfig(file string) *Config {

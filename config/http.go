@@ -50,7 +50,7 @@ type HTTPListener struct {
 // besides bind, protocol and pool.
 var httpListenerKeys = []string{"sockets", "max_connections", "connect_timeout", "idle_timeout", "read_header_timeout",
 	"response_timeout", "max_header_bytes", "max_body_bytes", "max_url_bytes", "max_requests_per_connection", "trusted_proxies", "fail_statuses",
-	"max_idle_per_backend", "backend_idle_timeout", "routes"}
+	"max_idle_per_backend", "backend_idle_timeout", "routes", "tls"}
 
 // socket returns the protocol of p's listening sockets: an HTTP listener's
 // are TCP sockets, so its bind conflicts with a TCP listener's.
@@ -81,6 +81,7 @@ func (d *decoder) httpKeys(t *table, l *Listener, pools []string) {
 	t.integer("max_requests_per_connection", 0, math.MaxInt, &h.MaxRequestsPerConnection)
 	h.TrustedProxies = t.cidrList("trusted_proxies")
 	h.FailStatuses = t.statuses("fail_statuses")
+	l.TLS = d.listenerTLS(t)
 	nodes := t.node.key("routes")
 	var valid []int // routes without errors, which alone are compared
 	for i, keys := range d.routeEntries(t) {

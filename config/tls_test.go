@@ -1,0 +1,122 @@
+package config
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"sluice/internal/certs"
+	"sluice/internal/certs/mint"
+)
+
+// tlsFiles makes two certificate pairs and a CA file in a temporary
+// directory.
+func tlsFiles(t *testing.T) (dir string, a, b certs.Pair, caFile string) {
+	t.Helper()
+	dir = t.TempDir()
+	ca, err := mint.NewCA("config test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err = ca.Issue(dir, "a", mint.ECDSA, "a.test"); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = ca.Issue(dir, "b", mint.RSA, "b.test"); err != nil {
+		t.Fatal(err)
+	}
+	if caFile, err = ca.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir, a, b, caFile
+}
+
+func TestListenerTLS(t *testing.T) {
+	dir, a, b, caFile := tlsFiles(t)
+	text := fmt.Sprintf(`[listeners.web]
+bind = "127.0.0.1:8443"
+protocol = "http"
+pool = "db"
+[listeners.web.tls]
+cert_file = "a.pem"
+key_file = "a.key"
+certificates = [{ cert_file = %q, key_file = %q }]
+min_version = "1.3"
+curves = ["X25519", "P-256"]
+client_auth = "request"
+client_ca_file = %q
+client_cert_header = "X-Client-Subject"
+reload_interval = "1m"
+`, b.CertFile, b.KeyFile, caFile) + poolDB
+	// Relative paths are read from the configuration file's directory.
+	cfg, err := Parse(filepath.Join(dir, "sluice.toml"), []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &ListenerTLS{
+		Certificates:     []certs.Pair{a, b},
+		MinVersion:       tls.VersionTLS13,
+		Curves:           []tls.CurveID{tls.X25519, tls.CurveP256},
+		ClientAuth:       tls.VerifyClientCertIfGiven,
+		ClientCAFile:     caFile,
+		ClientCertHeader: "X-Client-Subject",
+		ReloadInterval:   time.Minute,
+		ExpiryWarning:    defaultExpiryWarning,
+	}
+	if got := cfg.Listeners[0].TLS; !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+
+	min := fmt.Sprintf("[listeners.web]\nbind = \"127.0.0.1:8443\"\nprotocol = \"http\"\npool = \"db\"\n"+
+		"[listeners.web.tls]\ncert_file = %q\nkey_file = %q\n", a.CertFile, a.KeyFile) + poolDB
+	cfg, err = Parse("t.toml", []byte(min))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Listeners[0].TLS; got.MinVersion != tls.VersionTLS12 || got.Curves != nil || got.ClientAuth != tls.NoClientCert ||
+		got.ReloadInterval != defaultTLSReload {
+		t.Errorf("defaults: %+v", got)
+	}
+}
+
+func TestListenerTLSErrors(t *testing.T) {
+	dir, a, b, caFile := tlsFiles(t)
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not a certificate"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	head := "[listeners.web]\nbind = \"127.0.0.1:8443\"\nprotocol = \"http\"\npool = \"db\"\n[listeners.web.tls]\n"
+	pair := fmt.Sprintf("cert_file = %q\nkey_file = %q\n", a.CertFile, a.KeyFile)
+	for _, tc := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"no certificate", "min_version = \"1.2\"\n", []string{"t.toml:5: listeners.web.tls.cert_file: no certificate"}},
+		{"key without cert", fmt.Sprintf("key_file = %q\n", a.KeyFile), []string{"listeners.web.tls.cert_file: required key is missing"}},
+		{"mismatched key", fmt.Sprintf("cert_file = %q\nkey_file = %q\n", a.CertFile, b.KeyFile),
+			[]string{"t.toml:6: listeners.web.tls.cert_file: loading certificate", "does not match"}},
+		{"garbage in an entry", pair + fmt.Sprintf("[[listeners.web.tls.certificates]]\ncert_file = %q\nkey_file = %q\n", garbage, a.KeyFile),
+			[]string{"t.toml:9: listeners.web.tls.certificates[0].cert_file: loading certificate"}},
+		{"old version", pair + "min_version = \"1.1\"\n", []string{"t.toml:8: listeners.web.tls.min_version: unknown version \"1.1\""}},
+		{"unknown curve", pair + "curves = [\"X448\"]\n", []string{"listeners.web.tls.curves: unknown curve \"X448\""}},
+		{"client auth without CAs", pair + "client_auth = \"require\"\n", []string{"client_auth: needs client_ca_file"}},
+		{"CAs without client auth", pair + fmt.Sprintf("client_ca_file = %q\n", caFile), []string{"client_ca_file: is used only with client_auth"}},
+		{"bad client auth", pair + fmt.Sprintf("client_auth = \"always\"\nclient_ca_file = %q\n", caFile), []string{"unknown mode \"always\""}},
+		{"header without client auth", pair + "client_cert_header = \"X-Subject\"\n", []string{"client_cert_header: is used only with client_auth"}},
+		{"unknown key", pair + "ciphers = []\n", []string{"listeners.web.tls.ciphers: unknown key"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.toml", []byte(head+tc.body+poolDB))
+			if err == nil {
+				t.Fatal("parsed")
+			}
+			wantContains(t, err.Error(), tc.want...)
+		})
+	}
+	if _, err := Parse("t.toml", []byte("[listeners.tcp]\nbind = \"127.0.0.1:1\"\npool = \"db\"\n[listeners.tcp.tls]\n"+pair+poolDB)); err == nil {
+		t.Error("a tcp listener with tls parsed; TLS on TCP listeners is not built yet")
+	}
+}
