@@ -14,6 +14,10 @@ import (
 // openHTTP opens an HTTP listener's sockets and builds its reverse proxy
 // over the shared pools.
 func openHTTP(cfg *config.Config, lc config.Listener, pools map[string]*pool.Pool, log *slog.Logger) (opened, error) {
+	tlsConfig, certStore, err := listenerTLS(lc, log)
+	if err != nil {
+		return opened{}, err
+	}
 	lns, err := listen.TCP(context.Background(), lc.Bind, lc.Sockets)
 	if err != nil {
 		return opened{}, err
@@ -39,7 +43,17 @@ func openHTTP(cfg *config.Config, lc config.Listener, pools map[string]*pool.Poo
 		BackendIdleTimeout:       h.BackendIdleTimeout,
 		Logger:                   log,
 	}
-	return opened{srv: srv, serve: func() error { return srv.Serve(lns) }, close: func() { closeAll(lns) },
+	serve := func() error { return srv.Serve(lns) }
+	if tlsConfig != nil {
+		srv.TLS, srv.Hosts, srv.ClientCertHeader = tlsConfig, certStore, lc.TLS.ClientCertHeader
+		serve = func() error {
+			// The reload watcher lives as long as the listener serves.
+			certStore.Start()
+			defer certStore.Stop()
+			return srv.Serve(lns)
+		}
+	}
+	return opened{srv: srv, serve: serve, close: func() { closeAll(lns) },
 		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns)}, nil
 }
 
