@@ -2,14 +2,17 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	_ "embed"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 
 	"sluice/config"
+	"sluice/internal/certs/mint"
 )
 
 //go:embed demo.toml
@@ -26,7 +29,12 @@ func demoCommand(args []string, stdout, stderr io.Writer) error {
 		_, err := stdout.Write(demoConfig)
 		return err
 	}
-	cfg, err := config.Parse("demo.toml (built in)", demoConfig)
+	certDir, caFile, err := demoCertificates()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(certDir)
+	cfg, err := config.Parse("demo.toml (built in)", bytes.ReplaceAll(demoConfig, []byte("@CERTS@"), []byte(certDir)))
 	if err != nil {
 		return fmt.Errorf("built-in demo configuration: %w", err)
 	}
@@ -50,6 +58,7 @@ func demoCommand(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "        nc -u %s %d   (each line is a datagram; the backend of your flow answers with its name)\n",
 			udp.Bind.Addr(), udp.Bind.Port())
 		fmt.Fprintf(stdout, "        curl http://%s/api/x   (HTTP, routed by path; also /healthz, /old and any other path)\n", web.Bind)
+		fmt.Fprintf(stdout, "        curl --cacert %s https://localhost:7443/api/x   (the same over HTTPS, HTTP/2 by ALPN)\n", caFile)
 		if cfg.Admin != nil {
 			fmt.Fprintf(stdout, "Watch it: http://%s/ (status page), http://%s/metrics; sluice ctl -a %s pools\n",
 				cfg.Admin.Address(), cfg.Admin.Address(), cfg.Admin.Address())
@@ -57,6 +66,27 @@ func demoCommand(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
 	}
 	return serve(cfg, newLogger(cfg.Log, stderr), ready)
+}
+
+// demoCertificates makes a throwaway CA and a certificate for localhost
+// and 127.0.0.1 in a new temporary directory, which the caller removes.
+func demoCertificates() (dir, caFile string, err error) {
+	dir, err = os.MkdirTemp("", "sluice-demo-")
+	if err != nil {
+		return "", "", err
+	}
+	ca, err := mint.NewCA("sluice demo CA")
+	if err == nil {
+		_, err = ca.Issue(dir, "demo", mint.ECDSA, "localhost", "127.0.0.1")
+	}
+	if err == nil {
+		caFile, err = ca.Write(dir)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", "", fmt.Errorf("making the demo's certificate: %w", err)
+	}
+	return dir, caFile, nil
 }
 
 // demoListener returns the demo's listener of protocol p.

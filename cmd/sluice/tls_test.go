@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -341,5 +342,33 @@ func wantContains(t *testing.T, s string, want ...string) {
 		if !strings.Contains(s, w) {
 			t.Errorf("missing %q in:\n%s", w, s)
 		}
+	}
+}
+
+// TestDemoServesHTTPS: the demo's HTTPS listener, with the certificate it
+// makes at start, routes as its HTTP listener does, over HTTP/2.
+func TestDemoServesHTTPS(t *testing.T) {
+	p := startSluice(t, nil, "demo")
+	p.waitOutput(t, "Press Ctrl-C to stop.")
+	out := p.out.String()
+	i := strings.Index(out, "curl --cacert ")
+	if i < 0 {
+		t.Fatalf("the demo prints no HTTPS example:\n%s", out)
+	}
+	caFile := strings.Fields(out[i:])[2]
+	for path, want := range map[string]string{
+		"/healthz": "ok\n200 2",
+		"/api/x":   "hello from demo web backend ",
+	} {
+		if got := curl(t, "--cacert", caFile, "--http2", "-w", "%{http_code} %{http_version}", "https://localhost:7443"+path); !strings.HasPrefix(got, want) {
+			t.Errorf("%s: %q, want it to start %q", path, got, want)
+		}
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("demo exited %d after SIGINT; output:\n%s", code, p.out)
+	}
+	if _, err := os.Stat(caFile); !os.IsNotExist(err) {
+		t.Errorf("the demo left its certificates behind: %v", err)
 	}
 }
