@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,5 +119,23 @@ func TestListenerTLSErrors(t *testing.T) {
 	}
 	if _, err := Parse("t.toml", []byte("[listeners.tcp]\nbind = \"127.0.0.1:1\"\npool = \"db\"\n[listeners.tcp.tls]\n"+pair+poolDB)); err == nil {
 		t.Error("a tcp listener with tls parsed; TLS on TCP listeners is not built yet")
+	}
+}
+
+// TestHTTPSExample: examples/https.toml is valid but for its certificate
+// files, which exist only on a real host.
+func TestHTTPSExample(t *testing.T) {
+	text, err := os.ReadFile("../examples/https.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Parse("https.toml", text)
+	if err == nil {
+		t.Fatal("parsed without its certificate files")
+	}
+	for _, line := range strings.Split(strings.TrimSpace(err.Error()), "\n") {
+		if !strings.HasSuffix(line, "no such file or directory") {
+			t.Errorf("an error other than a missing file: %s", line)
+		}
 	}
 }
