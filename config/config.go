@@ -221,6 +221,9 @@ type Pool struct {
 	// H2C makes HTTP listeners speak HTTP/2 over cleartext to this pool's
 	// backends (gRPC servers); false is HTTP/1.1.
 	H2C bool
+	// TLS, if not nil, speaks TLS to the backends (HTTP listeners, and
+	// the pool's https and tls checks, which share it).
+	TLS *PoolTLS
 }
 
 // Backend is one [[pools.NAME.backends]] entry.

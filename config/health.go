@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"sluice/health"
+	"sluice/internal/certs"
 )
 
 // OnDown says what happens to a backend's live connections when its health
@@ -121,6 +122,9 @@ type Health struct {
 	SNI    string
 	Verify bool
 	CAFile string
+	// ClientCert is the client certificate presented, from the pool's
+	// [tls] table; zero presents none.
+	ClientCert certs.Pair
 
 	// Username (redis), User (postgres, mysql), Password (from password
 	// or password_file), Database (postgres, mysql) and Role are for the

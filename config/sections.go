@@ -52,11 +52,13 @@ func (d *decoder) pools(top *table) []Pool {
 func (d *decoder) pool(t *table) Pool {
 	p := defaultPool(t.name)
 	t.allow("balance", "hash_key", "table_size", "retries", "backends",
-		"on_down", "slow_start", "passive_failures", "passive_backoff", "health", "discover", "send_proxy", "h2c")
+		"on_down", "slow_start", "passive_failures", "passive_backoff", "health", "discover", "send_proxy", "h2c", "tls")
 	t.boolean("h2c", &p.H2C)
+	d.poolTLS(t, &p)
 	balanceOK := t.text("balance", &p.Balance) || !t.has("balance")
 	t.integer("retries", 0, maxRetries, &p.Retries)
 	t.poolHealth(&p)
+	t.shareTLS(&p)
 	t.sendProxy(&p)
 	if p.Discover = t.discover(); !t.has("discover") {
 		p.Backends = d.backends(t, p.Health)
@@ -228,6 +230,9 @@ func (d *decoder) listener(t *table, pools []string) Listener {
 		l.Pool = s
 		if _, found := slices.BinarySearch(pools, s); !found {
 			t.errorf("pool", "no pool %s in this file", quote(s))
+		}
+		if p := d.parsedPool(s); proto != HTTP && p != nil && p.TLS != nil {
+			t.errorf("pool", "pool %s has [tls], which only HTTP listeners speak to backends so far", quote(s))
 		}
 	}
 	t.integer("sockets", 0, maxSockets, &l.Sockets)

@@ -139,3 +139,60 @@ func TestHTTPSExample(t *testing.T) {
 		}
 	}
 }
+
+func TestPoolTLS(t *testing.T) {
+	dir, a, _, caFile := tlsFiles(t)
+	pool := fmt.Sprintf(`
+[pools.app]
+[pools.app.tls]
+sni = "app.internal"
+ca_file = %q
+cert_file = %q
+key_file = %q
+alpn = ["h2"]
+[pools.app.health]
+kind = "https"
+path = "/healthz"
+[[pools.app.backends]]
+address = "10.0.0.1:443"
+`, caFile, a.CertFile, a.KeyFile)
+	web := "[listeners.web]\nbind = \"127.0.0.1:8080\"\nprotocol = \"http\"\npool = \"app\"\n"
+	cfg, err := Parse(filepath.Join(dir, "t.toml"), []byte(web+pool))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Pool("app")
+	want := &PoolTLS{SNI: "app.internal", Verify: true, CAFile: caFile, ClientCert: a, ALPN: []string{"h2"}}
+	if !reflect.DeepEqual(p.TLS, want) {
+		t.Errorf("got  %+v\nwant %+v", p.TLS, want)
+	}
+	// The check shares the pool's settings, per backend too.
+	h := p.Backends[0].Health
+	if h.SNI != "app.internal" || !h.Verify || h.CAFile != caFile || h.ClientCert != a {
+		t.Errorf("the https check does not share the pool's tls: %+v", h)
+	}
+
+	for _, tc := range []struct {
+		name, text string
+		want       []string
+	}{
+		{"http check on TLS backends", web + "[pools.app]\ntls = {}\nhealth = { kind = \"http\" }\n[[pools.app.backends]]\naddress = \"10.0.0.1:443\"\n",
+			[]string{"pools.app.health.kind: the pool's backends speak TLS ([pools.app.tls]): use kind = \"https\""}},
+		{"check sets its own sni", web + "[pools.app]\ntls = {}\nhealth = { kind = \"tls\", sni = \"x\" }\n[[pools.app.backends]]\naddress = \"10.0.0.1:443\"\n",
+			[]string{"pools.app.health.sni: is set in [pools.app.tls], which this check shares"}},
+		{"h2c and tls", web + "[pools.app]\nh2c = true\ntls = {}\n[[pools.app.backends]]\naddress = \"10.0.0.1:443\"\n",
+			[]string{"pools.app.h2c: is HTTP/2 over cleartext"}},
+		{"bad alpn", web + "[pools.app]\ntls = { alpn = [\"h3\"] }\n[[pools.app.backends]]\naddress = \"10.0.0.1:443\"\n",
+			[]string{"pools.app.tls.alpn: unknown protocol \"h3\""}},
+		{"tcp listener", "[listeners.t]\nbind = \"127.0.0.1:1\"\npool = \"app\"\n[pools.app]\ntls = {}\n[[pools.app.backends]]\naddress = \"10.0.0.1:443\"\n",
+			[]string{"listeners.t.pool: pool \"app\" has [tls], which only HTTP listeners speak to backends so far"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.toml", []byte(tc.text))
+			if err == nil {
+				t.Fatal("parsed")
+			}
+			wantContains(t, err.Error(), tc.want...)
+		})
+	}
+}

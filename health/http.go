@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -37,6 +38,9 @@ type HTTP struct {
 	Verify bool
 	// RootCAs verifies the chain; nil means the system's roots.
 	RootCAs *x509.CertPool
+	// Certificates are presented to a backend that asks for a client
+	// certificate; none by default.
+	Certificates []tls.Certificate
 }
 
 var _ Prober = HTTP{}
@@ -51,7 +55,7 @@ func (h HTTP) Probe(ctx context.Context, addr netip.AddrPort) error {
 	var c net.Conn
 	var err error
 	if h.TLS {
-		c, err = tlsDial(ctx, addr, TLS{SNI: h.SNI, Verify: h.Verify, RootCAs: h.RootCAs})
+		c, err = tlsDial(ctx, addr, TLS{SNI: h.SNI, Verify: h.Verify, RootCAs: h.RootCAs, Certificates: h.Certificates})
 	} else {
 		c, err = dial(ctx, "tcp", addr)
 	}

@@ -144,6 +144,9 @@ type TLS struct {
 	Verify bool
 	// RootCAs verifies the chain; nil means the system's roots.
 	RootCAs *x509.CertPool
+	// Certificates are presented to a backend that asks for a client
+	// certificate (mutual TLS); none by default.
+	Certificates []tls.Certificate
 }
 
 var _ Prober = TLS{}
@@ -171,6 +174,7 @@ func tlsDial(ctx context.Context, addr netip.AddrPort, t TLS) (*tls.Conn, error)
 		ServerName:         name,
 		InsecureSkipVerify: !t.Verify, // by request: the check is that TLS answers
 		RootCAs:            t.RootCAs,
+		Certificates:       t.Certificates,
 		MinVersion:         tls.VersionTLS12,
 	})
 	if err := c.HandshakeContext(ctx); err != nil {

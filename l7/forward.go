@@ -79,7 +79,7 @@ func (s *Server) realClient(peer netip.AddrPort, h http.Header) netip.AddrPort {
 func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In.Context())
 	out, in := pr.Out, pr.In
-	out.URL.Scheme = "http"
+	out.URL.Scheme = ex.pool.scheme
 	// The backend is picked per attempt (upstream.RoundTrip); the Host
 	// header stays the client's, as virtual hosts on the backend need.
 	out.Host = in.Host

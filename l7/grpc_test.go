@@ -2,17 +2,20 @@ package l7
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"sluice/internal/certs/mint"
 	"sluice/internal/pool"
 )
 
@@ -95,4 +98,45 @@ func TestGRPCThroughProxy(t *testing.T) {
 	px.log.waitRequest(t, "a gRPC request", func(r map[string]any) bool {
 		return r["path"] == "/grpc.health.v1.Health/Check" && r["proto"] == "HTTP/2.0" && r["status"] == 200.0
 	})
+}
+
+// TestGRPCOverTLSBothWays: a gRPC client speaks TLS to sluice, and sluice
+// speaks TLS with ALPN h2 (which gRPC servers require) to the backend.
+func TestGRPCOverTLSBothWays(t *testing.T) {
+	site := newTLSSite(t)
+	dir := t.TempDir()
+	pair, err := site.ca.Issue(dir, "grpc", mint.ECDSA, "grpc.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := credentials.NewServerTLSFromFile(pair.CertFile, pair.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(grpc.Creds(creds))
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	served := make(chan struct{})
+	go func() { defer close(served); gs.Serve(ln) }()
+	t.Cleanup(func() { gs.Stop(); <-served })
+
+	p := newPool(t, pool.Options{}, ln.Addr().(*net.TCPAddr).AddrPort())
+	up := Upstream{Pool: p, TLS: &tls.Config{ServerName: "grpc.test", RootCAs: site.roots, NextProtos: []string{"h2"}}}
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"grpc": up}, Default: "grpc",
+		TLS: &tls.Config{GetCertificate: site.store.GetCertificate}, Hosts: site.store})
+	conn, err := grpc.NewClient(px.addr, grpc.WithTransportCredentials(
+		credentials.NewTLS(&tls.Config{ServerName: "a.test", RootCAs: site.roots})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Check over TLS: %v, %v", resp, err)
+	}
 }

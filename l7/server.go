@@ -42,6 +42,11 @@ type Upstream struct {
 	// H2C speaks HTTP/2 over cleartext (prior knowledge) to the backends,
 	// as gRPC servers expect; false speaks HTTP/1.1.
 	H2C bool
+	// TLS, if not nil, speaks TLS to the backends with this client
+	// configuration (server name, roots, client certificate). Its
+	// NextProtos say which versions are offered by ALPN: "h2" (which
+	// gRPC over TLS needs), "http/1.1", or both (also when empty).
+	TLS *tls.Config
 }
 
 // Server is one HTTP listener. Set its fields before Serve; the zero value

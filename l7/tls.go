@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
+	"slices"
 
 	"sluice/l7/route"
 )
@@ -20,6 +21,22 @@ func (s *Server) tlsConfig() *tls.Config {
 	c := s.TLS.Clone()
 	c.NextProtos = []string{"h2", "http/1.1"}
 	return c
+}
+
+// backendTLS returns the transport's client TLS configuration and the
+// HTTP versions it may negotiate, from the versions c.NextProtos offers:
+// the transport sets NextProtos itself from its Protocols.
+func backendTLS(c *tls.Config) (*tls.Config, *http.Protocols) {
+	protocols := new(http.Protocols)
+	offer := c.NextProtos
+	if len(offer) == 0 {
+		offer = []string{"h2", "http/1.1"}
+	}
+	protocols.SetHTTP2(slices.Contains(offer, "h2"))
+	protocols.SetHTTP1(slices.Contains(offer, "http/1.1"))
+	c = c.Clone()
+	c.NextProtos = nil
+	return c, protocols
 }
 
 // misdirected reports whether r came over TLS for a host the connection's

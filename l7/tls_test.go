@@ -3,7 +3,10 @@ package l7
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -132,5 +135,63 @@ func TestHTTPSClientCertificate(t *testing.T) {
 	if resp, err := site.httpsClient(t, "a.test").Do(req); err == nil {
 		resp.Body.Close()
 		t.Errorf("no client certificate: %s, want a refused handshake", resp.Status)
+	}
+}
+
+// startTLSBackend serves HTTP/2 and HTTP/1.1 over TLS with a certificate
+// for backend.test, requiring a client certificate from the site's CA,
+// and answers with what it saw.
+func startTLSBackend(t *testing.T, site *tlsSite) netip.AddrPort {
+	t.Helper()
+	dir := t.TempDir()
+	pair, err := site.ca.Issue(dir, "backend", mint.ECDSA, "backend.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(pair.CertFile, pair.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	srv := &http.Server{Protocols: protocols, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: site.roots},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s sni=%s client=%s", r.Proto, r.TLS.ServerName, r.TLS.PeerCertificates[0].Subject.CommonName)
+		})}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func TestTLSToBackends(t *testing.T) {
+	site := newTLSSite(t)
+	be := startTLSBackend(t, site)
+	for _, tc := range []struct {
+		name  string
+		alpn  []string
+		roots *x509.CertPool
+		want  string
+	}{
+		{"h2 by ALPN", nil, site.roots, "HTTP/2.0 sni=backend.test client=alice"},
+		{"h2 only (gRPC)", []string{"h2"}, site.roots, "HTTP/2.0 sni=backend.test client=alice"},
+		{"http/1.1 only", []string{"http/1.1"}, site.roots, "HTTP/1.1 sni=backend.test client=alice"},
+		{"unverifiable certificate", nil, x509.NewCertPool(), "502 Bad Gateway\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPool(t, pool.Options{}, be)
+			up := Upstream{Pool: p, TLS: &tls.Config{ServerName: "backend.test", RootCAs: tc.roots,
+				Certificates: []tls.Certificate{site.client}, NextProtos: tc.alpn}}
+			px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": up}, Default: "p"})
+			if _, body := get(t, client(t), "GET", px.url+"/", nil); body != tc.want {
+				t.Errorf("got %q, want %q", body, tc.want)
+			}
+		})
 	}
 }

@@ -24,6 +24,7 @@ type proxy struct {
 	pool      *pool.Pool
 	rp        *httputil.ReverseProxy
 	transport *http.Transport
+	scheme    string // "https" for TLS backends
 }
 
 // bufferPool lends the reverse proxy its copy buffers: without it each
@@ -57,7 +58,12 @@ func (s *Server) newProxy(u Upstream) *proxy {
 		protocols.SetUnencryptedHTTP2(true)
 		t.Protocols = protocols
 	}
-	p := &proxy{s: s, pool: u.Pool, transport: t}
+	scheme := "http"
+	if u.TLS != nil {
+		scheme = "https"
+		t.TLSClientConfig, t.Protocols = backendTLS(u.TLS)
+	}
+	p := &proxy{s: s, pool: u.Pool, transport: t, scheme: scheme}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        s.rewrite,
 		Transport:      p,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 
 	"sluice/config"
 	"sluice/health"
+	"sluice/internal/certs"
 	"sluice/internal/pool"
 	"sluice/internal/proxyheader"
 	"sluice/l4"
@@ -189,12 +191,19 @@ func tlsProber(h *config.Health) (health.Prober, error) {
 		}
 		t.RootCAs = roots
 	}
+	if h.ClientCert.CertFile != "" {
+		c, err := certs.LoadClient(h.ClientCert)
+		if err != nil {
+			return nil, err
+		}
+		t.Certificates = []tls.Certificate{*c}
+	}
 	if h.Kind == config.CheckTLS {
 		return t, nil
 	}
 	return health.HTTP{
 		TLS: h.Kind == config.CheckHTTPS, Method: h.Method, Path: h.Path, Host: h.Host,
 		StatusMin: h.StatusMin, StatusMax: h.StatusMax, Body: h.Body,
-		SNI: t.SNI, Verify: t.Verify, RootCAs: t.RootCAs,
+		SNI: t.SNI, Verify: t.Verify, RootCAs: t.RootCAs, Certificates: t.Certificates,
 	}, nil
 }

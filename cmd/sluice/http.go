@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"sluice/config"
@@ -22,11 +23,16 @@ func openHTTP(cfg *config.Config, lc config.Listener, pools map[string]*pool.Poo
 	if err != nil {
 		return opened{}, err
 	}
+	ups, err := upstreams(cfg, lc, pools)
+	if err != nil {
+		closeAll(lns)
+		return opened{}, err
+	}
 	h := lc.HTTP
 	srv := &l7.Server{
 		Name:                     lc.Name,
 		Routes:                   h.Routes,
-		Upstreams:                upstreams(cfg, lc, pools),
+		Upstreams:                ups,
 		Default:                  lc.Pool,
 		TrustedProxies:           h.TrustedProxies,
 		ReadHeaderTimeout:        h.ReadHeaderTimeout,
@@ -59,12 +65,19 @@ func openHTTP(cfg *config.Config, lc config.Listener, pools map[string]*pool.Poo
 
 // upstreams returns the pools an HTTP listener forwards to: its default
 // pool and those its routes name.
-func upstreams(cfg *config.Config, lc config.Listener, pools map[string]*pool.Pool) map[string]l7.Upstream {
+func upstreams(cfg *config.Config, lc config.Listener, pools map[string]*pool.Pool) (map[string]l7.Upstream, error) {
 	ups := make(map[string]l7.Upstream)
+	var err error
 	add := func(name string) {
-		if name != "" {
-			ups[name] = l7.Upstream{Pool: pools[name], H2C: cfg.Pool(name).H2C}
+		if name == "" || err != nil {
+			return
 		}
+		pc := cfg.Pool(name)
+		u := l7.Upstream{Pool: pools[name], H2C: pc.H2C}
+		if u.TLS, err = poolTLS(pc.TLS); err != nil {
+			err = fmt.Errorf("pool %s: %w", name, err)
+		}
+		ups[name] = u
 	}
 	add(lc.Pool)
 	for _, r := range lc.HTTP.Routes {
@@ -72,5 +85,5 @@ func upstreams(cfg *config.Config, lc config.Listener, pools map[string]*pool.Po
 			add(r.Pool)
 		}
 	}
-	return ups
+	return ups, err
 }

@@ -9,6 +9,36 @@ import (
 	"sluice/internal/certs"
 )
 
+// poolTLS builds the client TLS configuration a pool's backends are
+// spoken to with; nil if the pool has no [tls].
+func poolTLS(c *config.PoolTLS) (*tls.Config, error) {
+	if c == nil {
+		return nil, nil
+	}
+	cfg := &tls.Config{
+		ServerName: c.SNI,
+		// By request (verify = false): the backends' certificates are
+		// not checked, only encrypted to.
+		InsecureSkipVerify: !c.Verify,
+		NextProtos:         c.ALPN,
+		MinVersion:         tls.VersionTLS12,
+	}
+	var err error
+	if c.CAFile != "" {
+		if cfg.RootCAs, err = health.LoadCAFile(c.CAFile); err != nil {
+			return nil, err
+		}
+	}
+	if c.ClientCert.CertFile != "" {
+		cert, err := certs.LoadClient(c.ClientCert)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	return cfg, nil
+}
+
 // listenerTLS builds a listener's TLS configuration and its certificate
 // store, whose reload watcher the listener's serve function runs; nil,
 // nil if the listener has no TLS.

@@ -372,3 +372,57 @@ func TestDemoServesHTTPS(t *testing.T) {
 		t.Errorf("the demo left its certificates behind: %v", err)
 	}
 }
+
+// TestTLSToBackends: a pool with [tls] is spoken to over TLS (h2 by ALPN,
+// the server name, CA and client certificate of its table), and its https
+// check shares those settings: the backend, which requires a client
+// certificate, is marked up by it.
+func TestTLSToBackends(t *testing.T) {
+	f := newTLSFixture(t)
+	be := f.issue(t, "backend", mint.ECDSA, "backend.test")
+	cert, err := tls.LoadX509KeyPair(be.CertFile, be.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(f.ca.Cert)
+	srv := &http.Server{TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: roots},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s %s client=%s\n", r.Proto, r.TLS.ServerName, r.TLS.PeerCertificates[0].Subject.CommonName)
+		})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { srv.Close(); <-done })
+
+	addr := freeDualPort(t)
+	p := startDBSluice(t, fmt.Sprintf(`[listeners.web]
+bind = %q
+protocol = "http"
+pool = "secure"
+
+[pools.secure]
+[pools.secure.tls]
+sni = "backend.test"
+ca_file = %q
+cert_file = %q
+key_file = %q
+
+[pools.secure.health]
+kind = "https"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+
+[[pools.secure.backends]]
+address = %q
+`, addr, f.caFile, f.client.CertFile, f.client.KeyFile, ln.Addr()), "web")
+	p.waitOutput(t, `msg="backend up" pool=secure`)
+	if out := curl(t, "http://"+addr+"/x"); out != "HTTP/2.0 backend.test client=alice\n" {
+		t.Errorf("got %q, want HTTP/2 over TLS with the client certificate", out)
+	}
+}

@@ -115,6 +115,15 @@ func Load(p Pair) (*tls.Certificate, error) {
 	return &c, nil
 }
 
+// LoadClient reads a client certificate pair, which need name no host.
+func LoadClient(p Pair) (*tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(p.CertFile, p.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading client certificate %s with key %s: %w", p.CertFile, p.KeyFile, err)
+	}
+	return &c, nil
+}
+
 // GetCertificate is tls.Config.GetCertificate: the certificate for the
 // client's server name, preferring one the client supports (ECDSA over
 // RSA when a name has both and the client takes either), else the default.
