@@ -84,6 +84,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseDNSReply -fuzztime 60s ./health
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/discover
 	$(GO) test -run '^$$' -fuzz FuzzCovers -fuzztime 60s ./l7/route
+	$(GO) test -run '^$$' -fuzz FuzzServerName -fuzztime 60s ./internal/clienthello
 
 clean:
 	rm -f sluice
