@@ -26,6 +26,13 @@ type Client struct {
 	// v2 unique ID, TLV 0x05), if any: the log line adds it as
 	// unique_id=, escaped and cut to 128 bytes.
 	UniqueID []byte
+	// Pool, if a PreambleParser sets it, picks this connection's backend
+	// instead of the Server's Pool: routing by what the client sent
+	// first, such as the server name of a TLS ClientHello.
+	Pool Picker
+	// ServerName is a TLS server name a PreambleParser read, logged as
+	// sni=; "" for none.
+	ServerName string
 }
 
 // A PreambleParser reads what a client sends before its backend is chosen,

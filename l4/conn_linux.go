@@ -202,6 +202,9 @@ func (l *loop) admit(c *conn) {
 // a failure, up to the pool's retries. The result comes as an event.
 func (l *loop) connect(c *conn) {
 	p := l.s.Pool
+	if c.client.Pool != nil {
+		p = c.client.Pool // chosen by the preamble (SNI routing)
+	}
 	for {
 		var b *pool.Backend
 		if len(c.tried) <= p.Retries() {

@@ -28,7 +28,7 @@ func (s *Server) logEnd(c *Client, backend string, e End, in, out int64, d time.
 	if !log.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	var buf [11]slog.Attr
+	var buf [13]slog.Attr
 	attrs := append(buf[:0],
 		slog.String("listener", s.Name),
 		slog.String("client", c.Addr.String()),
@@ -38,6 +38,9 @@ func (s *Server) logEnd(c *Client, backend string, e End, in, out int64, d time.
 	}
 	if len(c.UniqueID) > 0 {
 		attrs = append(attrs, slog.String("unique_id", printable(c.UniqueID)))
+	}
+	if c.ServerName != "" {
+		attrs = append(attrs, slog.String("sni", c.ServerName))
 	}
 	attrs = append(attrs,
 		slog.String("backend", backend),
