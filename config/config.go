@@ -173,6 +173,13 @@ type Listener struct {
 	// route matches ("" answers them 404). ConnectTimeout and IdleTimeout
 	// apply (idle: between requests on a client connection).
 	HTTP *HTTPListener
+	// SNIRoutes (TCP) route TLS connections by the server name in their
+	// ClientHello, undecrypted; Pool is then the pool of names no route
+	// covers ("" refuses them). Empty: no routing by name.
+	SNIRoutes []SNIRoute
+	// ClientHelloTimeout (TCP, with SNIRoutes) bounds the wait for a
+	// whole ClientHello; > 0, else zero.
+	ClientHelloTimeout time.Duration
 	// TLS, if not nil, terminates TLS on the listener's sockets (HTTP
 	// listeners only so far).
 	TLS *ListenerTLS

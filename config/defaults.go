@@ -62,6 +62,9 @@ const (
 	// picks up a renewal well before the old certificate runs out.
 	defaultTLSReload     = 10 * time.Second
 	defaultExpiryWarning = 30 * 24 * time.Hour // certbot renews at 30 days left
+	// A ClientHello comes in the client's first flight: 5 s is the
+	// PROXY header's allowance, for the same slowloris reason.
+	defaultClientHelloTimeout = 5 * time.Second
 )
 
 func defaultConfig(file string) *Config {

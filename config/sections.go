@@ -219,7 +219,9 @@ func (d *decoder) listener(t *table, pools []string) Listener {
 	l := defaultListener(t.name, proto)
 	t.allowListener(proto, protoOK)
 	t.required("bind")
-	if proto != HTTP { // an HTTP listener's pool is its default route
+	// An HTTP listener's pool is its default route, as an SNI-routed TCP
+	// listener's is its pool for other names.
+	if proto != HTTP && !(proto == TCP && t.has("sni_routes")) {
 		t.required("pool")
 	}
 	if s, ok := t.str("bind"); ok {
@@ -255,6 +257,7 @@ func (d *decoder) listener(t *table, pools []string) Listener {
 	t.duration("connect_timeout", &l.ConnectTimeout, true)
 	t.duration("idle_timeout", &l.IdleTimeout, true)
 	t.duration("half_closed_timeout", &l.HalfClosedTimeout, true)
+	d.sniKeys(t, &l, pools)
 	return l
 }
 

@@ -196,3 +196,48 @@ address = "10.0.0.1:443"
 		})
 	}
 }
+
+func TestSNIRoutes(t *testing.T) {
+	pools := "\n[pools.a]\n[[pools.a.backends]]\naddress = \"10.0.0.1:443\"\n[pools.b]\n[[pools.b.backends]]\naddress = \"10.0.0.2:443\"\n"
+	cfg, err := Parse("t.toml", []byte(`[listeners.edge]
+bind = ":443"
+client_hello_timeout = "2s"
+[[listeners.edge.sni_routes]]
+names = ["A.example.com.", "*.b.example.com"]
+pool = "a"
+[[listeners.edge.sni_routes]]
+names = "db.test"
+pool = "b"
+`+pools))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.Listeners[0]
+	want := []SNIRoute{{Names: []string{"a.example.com", "*.b.example.com"}, Pool: "a"}, {Names: []string{"db.test"}, Pool: "b"}}
+	if !reflect.DeepEqual(l.SNIRoutes, want) || l.Pool != "" || l.ClientHelloTimeout != 2*time.Second {
+		t.Errorf("got %+v pool %q timeout %v", l.SNIRoutes, l.Pool, l.ClientHelloTimeout)
+	}
+	head := "[listeners.edge]\nbind = \":443\"\n"
+	for _, tc := range []struct {
+		name, text string
+		want       string
+	}{
+		{"bad name", head + "[[listeners.edge.sni_routes]]\nnames = [\"a.*.test\"]\npool = \"a\"\n", `sni_routes[0].names: "a.*.test" is not a host name`},
+		{"name twice", head + "[[listeners.edge.sni_routes]]\nnames = [\"a.test\"]\npool = \"a\"\n[[listeners.edge.sni_routes]]\nnames = [\"a.test\"]\npool = \"b\"\n",
+			`sni_routes[1].names: "a.test" is routed by sni_routes[0] already`},
+		{"unknown pool", head + "[[listeners.edge.sni_routes]]\nnames = [\"a.test\"]\npool = \"c\"\n", `sni_routes[0].pool: no pool "c"`},
+		{"timeout without routes", head + "pool = \"a\"\nclient_hello_timeout = \"1s\"\n", "client_hello_timeout: is used only with sni_routes"},
+		{"with proxy_protocol", head + "proxy_protocol = \"v2\"\nproxy_protocol_from = [\"10.0.0.0/8\"]\n[[listeners.edge.sni_routes]]\nnames = [\"a.test\"]\npool = \"a\"\n",
+			"sni_routes: cannot be combined with proxy_protocol yet"},
+		{"on HTTP", "[listeners.edge]\nbind = \":443\"\nprotocol = \"http\"\npool = \"a\"\n[[listeners.edge.sni_routes]]\nnames = [\"a.test\"]\npool = \"a\"\n",
+			`sni_routes: applies only to protocol = "tcp"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("t.toml", []byte(tc.text+pools))
+			if err == nil {
+				t.Fatal("parsed")
+			}
+			wantContains(t, err.Error(), tc.want)
+		})
+	}
+}

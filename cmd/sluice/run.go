@@ -124,7 +124,7 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 		case config.HTTP:
 			o, err = openHTTP(cfg, lc, pools, log)
 		default:
-			o, err = openTCP(lc, cfg.Pool(lc.Pool), pools[lc.Pool], fdCap, log)
+			o, err = openTCP(lc, cfg.Pool(lc.Pool), pools, fdCap, log)
 		}
 		if err != nil {
 			for _, o := range all {
@@ -161,14 +161,14 @@ func start(cfg *config.Config, log *slog.Logger) (*instance, error) {
 }
 
 // openTCP opens a TCP listener's sockets and builds its proxy.
-func openTCP(lc config.Listener, pc *config.Pool, p *pool.Pool, fdCap *l4.Limiter, log *slog.Logger) (opened, error) {
+func openTCP(lc config.Listener, pc *config.Pool, pools map[string]*pool.Pool, fdCap *l4.Limiter, log *slog.Logger) (opened, error) {
 	lns, err := listen.TCP(context.Background(), lc.Bind, lc.Sockets)
 	if err != nil {
 		return opened{}, err
 	}
 	srv := &l4.Server{
 		Name:              lc.Name,
-		Pool:              p,
+		Pool:              pools[lc.Pool],
 		MaxConnections:    lc.MaxConnections,
 		ConnectTimeout:    lc.ConnectTimeout,
 		IdleTimeout:       lc.IdleTimeout,
@@ -177,6 +177,7 @@ func openTCP(lc config.Listener, pc *config.Pool, p *pool.Pool, fdCap *l4.Limite
 		Logger:            log,
 	}
 	tcpHooks(srv, lc, pc)
+	sniHooks(srv, lc, pools)
 	return opened{srv: srv, serve: func() error { return srv.Serve(lns) }, close: func() { closeAll(lns) },
 		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns)}, nil
 }

@@ -7,7 +7,33 @@ import (
 	"sluice/config"
 	"sluice/health"
 	"sluice/internal/certs"
+	"sluice/internal/pool"
+	"sluice/internal/sniroute"
+	"sluice/l4"
 )
+
+// sniHooks routes a TCP listener's connections by the server name of
+// their TLS ClientHello, when it has sni_routes.
+func sniHooks(srv *l4.Server, lc config.Listener, pools map[string]*pool.Pool) {
+	if len(lc.SNIRoutes) == 0 {
+		return
+	}
+	routes := make([]sniroute.Route, len(lc.SNIRoutes))
+	for i, r := range lc.SNIRoutes {
+		routes[i] = sniroute.Route{Names: r.Names, Pool: pools[r.Pool]}
+	}
+	var def l4.Picker
+	if p := pools[lc.Pool]; p != nil {
+		def = p
+	}
+	srv.Preamble = sniroute.New(routes, def)
+	srv.PreambleTimeout = lc.ClientHelloTimeout
+	if srv.Pool == nil {
+		// l4 requires a pool; without a default the router refuses
+		// every connection it would reach.
+		srv.Pool = routes[0].Pool
+	}
+}
 
 // poolTLS builds the client TLS configuration a pool's backends are
 // spoken to with; nil if the pool has no [tls].

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -424,5 +425,80 @@ address = %q
 	p.waitOutput(t, `msg="backend up" pool=secure`)
 	if out := curl(t, "http://"+addr+"/x"); out != "HTTP/2.0 backend.test client=alice\n" {
 		t.Errorf("got %q, want HTTP/2 over TLS with the client certificate", out)
+	}
+}
+
+// TestSNIPassthrough: a TCP listener with sni_routes passes each TLS
+// connection, undecrypted, to the pool its server name picks; openssl
+// completes its handshake with that backend's own certificate.
+func TestSNIPassthrough(t *testing.T) {
+	f := newTLSFixture(t)
+	backend := func(name string) net.Addr {
+		pair := f.issue(t, strings.ReplaceAll(name, "*", "star"), mint.ECDSA, name)
+		cert, err := tls.LoadX509KeyPair(pair.CertFile, pair.KeyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				wg.Go(func() { defer c.Close(); fmt.Fprintf(c, "backend %s\n", name); c.Read(make([]byte, 1)) })
+			}
+		})
+		t.Cleanup(func() { ln.Close(); wg.Wait() })
+		return ln.Addr()
+	}
+	a, b := backend("db.test"), backend("*.web.test")
+	addr := freeDualPort(t)
+	p := startDBSluice(t, fmt.Sprintf(`[listeners.edge]
+bind = %q
+client_hello_timeout = "1s"
+[[listeners.edge.sni_routes]]
+names = ["db.test"]
+pool = "db"
+[[listeners.edge.sni_routes]]
+names = ["*.web.test"]
+pool = "web"
+
+[pools.db]
+[[pools.db.backends]]
+address = "%s"
+[pools.web]
+[[pools.web.backends]]
+address = "%s"
+`, addr, a, b), "edge")
+	for _, tc := range []struct{ sni, want string }{{"db.test", "db.test"}, {"shop.web.test", "*.web.test"}} {
+		out, ok := sClient(t, addr, "-servername", tc.sni, "-CAfile", f.caFile)
+		if !ok {
+			t.Fatalf("%s: s_client failed:\n%s", tc.sni, out)
+		}
+		if c := servedCert(t, out); c.DNSNames[0] != tc.want {
+			t.Errorf("%s: served %v, want the backend's own %s", tc.sni, c.DNSNames, tc.want)
+		}
+		wantContains(t, out, "Verify return code: 0 (ok)")
+	}
+	if out, ok := sClient(t, addr, "-servername", "other.test"); ok || strings.Contains(out, "BEGIN CERTIFICATE") {
+		t.Errorf("an unknown name was let through:\n%s", out)
+	}
+	p.waitOutput(t, "sni=shop.web.test")
+	p.waitOutput(t, "sni=other.test")
+	// A client that never finishes its hello is cut off.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{22, 3, 1, 0, 200})
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a slow ClientHello was not cut off after client_hello_timeout: %v", err)
 	}
 }
