@@ -47,6 +47,7 @@ test: test-deps vet
 	$(GO) run ./cmd/sluice check -c examples/two-tier-edge.toml
 	$(GO) run ./cmd/sluice check -c examples/two-tier-app.toml
 	$(GO) run ./cmd/sluice check -c examples/l7.toml
+	$(GO) run ./cmd/sluice check -c examples/sni-passthrough.toml
 
 test-deps:
 	@missing=""; for p in $(TEST_PACKAGES); do \
