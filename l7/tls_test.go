@@ -3,12 +3,15 @@ package l7
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"sluice/internal/certs"
 	"sluice/internal/certs/mint"
@@ -193,5 +196,27 @@ func TestTLSToBackends(t *testing.T) {
 				t.Errorf("got %q, want %q", body, tc.want)
 			}
 		})
+	}
+}
+
+// TestTLSHandshakeTimeout: a client that never sends its ClientHello is
+// cut off after read_header_timeout (net/http bounds the handshake by it).
+func TestTLSHandshakeTimeout(t *testing.T) {
+	site := newTLSSite(t)
+	p := newPool(t, pool.Options{}, deadPort(t))
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p",
+		ReadHeaderTimeout: 200 * time.Millisecond, TLS: &tls.Config{GetCertificate: site.store.GetCertificate}})
+	c, err := net.Dial("tcp", px.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a silent client: %v, want the connection closed", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("closed after %v, want about 200ms", d)
 	}
 }
