@@ -8,7 +8,7 @@ GO ?= go
 # pgbench; Debian keeps PostgreSQL's programs off PATH, hence the globs
 # (postgresql-15 has postgres and pgbench, postgresql-client-15
 # pg_basebackup). HTTP listeners are tested with curl against nginx and Go
-# backends. Tests start their own servers on free ports and never use the
+# backends; the bench's HTTP/2 rows run h2load. Tests start their own servers on free ports and never use the
 # system services these packages may start. promtool (from Debian's
 # prometheus, whose service the tests never start) checks the admin
 # listener's /metrics; chromium, driven by npm's puppeteer-core (installed
@@ -21,7 +21,7 @@ TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base promtool:promet
 	/usr/lib/postgresql/*/bin/pg_basebackup:postgresql-client \
 	mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client \
 	haproxy:haproxy nginx:nginx /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream \
-	curl:curl
+	curl:curl h2load:nghttp2-client
 
 # The status page's browser test and its npm lock file.
 BROWSER_TEST := cmd/sluice/testdata/browser

@@ -17,6 +17,10 @@ const (
 	modeSource = 'R' // write as fast as the client reads, until it closes
 	modeEcho   = 'E' // write back whatever arrives, until EOF
 	modeClose  = 'C' // read one request, answer it, close first
+	// modeHTTP is the first letter of "GET": the HTTP scenarios' requests
+	// pick an HTTP/1.1 server (see http.go) without a mode byte of their
+	// own, which an HTTP proxy would not pass on.
+	modeHTTP = 'G'
 )
 
 // reqSize is the request and response size of the request scenarios.
@@ -101,6 +105,8 @@ func (b *backend) handle(c *net.TCPConn) {
 			}
 		}
 		echo(c, buf)
+	case modeHTTP:
+		serveHTTP(c, buf[:n])
 	case modeClose:
 		req := make([]byte, reqSize)
 		copy(req, rest)

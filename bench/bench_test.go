@@ -109,7 +109,8 @@ func TestScenarios(t *testing.T) {
 	}
 }
 
-// clientToolsOrFail finds pgbench, redis-benchmark and their servers; a
+// clientToolsOrFail finds pgbench, redis-benchmark, their servers and
+// h2load; a
 // missing one fails the test (make test-deps installs them).
 func clientToolsOrFail(t *testing.T) clientTools {
 	t.Helper()
@@ -122,7 +123,11 @@ func clientToolsOrFail(t *testing.T) clientTools {
 	if !ok1 || !ok2 {
 		t.Fatal("redis-server or redis-benchmark not found: run make test-deps")
 	}
-	return clientTools{pg: pg, redis: srv, redisBench: cli}
+	h2, ok := lookBin("h2load")
+	if !ok {
+		t.Fatal("h2load not found: run make test-deps")
+	}
+	return clientTools{pg: pg, redis: srv, redisBench: cli, h2load: h2}
 }
 
 // checkMetrics wants every metric a system should have, and sane values

@@ -124,3 +124,50 @@ func TestRelayConfigs(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPPeers runs each HTTP scenario briefly through HAProxy and nginx
+// as the bench configures them, so that a config either peer refuses, or
+// one that closes keep-alive connections, fails here rather than in a
+// long run. A missing peer fails the test (make test-deps installs them).
+func TestHTTPPeers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts HAProxy and nginx")
+	}
+	bins, err := ensurePeers(t.Logf, []*system{haproxySystem, nginxSystem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := settings{reps: 1, warm: 100 * time.Millisecond, dur: 500 * time.Millisecond, cores: 1,
+		tools: clientToolsOrFail(t)}
+	e := &env{dir: t.TempDir(), bins: bins}
+	be, err := startBackend()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	bk := &backends{tcp: be}
+	for _, sys := range []*system{haproxySystem, nginxSystem} {
+		procs := map[*system]*proxyProc{}
+		for _, sc := range scenarios {
+			if sc.proto != "http" && sc.proto != "h2" {
+				continue
+			}
+			t.Run(sc.key+"/"+sys.key, func(t *testing.T) {
+				tg, err := ensureRunning(t.Context(), e, set, bk, sys, procs, map[string]string{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := sc.run(t.Context(), tg, set)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkMetrics(t, sc, sys, m)
+			})
+		}
+		for _, p := range procs {
+			if err := p.stop(); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}

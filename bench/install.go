@@ -92,6 +92,13 @@ func ensureClients(logf func(string, ...any), scens []*scenario) (clientTools, e
 		}
 		tools.redis, tools.redisBench = srv, cli
 	}
+	if needs("h2load") {
+		p, ok := lookBin("h2load")
+		if !ok {
+			pkgs = append(pkgs, "nghttp2-client")
+		}
+		tools.h2load = p
+	}
 	if len(pkgs) == 0 {
 		return tools, nil
 	}
@@ -100,7 +107,7 @@ func ensureClients(logf func(string, ...any), scens []*scenario) (clientTools, e
 		return tools, err
 	}
 	tools, err := ensureClients(func(string, ...any) {}, scens)
-	if err == nil && (needs("postgres") && tools.pg == "" || needs("redis") && tools.redisBench == "") {
+	if err == nil && (needs("postgres") && tools.pg == "" || needs("redis") && tools.redisBench == "" || needs("h2load") && tools.h2load == "") {
 		err = fmt.Errorf("installing %s: the programs are still missing", strings.Join(pkgs, " "))
 	}
 	return tools, err

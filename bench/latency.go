@@ -30,6 +30,26 @@ func latency(ctx context.Context, t target, o runOpts, rate float64, conns int) 
 			c.Close()
 		}
 	}()
+	rts := make([]func() error, conns)
+	for i, c := range cs {
+		req, resp := make([]byte, reqSize), make([]byte, reqSize)
+		rts[i] = func() error {
+			if _, err := c.Write(req); err != nil {
+				return fmt.Errorf("writing request: %w", err)
+			}
+			if _, err := io.ReadFull(c, resp); err != nil {
+				return fmt.Errorf("reading response: %w", err)
+			}
+			return nil
+		}
+	}
+	return paced(ctx, o, rate, cs, rts)
+}
+
+// paced keeps the schedule on connections cs, connection i making its
+// round trips with rts[i], and summarises the round trips.
+func paced(ctx context.Context, o runOpts, rate float64, cs []*net.TCPConn, rts []func() error) (map[string]float64, error) {
+	conns := len(cs)
 	// The schedule starts once every connection is up, so a slow dial does
 	// not eat the window.
 	start := time.Now().Add(10 * time.Millisecond)
@@ -41,9 +61,9 @@ func latency(ctx context.Context, t target, o runOpts, rate float64, conns int) 
 	defer cancel()
 	per := make([][]sample, conns) // each worker writes only its own
 	lates := make([]int, conns)
-	err = workers(ctx, conns, func(ctx context.Context, i int) error {
+	err := workers(ctx, conns, func(ctx context.Context, i int) error {
 		var err error
-		per[i], lates[i], err = s.run(ctx, cs[i], i)
+		per[i], lates[i], err = s.run(ctx, cs[i], i, rts[i])
 		return err
 	})
 	if err != nil {
@@ -76,12 +96,11 @@ type sample struct {
 	rtt   time.Duration
 }
 
-// run keeps connection i's part of the schedule and returns its round
+// run keeps connection i's part of the schedule, on c with roundTrip, and returns its round
 // trips and how many requests it sent late because an answer was late.
-func (s schedule) run(ctx context.Context, c *net.TCPConn, i int) ([]sample, int, error) {
+func (s schedule) run(ctx context.Context, c *net.TCPConn, i int, roundTrip func() error) ([]sample, int, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
-	req, resp := make([]byte, reqSize), make([]byte, reqSize)
 	samples := make([]sample, 0, int(s.to.Sub(s.from)/s.interval)+1)
 	slice := s.to.Sub(s.from) / time.Duration(slicesOf(s.to.Sub(s.from)))
 	late := 0
@@ -95,11 +114,8 @@ func (s schedule) run(ctx context.Context, c *net.TCPConn, i int) ([]sample, int
 			sent = due
 			late++
 		}
-		if _, err := c.Write(req); err != nil {
-			return samples, late, fmt.Errorf("writing request: %w", err)
-		}
-		if _, err := io.ReadFull(c, resp); err != nil {
-			return samples, late, fmt.Errorf("reading response: %w", err)
+		if err := roundTrip(); err != nil {
+			return samples, late, err
 		}
 		prev = time.Now()
 		if !due.Before(s.from) {

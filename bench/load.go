@@ -22,6 +22,10 @@ type target struct {
 	// name ("postgres", "redis"): a relay's listener, or the server itself
 	// for direct.
 	relays map[string]string
+	// httpAddr leads to the backend's HTTP mode: the proxy's HTTP
+	// listener, or the backend itself for direct; h2Addr is the proxy's
+	// h2c listener (none for direct, whose backend speaks HTTP/1.1 only).
+	httpAddr, h2Addr string
 }
 
 // runOpts are the lengths of one scenario run.

@@ -19,6 +19,7 @@ type proxyProc struct {
 	sys     *system
 	addr    string
 	relays  []relay
+	params  proxyParams
 	cmd     *exec.Cmd
 	logPath string
 	done    chan struct{} // closed when the process has been waited for
@@ -53,7 +54,7 @@ func startProxy(ctx context.Context, sys *system, bin string, p proxyParams, cpu
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", sys.name, err)
 	}
-	pp := &proxyProc{sys: sys, addr: p.listen, relays: p.relays, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	pp := &proxyProc{sys: sys, addr: p.listen, relays: p.relays, params: p, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() { // joined by stop, which waits on done
 		pp.waitErr = cmd.Wait()
 		close(pp.done)

@@ -139,7 +139,7 @@ func (bk *backends) closeDBs() {
 
 // direct is the target without a proxy.
 func (bk *backends) direct() target {
-	t := target{addr: bk.tcp.addr(), be: bk.tcp, relays: map[string]string{}}
+	t := target{addr: bk.tcp.addr(), be: bk.tcp, relays: map[string]string{}, httpAddr: bk.tcp.addr()}
 	for _, db := range bk.dbs {
 		t.relays[db.name] = db.addr
 	}
@@ -167,6 +167,12 @@ func ensureRunning(ctx context.Context, e *env, set settings, bk *backends, sys 
 		return target{}, err
 	}
 	params := proxyParams{listen: listen, backend: bk.tcp.addr(), cores: set.cores, dir: e.dir}
+	if params.httpListen, err = freePort(); err != nil {
+		return target{}, err
+	}
+	if params.h2Listen, err = freePort(); err != nil {
+		return target{}, err
+	}
 	for _, db := range bk.dbs {
 		l, err := freePort()
 		if err != nil {
@@ -185,7 +191,8 @@ func ensureRunning(ctx context.Context, e *env, set settings, bk *backends, sys 
 
 // target is what the load drives through the proxy.
 func (pp *proxyProc) target(bk *backends) target {
-	t := target{addr: pp.addr, proc: pp, be: bk.tcp, relays: map[string]string{}}
+	t := target{addr: pp.addr, proc: pp, be: bk.tcp, relays: map[string]string{},
+		httpAddr: pp.params.httpListen, h2Addr: pp.params.h2Listen}
 	for _, r := range pp.relays {
 		t.relays[r.name] = r.listen
 	}

@@ -29,6 +29,7 @@ type clientTools struct {
 	pg         pgTools // PostgreSQL's bin directory: postgres, initdb, pgbench
 	redis      string  // redis-server
 	redisBench string  // redis-benchmark
+	h2load     string  // h2load, Debian's nghttp2-client
 }
 
 // scenario is one kind of load. Each yields one or more metrics (rows of
@@ -38,10 +39,11 @@ type scenario struct {
 	key   string
 	short string // chart label
 	title func(s settings) string
-	proto string // "tcp" or "udp"; later "l7"
+	proto string // "tcp", "udp", "http" (HTTP/1.1) or "h2" (h2c)
 	// needs names the database server the scenario's clients talk to
 	// ("postgres", "redis"), reached through a relay of its own in each
-	// proxy; empty for the in-process backends.
+	// proxy, or the client program it runs ("h2load"); empty for the
+	// in-process backends and loads.
 	needs string
 	// fresh scenarios run first in a repetition, on proxies started for
 	// that repetition, because they measure memory growth.
@@ -222,6 +224,58 @@ var scenarios = []*scenario{
 	redisScenario(true),
 	redisScenario(false),
 	{
+		key:   "http-keepalive",
+		short: "HTTP keep-alive",
+		title: func(settings) string {
+			return fmt.Sprintf("HTTP/1.1 keep-alive GETs, %d connections, %d B bodies", httpKeepAliveConns, reqSize)
+		},
+		proto: "http",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return httpKeepAlive(ctx, t, s.opts(), httpKeepAliveConns)
+		},
+		metrics: loadMetrics("rps", "requests", "req/s", "%.0f", "req/core-s"),
+	},
+	{
+		key:   "http-newconn",
+		short: "HTTP new connections",
+		title: func(settings) string {
+			return fmt.Sprintf("HTTP/1.1 new connections, %d clients, one GET with Connection: close each", httpNewConnClients)
+		},
+		proto: "http",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return httpNewConns(ctx, t, s.opts(), httpNewConnClients)
+		},
+		metrics: loadMetrics("cps", "connections", "conn/s", "%.0f", "conn/core-s"),
+	},
+	{
+		key:   "http-latency",
+		short: "HTTP latency",
+		title: func(settings) string {
+			return fmt.Sprintf("HTTP/1.1 latency at %d req/s, %d keep-alive connections", latencyRate, latencyConns)
+		},
+		proto: "http",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return httpLatency(ctx, t, s.opts(), latencyRate, latencyConns)
+		},
+		metrics: []metric{
+			{key: "p50", label: "p50", unit: "µs", format: "%.0f", lowerBetter: true},
+			{key: "p99", label: "p99", unit: "µs", format: "%.0f", lowerBetter: true},
+			{key: "p99_added", label: "p99 added over direct", unit: "µs", format: "%.0f", lowerBetter: true, proxyOnly: true, overDirect: "p99"},
+		},
+	},
+	{
+		key:   "http2",
+		short: "HTTP/2",
+		title: func(settings) string {
+			return fmt.Sprintf("HTTP/2 (h2c) GETs with h2load, %d connections x %d streams, HTTP/1.1 to the backend", h2Clients, h2Streams)
+		},
+		proto: "h2", needs: "h2load",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return h2Load(ctx, t, s.opts(), s.tools.h2load)
+		},
+		metrics: loadMetrics("rps", "requests", "req/s", "%.0f", "req/core-s"),
+	},
+	{
 		key:   "udp",
 		short: "UDP",
 		title: func(settings) string {
@@ -245,6 +299,7 @@ var scenarioGroups = map[string][]string{
 	"real":       {"pgbench", "pgbench-C", "redis-k1", "redis-k0"},
 	"postgres":   {"pgbench", "pgbench-C"},
 	"redis":      {"redis-k1", "redis-k0"},
+	"http":       {"http-keepalive", "http-newconn", "http-latency", "http2"},
 }
 
 // pickScenarios returns the scenarios named in keys ("all" for every one,

@@ -46,6 +46,11 @@ type proxyParams struct {
 	// relays are further TCP listeners, each with a server of its own
 	// (PostgreSQL, Redis) as its one backend, set up as the main one.
 	relays []relay
+	// httpListen is an HTTP listener (HTTP/1.1, keep-alive) and h2Listen
+	// an h2c one (HTTP/2 with prior knowledge), both to the backend's
+	// HTTP mode, for the L7 scenarios. nginx cannot serve both on one
+	// port, so every proxy gets two.
+	httpListen, h2Listen string
 }
 
 // relay is a TCP listener of a proxy for one database server.
@@ -81,10 +86,12 @@ const (
 )
 
 var (
-	directSystem = &system{key: "direct", name: "direct"}
+	// direct's backend speaks HTTP/1.1 only: h2 scenarios have no
+	// direct column.
+	directSystem = &system{key: "direct", name: "direct", protos: []string{"tcp", "udp", "http"}}
 
 	sluiceSystem = &system{
-		key: "sluice", name: "sluice", file: "sluice.toml", protos: []string{"tcp", "udp"},
+		key: "sluice", name: "sluice", file: "sluice.toml", protos: []string{"tcp", "udp", "http", "h2"},
 		config: func(p proxyParams) string {
 			return fmt.Sprintf(`drain_timeout = "1s"
 
@@ -113,7 +120,7 @@ balance = "round_robin"
 
 [[pools.b.backends]]
 address = %q
-`, p.listen, p.cores, idleTimeout, p.listen, p.cores, udpSessionTimeout, p.backend) + p.each(func(r relay) string {
+`, p.listen, p.cores, idleTimeout, p.listen, p.cores, udpSessionTimeout, p.backend) + sluiceHTTP(p) + p.each(func(r relay) string {
 				return fmt.Sprintf(`
 [listeners.%s]
 bind = %q
@@ -137,7 +144,7 @@ address = %q
 	}
 
 	haproxySystem = &system{
-		key: "haproxy", name: "HAProxy", file: "haproxy.cfg", protos: []string{"tcp"}, // 2.6 has no UDP
+		key: "haproxy", name: "HAProxy", file: "haproxy.cfg", protos: []string{"tcp", "http", "h2"}, // 2.6 has no UDP
 		config: func(p proxyParams) string {
 			return fmt.Sprintf(`# HAProxy at its best on a TCP relay: forced splice both ways (splice-auto
 # hardly splices on loopback), one thread per core given to the proxy.
@@ -164,7 +171,7 @@ frontend bench
 
 backend b
     server s1 %s
-`, p.cores, connectTimeout, idleTimeout, idleTimeout, p.listen, p.backend) + p.each(func(r relay) string {
+`, p.cores, connectTimeout, idleTimeout, idleTimeout, p.listen, p.backend) + haproxyHTTP(p) + p.each(func(r relay) string {
 				return fmt.Sprintf(`
 frontend %s
     bind %s
@@ -179,7 +186,7 @@ backend %s
 	}
 
 	nginxSystem = &system{
-		key: "nginx", name: "nginx", file: "nginx.conf", protos: []string{"tcp", "udp"},
+		key: "nginx", name: "nginx", file: "nginx.conf", protos: []string{"tcp", "udp", "http", "h2"},
 		config: func(p proxyParams) string {
 			return fmt.Sprintf(`# nginx stream proxy: one worker per core given to the proxy, a
 # SO_REUSEPORT socket per worker so the kernel spreads connections.
@@ -229,7 +236,7 @@ stream {
         proxy_timeout %s;
     }
 `, r.name, r.backend, r.listen, r.name, connectTimeout, idleTimeout)
-				}))
+				})) + nginxHTTP(p)
 		},
 		argv: func(bin, cfg string, p proxyParams) []string {
 			// -e: nginx opens its default error log before it reads the
@@ -286,4 +293,84 @@ func buildSluice(root, dir string) (string, error) {
 		return "", fmt.Errorf("building sluice: %w: %s", err, out)
 	}
 	return bin, nil
+}
+
+// httpKeepAliveRequests is how many requests every proxy serves on one
+// connection, either side: nginx's default of 1,000 would force reconnects
+// the others do not make.
+const httpKeepAliveRequests = 1000000
+
+// httpIdleBackendConns is how many idle keep-alive connections to the
+// backend each proxy keeps: more than the loads' connections, so none
+// is closed for want of room.
+const httpIdleBackendConns = 64
+
+// sluiceHTTP renders sluice's HTTP and h2c listeners (one listener serves
+// both; two keep the addresses the same as the peers'). The access log
+// is off through [log] level = "error": request lines are info.
+func sluiceHTTP(p proxyParams) string {
+	var b strings.Builder
+	for _, l := range []struct{ name, addr string }{{"bench_http", p.httpListen}, {"bench_h2", p.h2Listen}} {
+		fmt.Fprintf(&b, `
+[listeners.%s]
+bind = %q
+protocol = "http"
+pool = "b"
+sockets = %d
+idle_timeout = %q
+max_idle_per_backend = %d
+`, l.name, l.addr, p.cores, idleTimeout, httpIdleBackendConns)
+	}
+	return b.String()
+}
+
+// haproxyHTTP renders HAProxy's mode http frontend, with http-reuse always
+// (the default "safe" opens a server connection for each first request of
+// a client connection) and no log directive, so no access log.
+func haproxyHTTP(p proxyParams) string {
+	return fmt.Sprintf(`
+frontend bench_http
+    mode http
+    bind %s
+    bind %s proto h2
+    timeout http-keep-alive %s
+    default_backend bh
+
+backend bh
+    mode http
+    http-reuse always
+    server s1 %s
+`, p.httpListen, p.h2Listen, idleTimeout, p.backend)
+}
+
+// nginxHTTP renders nginx's proxy_pass with upstream keepalive, HTTP/1.1
+// to the backend and an empty Connection header (else nginx sends close
+// and keepalive does nothing), keepalive_requests raised on both sides,
+// and no access log.
+func nginxHTTP(p proxyParams) string {
+	return fmt.Sprintf(`
+http {
+    access_log off;
+    keepalive_timeout %s;
+    keepalive_requests %d;
+    upstream bh {
+        server %s;
+        keepalive %d;
+        keepalive_requests %d;
+        keepalive_timeout %s;
+    }
+    server {
+        listen %s reuseport;
+        listen %s http2 reuseport;
+        location / {
+            proxy_pass http://bh;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_connect_timeout %s;
+            proxy_read_timeout %s;
+        }
+    }
+}
+`, idleTimeout, httpKeepAliveRequests, p.backend, httpIdleBackendConns, httpKeepAliveRequests, idleTimeout,
+		p.httpListen, p.h2Listen, connectTimeout, idleTimeout)
 }

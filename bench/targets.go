@@ -55,6 +55,9 @@ func buildGoals() []goal {
 			goal{r.what + " per proxy core-second at least the best peer's and 1.2x HAProxy's", r.sc, "gbps_core",
 				maxOf(bestOf, times(haproxySystem, 1.2)), false})
 	}
+	gs = append(gs,
+		goal{"HTTP/1.1 keep-alive requests per proxy core-second at least 0.45x nginx's (issue 11)", "http-keepalive", "rps_core",
+			times(nginxSystem, 0.45), false})
 	return append(gs,
 		goal{"machine memory per idle connection (added over direct) at most HAProxy's", "idle", "machine_added_kb", times(haproxySystem, 1), true},
 		goal{"2 fds per idle connection", "idle", "fds", constant(2.05), true},
