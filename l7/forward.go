@@ -23,8 +23,11 @@ func requestID(id string) string {
 		return id
 	}
 	var b [16]byte
+	var h [32]byte
 	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	hex.Encode(h[:], b[:])
+	return string(h[:]) // one allocation, where EncodeToString makes two
+
 }
 
 func validID(id string) bool {
@@ -87,9 +90,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	if in.TLS != nil {
 		proto = "https"
 	}
-	peer := ex.peer.Addr().String()
 	trusted := len(s.TrustedProxies) > 0 && s.trusted(ex.peer.Addr())
-	xff, fwd, xfp, xfh := peer, forwardedElement(ex.peer.Addr(), in.Host, proto), proto, in.Host
+	fwd, peer := forwardedElement(ex.peer.Addr(), in.Host, proto)
+	xff, xfp, xfh := peer, proto, in.Host
 	if trusted {
 		if prior := strings.Join(in.Header.Values("X-Forwarded-For"), ", "); prior != "" {
 			xff = prior + ", " + peer
@@ -104,11 +107,15 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 			xfh = v
 		}
 	}
+	// The headers' value slices share one array: Header.Set would make
+	// one per header, per request. Keys are canonical already.
 	h := out.Header
-	h.Set("X-Forwarded-For", xff)
-	h.Set("X-Forwarded-Proto", xfp)
-	h.Set("X-Forwarded-Host", xfh)
-	h.Set("Forwarded", fwd)
+	vals := [...]string{xff, xfp, xfh, fwd, ex.id}
+	v := vals[:]
+	h["X-Forwarded-For"] = v[0:1:1]
+	h["X-Forwarded-Proto"] = v[1:2:2]
+	h["X-Forwarded-Host"] = v[2:3:3]
+	h["Forwarded"] = v[3:4:4]
 	if s.ClientCertHeader != "" {
 		// Set from the handshake alone: a client's own is dropped.
 		h.Del(s.ClientCertHeader)
@@ -130,26 +137,37 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 		// (X-Forwarded-Proto: https behind a TLS terminator).
 		rw.Request(h)
 	}
-	h.Set(requestIDHeader, ex.id)
+	h[requestIDHeader] = v[4:5:5]
 }
 
-// forwardedElement is one RFC 7239 element for a hop: for=, host=, proto=.
-// Section 6: an IPv6 address is bracketed and, like any value with a
-// colon, quoted.
-func forwardedElement(peer netip.Addr, host, proto string) string {
+// forwardedElement is one RFC 7239 element for a hop: for=, host=,
+// proto=, and the peer's address as text, which is a substring of it (one
+// allocation for both). Section 6: an IPv6 address is bracketed and, like
+// any value with a colon, quoted.
+func forwardedElement(peer netip.Addr, host, proto string) (elem, addr string) {
+	var scratch [64]byte
+	a := peer.AppendTo(scratch[:0])
+	host = quoteForwarded(host)
 	var b strings.Builder
+	b.Grow(len(`for="[]";host=;proto=`) + len(a) + len(host) + len(proto))
 	b.WriteString("for=")
 	if peer.Is6() {
-		b.WriteString(`"[` + peer.String() + `]"`)
-	} else {
-		b.WriteString(peer.String())
+		b.WriteString(`"[`)
+	}
+	from := b.Len()
+	b.Write(a)
+	to := b.Len()
+	if peer.Is6() {
+		b.WriteString(`]"`)
 	}
 	if host != "" {
 		b.WriteString(";host=")
-		b.WriteString(quoteForwarded(host))
+		b.WriteString(host)
 	}
-	b.WriteString(";proto=" + proto)
-	return b.String()
+	b.WriteString(";proto=")
+	b.WriteString(proto)
+	elem = b.String()
+	return elem, elem[from:to]
 }
 
 // quoteForwarded quotes v unless it is an RFC 7230 token.

@@ -16,10 +16,13 @@ import (
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handlers.Add(1)
 	defer s.handlers.Done()
-	ex := &exchange{start: time.Now(), peer: peerOf(r)}
+	// One allocation for the request's record and its writer.
+	rec := &recorder{w: w}
+	ex := &rec.exchange
+	rec.ex = ex
+	ex.start, ex.peer = time.Now(), peerOf(r)
 	ex.client = s.realClient(ex.peer, r.Header)
 	ex.id = requestID(r.Header.Get(requestIDHeader))
-	rec := &recorder{w: w, ex: ex}
 	defer s.finish(rec, r)
 	if r.Method == http.MethodConnect {
 		// A reverse proxy is no tunnel to anywhere a client names.
@@ -109,7 +112,8 @@ func (s *Server) forward(rec *recorder, r *http.Request, upstream string) {
 			ex.backend.Release()
 		}
 	}()
-	p.rp.ServeHTTP(rec, r.WithContext(withExchange(r.Context(), ex)))
+	p.rp.ServeHTTP(rec, withExchange(r, ex))
+	forgetExchange(r)
 }
 
 // local answers a request ourselves with a small body naming the status.

@@ -108,23 +108,46 @@ func (ex *exchange) bytesIn() int64 {
 
 type exchangeKey struct{}
 
-func withExchange(ctx context.Context, ex *exchange) context.Context {
-	return context.WithValue(ctx, exchangeKey{}, ex)
+// withExchange makes r's exchange reachable from the reverse proxy's hooks
+// and transport through r's context: on HTTP/1.x in the connection's
+// state, on HTTP/2 (streams of a connection run at once) in a context of
+// the request's own.
+func withExchange(r *http.Request, ex *exchange) *http.Request {
+	if cs, ok := r.Context().Value(exchangeKey{}).(*connState); ok && r.ProtoMajor == 1 {
+		cs.ex = ex
+		return r
+	}
+	return r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex))
 }
 
+// forgetExchange drops r's exchange from its HTTP/1.x connection's state,
+// so an idle connection does not keep its last request's record alive.
+func forgetExchange(r *http.Request) {
+	if cs, ok := r.Context().Value(exchangeKey{}).(*connState); ok && r.ProtoMajor == 1 {
+		cs.ex = nil
+	}
+}
+
+// exchangeOf finds the exchange withExchange recorded.
 func exchangeOf(ctx context.Context) *exchange {
-	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
-	return ex
+	switch v := ctx.Value(exchangeKey{}).(type) {
+	case *exchange:
+		return v
+	case *connState:
+		return v.ex
+	}
+	return nil
 }
 
 // recorder counts what is written to the client. It unwraps to the
 // server's writer, so http.ResponseController (which the reverse proxy
 // uses to flush and to hijack for upgrades) reaches the real one.
 type recorder struct {
-	w      http.ResponseWriter
-	ex     *exchange
-	status int
-	bytes  int64
+	w        http.ResponseWriter
+	ex       *exchange // &exchange
+	status   int
+	bytes    int64
+	exchange exchange
 }
 
 func (r *recorder) Header() http.Header { return r.w.Header() }

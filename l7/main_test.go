@@ -122,7 +122,7 @@ type backend struct {
 	srv  *http.Server
 }
 
-func startBackend(t *testing.T, h http.Handler) *backend {
+func startBackend(t testing.TB, h http.Handler) *backend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -159,7 +159,7 @@ func deadPort(t *testing.T) netip.AddrPort {
 	return a
 }
 
-func newPool(t *testing.T, o pool.Options, addrs ...netip.AddrPort) *pool.Pool {
+func newPool(t testing.TB, o pool.Options, addrs ...netip.AddrPort) *pool.Pool {
 	t.Helper()
 	if o.Name == "" {
 		o.Name = "p"
@@ -185,7 +185,7 @@ type proxyUnderTest struct {
 
 // startProxy serves s on a loopback socket; cleanup shuts it down and
 // checks that every backend was released.
-func startProxy(t *testing.T, s *Server) *proxyUnderTest {
+func startProxy(t testing.TB, s *Server) *proxyUnderTest {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

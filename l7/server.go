@@ -250,26 +250,32 @@ func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
 	}
 }
 
-type connRequestsKey struct{}
+// connState is a client connection's own state, in its context from
+// ConnContext (one allocation per connection, none per request).
+type connState struct {
+	requests atomic.Int64 // counted when requests per connection are capped
+	// ex is the exchange of the connection's request in progress, on
+	// HTTP/1.x only: there the server reads the next request once the
+	// handler has returned, and the handler, the reverse proxy's hooks
+	// and the transport's RoundTrip all run in the connection's
+	// goroutine. It spares each request a context and a request copy.
+	ex *exchange
+}
 
-// connContext gives each client connection a request counter, when
-// requests per connection are capped.
+// connContext gives each client connection its state.
 func (s *Server) connContext(ctx context.Context, _ net.Conn) context.Context {
-	if s.MaxRequestsPerConnection <= 0 {
-		return ctx
-	}
-	return context.WithValue(ctx, connRequestsKey{}, new(atomic.Int64))
+	return context.WithValue(ctx, exchangeKey{}, new(connState))
 }
 
 // countRequest counts r on its connection and, at the cap, has the server
 // close the connection after this response. HTTP/2 connections are not
 // capped: net/http gives a handler no way to send GOAWAY.
 func (s *Server) countRequest(rec *recorder, r *http.Request) {
-	n, _ := r.Context().Value(connRequestsKey{}).(*atomic.Int64)
-	if n == nil || r.ProtoMajor != 1 {
+	if s.MaxRequestsPerConnection <= 0 || r.ProtoMajor != 1 {
 		return
 	}
-	if n.Add(1) >= int64(s.MaxRequestsPerConnection) {
+	cs, _ := r.Context().Value(exchangeKey{}).(*connState)
+	if cs != nil && cs.requests.Add(1) >= int64(s.MaxRequestsPerConnection) {
 		rec.Header().Set("Connection", "close")
 	}
 }
