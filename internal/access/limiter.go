@@ -31,8 +31,12 @@ type Limits struct {
 	// MaxConns caps each client's concurrent connections; zero means no
 	// cap.
 	MaxConns int
-	// Rate caps each client's new connections (or new UDP flows).
+	// Rate caps each client's new connections (or new UDP flows, or HTTP
+	// requests).
 	Rate Rate
+	// Burst is how many events a client may make at once, ahead of Rate;
+	// zero means Rate.N.
+	Burst int
 	// Clients bounds how many clients are tracked at once; zero means
 	// DefaultClients. A client with live connections is never dropped
 	// from the table; when its part of the table (one of 64 shards) is
@@ -86,7 +90,11 @@ func NewLimiter(l Limits) *Limiter {
 		// arrival time on by interval; an event is allowed while that
 		// time is at most tolerance ahead of now. The burst is N.
 		lim.interval = int64(l.Rate.Per) / int64(l.Rate.N)
-		lim.tolerance = lim.interval * int64(l.Rate.N-1)
+		burst := l.Rate.N
+		if l.Burst > 0 {
+			burst = l.Burst
+		}
+		lim.tolerance = lim.interval * int64(burst-1)
 	}
 	per := (clients + shards - 1) / shards
 	for i := range lim.shard {
@@ -153,6 +161,17 @@ func (l *Limiter) Allow(addr netip.Addr) error {
 	k, now := keyOf(addr), l.clock()
 	l.sweepOther(now)
 	return l.shardOf(&k).acquire(l, &k, now, false)
+}
+
+// RetryAfter is how long a client refused by Allow waits at most before
+// its next event is allowed: one interval of the steady rate, since a
+// refusal comes at most that far ahead of the allowance. Zero without a
+// rate.
+func (l *Limiter) RetryAfter() time.Duration {
+	if l == nil {
+		return 0
+	}
+	return time.Duration(l.interval)
 }
 
 // Len returns how many clients the table holds now.

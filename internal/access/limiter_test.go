@@ -236,3 +236,38 @@ func TestLimiterNoAllocs(t *testing.T) {
 		t.Errorf("%v allocations per Acquire/Release/Allow", allocs)
 	}
 }
+
+// TestBurst: Burst lets a client run further ahead than Rate.N (or less
+// far), at the same steady rate, and a refused client waits at most
+// RetryAfter.
+func TestBurst(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		burst int
+		want  int
+	}{
+		{"default is N", 0, 2},
+		{"larger", 5, 5},
+		{"smaller", 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClock()
+			l := NewLimiter(Limits{Rate: Rate{N: 2, Per: time.Second}, Burst: tc.burst, Now: c.now})
+			a := addr("192.0.2.1")
+			n := 0
+			for l.Allow(a) == nil && n < 100 {
+				n++
+			}
+			if n != tc.want {
+				t.Fatalf("allowed %d at once, want %d", n, tc.want)
+			}
+			if got := l.RetryAfter(); got != 500*time.Millisecond {
+				t.Fatalf("RetryAfter = %v, want 500ms", got)
+			}
+			c.advance(l.RetryAfter())
+			if err := l.Allow(a); err != nil {
+				t.Fatalf("after RetryAfter: %v", err)
+			}
+		})
+	}
+}
