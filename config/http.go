@@ -9,6 +9,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"sluice/internal/access"
 	"sluice/l7/route"
 )
 
@@ -32,6 +33,12 @@ type HTTPListener struct {
 	MaxBodyBytes int64
 	// MaxURLBytes caps a request target, 256 to 1 MiB.
 	MaxURLBytes int
+	// RequestsPerClient caps each client's requests (429 beyond); zero
+	// means no cap.
+	RequestsPerClient access.Rate
+	// RequestsPerClientBurst is how many requests a client may make at
+	// once, 1 to 1000000; zero means RequestsPerClient.N.
+	RequestsPerClientBurst int
 	// MaxRequestsPerConnection closes an HTTP/1.1 client connection after
 	// this many requests; zero means no cap.
 	MaxRequestsPerConnection int
@@ -49,7 +56,8 @@ type HTTPListener struct {
 // httpListenerKeys are the keys of a listener with protocol = "http",
 // besides bind, protocol and pool.
 var httpListenerKeys = []string{"sockets", "max_connections", "connect_timeout", "idle_timeout", "read_header_timeout",
-	"response_timeout", "max_header_bytes", "max_body_bytes", "max_url_bytes", "max_requests_per_connection", "trusted_proxies", "fail_statuses",
+	"response_timeout", "max_header_bytes", "max_body_bytes", "max_url_bytes", "max_requests_per_connection",
+	"requests_per_client", "requests_per_client_burst", "trusted_proxies", "fail_statuses",
 	"max_idle_per_backend", "backend_idle_timeout", "routes", "tls"}
 
 // socket returns the protocol of p's listening sockets: an HTTP listener's
@@ -79,6 +87,11 @@ func (d *decoder) httpKeys(t *table, l *Listener, pools []string) {
 	t.integer("max_idle_per_backend", 1, 100000, &h.MaxIdlePerBackend)
 	t.integer("max_url_bytes", 256, maxHeaderBytes, &h.MaxURLBytes)
 	t.integer("max_requests_per_connection", 0, math.MaxInt, &h.MaxRequestsPerConnection)
+	t.text("requests_per_client", &h.RequestsPerClient)
+	t.integer("requests_per_client_burst", 1, 1000000, &h.RequestsPerClientBurst)
+	if t.has("requests_per_client_burst") && !t.has("requests_per_client") {
+		t.errorf("requests_per_client_burst", "applies only with requests_per_client set")
+	}
 	h.TrustedProxies = t.cidrList("trusted_proxies")
 	h.FailStatuses = t.statuses("fail_statuses")
 	l.TLS = d.listenerTLS(t)

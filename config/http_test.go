@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"sluice/internal/access"
 	"sluice/l7/route"
 )
 
@@ -21,6 +22,8 @@ max_header_bytes = 16384
 max_body_bytes = 1048576
 max_url_bytes = 4096
 max_requests_per_connection = 1000
+requests_per_client = "600/m"
+requests_per_client_burst = 50
 fail_statuses = [502, 503]
 
 [[listeners.web.routes]]
@@ -87,6 +90,8 @@ func TestParseHTTP(t *testing.T) {
 		MaxBodyBytes:             1 << 20,
 		MaxURLBytes:              4096,
 		MaxRequestsPerConnection: 1000,
+		RequestsPerClient:        access.Rate{N: 600, Per: time.Minute},
+		RequestsPerClientBurst:   50,
 		FailStatuses:             []int{502, 503},
 		MaxIdlePerBackend:        defaultMaxIdlePerBackend,
 		BackendIdleTimeout:       defaultBackendIdleTimeout,
@@ -131,6 +136,11 @@ var badHTTPConfigs = []struct {
 	{"unknown pools", httpHead + "pool = \"nope\"\n[[listeners.web.routes]]\npath = \"/a\"\npool = \"gone\"\n" + poolDB,
 		[]string{`t.toml:4: listeners.web.pool: no pool "nope" in this file`,
 			`t.toml:7: listeners.web.routes[0].pool: no pool "gone" in this file`}},
+	{"burst without rate", httpHead + "pool = \"db\"\nrequests_per_client_burst = 5\n" + poolDB,
+		[]string{"t.toml:5: listeners.web.requests_per_client_burst: applies only with requests_per_client set"}},
+	{"bad request rate", httpHead + "pool = \"db\"\nrequests_per_client = \"5/d\"\nrequests_per_client_burst = 0\n" + poolDB,
+		[]string{`t.toml:5: listeners.web.requests_per_client: invalid rate "5/d": the unit must be s, m or h`,
+			"t.toml:6: listeners.web.requests_per_client_burst: must be 1..1000000, not 0"}},
 	{"nothing to do", httpHead + poolDB,
 		[]string{"t.toml:1: listeners.web.routes: no routes and no pool"}},
 	{"bad conditions", httpHead + "[[listeners.web.routes]]\nhost = \"exa mple\"\npath = \"api\"\nmethod = \"get\"\n" +

@@ -6,11 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"sluice/internal/access"
 	"sluice/internal/pool"
 	"sluice/l7/route"
 )
@@ -266,5 +268,32 @@ func TestCutOffResponseIsAborted(t *testing.T) {
 	}
 	if rec := px.log.waitRequest(t, "/cut", byPath("/cut")); rec["end"] != "backend_reset" {
 		t.Errorf("log line %v, want end=backend_reset", rec)
+	}
+}
+
+// TestRequestRatePerClient: each real client (here told apart by a
+// trusted proxy's X-Forwarded-For) gets its burst, then 429 with
+// Retry-After, logged rate_limited, while another client is served.
+func TestRequestRatePerClient(t *testing.T) {
+	be := startBackend(t, named("a"))
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: newPool(t, pool.Options{}, be.addr)}},
+		Default: "p", RequestRate: access.Rate{N: 1, Per: time.Minute}, RequestBurst: 2,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	c := client(t)
+	from := func(ip string) map[string]string { return map[string]string{"X-Forwarded-For": ip} }
+	for i := range 2 {
+		if resp, _ := get(t, c, "GET", px.url+"/burst", from("192.0.2.1")); resp.StatusCode != 200 {
+			t.Fatalf("request %d of the burst: %d", i, resp.StatusCode)
+		}
+	}
+	resp, _ := get(t, c, "GET", px.url+"/over", from("192.0.2.1"))
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "60" {
+		t.Errorf("past the burst: %d Retry-After %q, want 429 and 60", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if rec := px.log.waitRequest(t, "/over", byPath("/over")); rec["end"] != "rate_limited" || rec["status"] != 429.0 {
+		t.Errorf("log line %v", rec)
+	}
+	if resp, _ := get(t, c, "GET", px.url+"/other", from("192.0.2.2")); resp.StatusCode != 200 {
+		t.Errorf("another client: %d, want 200", resp.StatusCode)
 	}
 }

@@ -24,6 +24,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.client = s.realClient(ex.peer, r.Header)
 	ex.id = requestID(r.Header.Get(requestIDHeader))
 	defer s.finish(rec, r)
+	if err := s.limiter.Allow(ex.client.Addr()); err != nil {
+		// RFC 6585 section 4; the wait is the most a client refused
+		// now waits for its next allowance.
+		rec.Header().Set("Retry-After", s.retry)
+		s.local(rec, http.StatusTooManyRequests, EndRateLimited)
+		return
+	}
 	if r.Method == http.MethodConnect {
 		// A reverse proxy is no tunnel to anywhere a client names.
 		s.local(rec, http.StatusMethodNotAllowed, EndMethodNotAllowed)

@@ -50,6 +50,8 @@ const (
 	// EndMisdirected: the connection's certificate does not cover the
 	// request's host (421).
 	EndMisdirected
+	// EndRateLimited: the client was over its request rate (429).
+	EndRateLimited
 )
 
 var endNames = [...]string{
@@ -68,6 +70,7 @@ var endNames = [...]string{
 	EndBadRequest:       "bad_request",
 	EndURITooLong:       "uri_too_long",
 	EndMisdirected:      "misdirected",
+	EndRateLimited:      "rate_limited",
 }
 
 // String returns the name logged for e.

@@ -16,10 +16,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"sluice/internal/access"
 	"sluice/internal/pool"
 	"sluice/l7/route"
 )
@@ -86,6 +88,13 @@ type Server struct {
 	// this many requests (the last answered with Connection: close), so
 	// long-lived clients rebalance across sluice hosts; zero means no cap.
 	MaxRequestsPerConnection int
+	// RequestRate caps each client's requests (the real client, after
+	// trusted proxies); beyond it requests are answered 429 with
+	// Retry-After. The zero value means no cap.
+	RequestRate access.Rate
+	// RequestBurst is how many requests a client may make at once, ahead
+	// of RequestRate; zero means RequestRate.N.
+	RequestBurst int
 	// MaxBodyBytes caps a request body (413 beyond); zero means no cap.
 	MaxBodyBytes int64
 	// MaxConnections caps open client connections across the sockets
@@ -120,6 +129,8 @@ type Server struct {
 	Logger *slog.Logger
 
 	once      sync.Once
+	limiter   *access.Limiter // nil without RequestRate
+	retry     string          // Retry-After of a 429, in seconds
 	srv       *http.Server
 	table     *route.Table
 	proxies   map[string]*proxy
@@ -132,6 +143,10 @@ type Server struct {
 func (s *Server) init() {
 	s.once.Do(func() {
 		s.table = route.NewTable(s.Routes)
+		// Bounded in memory by the limiter's client table (see
+		// access.Limits.Clients).
+		s.limiter = access.NewLimiter(access.Limits{Rate: s.RequestRate, Burst: s.RequestBurst})
+		s.retry = strconv.Itoa(int(max(1, (s.limiter.RetryAfter()+time.Second-1)/time.Second)))
 		s.base, s.cancel = context.WithCancel(context.Background())
 		protocols := new(http.Protocols)
 		protocols.SetHTTP1(true)

@@ -43,6 +43,8 @@ func openHTTP(cfg *config.Config, lc config.Listener, pools map[string]*pool.Poo
 		MaxBodyBytes:             h.MaxBodyBytes,
 		MaxURLBytes:              h.MaxURLBytes,
 		MaxRequestsPerConnection: h.MaxRequestsPerConnection,
+		RequestRate:              h.RequestsPerClient,
+		RequestBurst:             h.RequestsPerClientBurst,
 		MaxConnections:           lc.MaxConnections,
 		FailStatuses:             h.FailStatuses,
 		MaxIdlePerBackend:        h.MaxIdlePerBackend,
