@@ -39,6 +39,44 @@ type Log struct {
 	Format LogFormat
 	// Level is the least severe level written; the zero value is Info.
 	Level slog.Level
+	// HTTPFormat is how HTTP listeners log requests: HTTPLogRecord (the
+	// zero value), HTTPLogCommon or HTTPLogCombined.
+	HTTPFormat HTTPLogFormat
+}
+
+// HTTPLogFormat says how HTTP requests are logged.
+type HTTPLogFormat uint8
+
+const (
+	// HTTPLogRecord logs requests as records in the log's Format.
+	HTTPLogRecord HTTPLogFormat = iota
+	// HTTPLogCommon writes NCSA Common Log Format lines.
+	HTTPLogCommon
+	// HTTPLogCombined writes Combined Log Format lines (Common plus
+	// referer and user agent).
+	HTTPLogCombined
+)
+
+var httpLogFormatNames = [...]string{HTTPLogRecord: "record", HTTPLogCommon: "common", HTTPLogCombined: "combined"}
+
+// String returns the name used in the configuration file.
+func (f HTTPLogFormat) String() string {
+	if int(f) < len(httpLogFormatNames) {
+		return httpLogFormatNames[f]
+	}
+	return fmt.Sprintf("HTTPLogFormat(%d)", uint8(f))
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler, accepting "record",
+// "common" and "combined".
+func (f *HTTPLogFormat) UnmarshalText(text []byte) error {
+	for i, name := range httpLogFormatNames {
+		if string(text) == name {
+			*f = HTTPLogFormat(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown HTTP log format %s: want \"record\", \"common\" or \"combined\"", quote(string(text)))
 }
 
 // LogFormat says how log records are written. The zero value is LogText.

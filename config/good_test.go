@@ -52,6 +52,7 @@ drain_timeout = "0s"
 [log]
 format = "json"
 level = "debug"
+http_format = "combined"
 [listeners.b]
 bind = ":5432"
 protocol = "tcp"
@@ -78,7 +79,7 @@ address = "10.0.0.3:5432"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.DrainTimeout != 0 || cfg.Log != (Log{Format: LogJSON, Level: slog.LevelDebug}) {
+	if cfg.DrainTimeout != 0 || cfg.Log != (Log{Format: LogJSON, Level: slog.LevelDebug, HTTPFormat: HTTPLogCombined}) {
 		t.Errorf("drain %v, log %+v", cfg.DrainTimeout, cfg.Log)
 	}
 	if len(cfg.Listeners) != 2 || cfg.Listeners[0].Name != "a" {

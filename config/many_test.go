@@ -60,7 +60,7 @@ func TestManyErrorsBounded(t *testing.T) {
 		t.Fatalf("report has %d lines, want %d:\n%.2000s", len(lines), MaxReported+1, report)
 	}
 	for i, line := range lines[:MaxReported] {
-		if want := fmt.Sprintf("t.toml:%d: log.k%d: unknown key; allowed here: format, level", 9+i, i); line != want {
+		if want := fmt.Sprintf("t.toml:%d: log.k%d: unknown key; allowed here: format, level, http_format", 9+i, i); line != want {
 			t.Errorf("line %d is %q, want %q", i+1, line, want)
 		}
 	}

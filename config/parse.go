@@ -100,8 +100,9 @@ func (d *decoder) config() *Config {
 	t.allow("drain_timeout", "log", "listeners", "pools", "admin")
 	t.duration("drain_timeout", &cfg.DrainTimeout, false)
 	if lt := t.table("log"); lt != nil {
-		lt.allow("format", "level")
+		lt.allow("format", "level", "http_format")
 		lt.text("format", &cfg.Log.Format)
+		lt.text("http_format", &cfg.Log.HTTPFormat)
 		lt.level("level", &cfg.Log.Level)
 	}
 	cfg.Pools = d.pools(t)

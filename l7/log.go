@@ -210,6 +210,10 @@ func (s *Server) logRequest(rec *recorder, r *http.Request) {
 		// nginx's 499: the client closed before any answer.
 		status = 499
 	}
+	if s.RequestLogFormat != LogRecord {
+		s.writeCLF(r, ex, status, rec.bytes)
+		return
+	}
 	attrs := make([]slog.Attr, 0, 18)
 	attrs = append(attrs,
 		slog.String("listener", s.Name),

@@ -12,10 +12,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -124,9 +126,17 @@ type Server struct {
 	// subject of the client's verified certificate, and removed from
 	// requests without one so that no client can forge it; "" sets none.
 	ClientCertHeader string
-	// Logger receives the access log ("request" lines) and errors; nil
-	// means slog.Default().
+	// Logger receives the access log ("request" records, unless
+	// RequestLogFormat says otherwise) and errors; nil means
+	// slog.Default(). Requests are logged while it is enabled at Info.
 	Logger *slog.Logger
+	// RequestLogFormat is how requests are logged: LogRecord (the zero
+	// value) through Logger, or Common/Combined Log Format lines to
+	// RequestLog, for tools that read those.
+	RequestLogFormat LogFormat
+	// RequestLog receives Common/Combined lines, one Write each; nil
+	// means os.Stderr, where sluice's log goes.
+	RequestLog io.Writer
 
 	once      sync.Once
 	limiter   *access.Limiter // nil without RequestRate
@@ -183,6 +193,13 @@ func orDefault[T int | time.Duration](v, def T) T {
 		return 0
 	}
 	return v
+}
+
+func (s *Server) requestLog() io.Writer {
+	if s.RequestLog == nil {
+		return os.Stderr
+	}
+	return s.RequestLog
 }
 
 func (s *Server) logger() *slog.Logger {
