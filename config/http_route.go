@@ -19,7 +19,7 @@ var routeKeys = []string{"name",
 	"host", "path", "path_exact", "method", "header", "header_value", "client",
 	"allow_methods", "allow", "deny",
 	"pool", "hash_header", "hash_cookie", "strip_prefix", "add_prefix", "set_host", "set_request_headers",
-	"remove_request_headers", "set_response_headers", "remove_response_headers", "redirect", "redirect_https", "code", "respond", "body", "content_type"}
+	"remove_request_headers", "set_response_headers", "remove_response_headers", "redirect", "redirect_https", "code", "respond", "body", "content_type", "compress"}
 
 // Limits and defaults of routes.
 const (
@@ -195,7 +195,7 @@ func (t *table) routeEnd(r *route.Route, pools []string) {
 		return
 	}
 	for k, owner := range map[string]string{"code": "redirect or redirect_https", "body": "respond", "content_type": "respond",
-		"hash_header": "pool", "hash_cookie": "pool"} {
+		"hash_header": "pool", "hash_cookie": "pool", "compress": "pool"} {
 		if t.has(k) && !strings.Contains(owner, ends[0]) {
 			t.errorf(k, "applies only with %s", owner)
 		}
@@ -216,6 +216,7 @@ func (t *table) routeEnd(r *route.Route, pools []string) {
 		}
 		t.hashKeys(r)
 		t.rewrite(r)
+		t.boolean("compress", &r.Compress)
 	case "redirect", "redirect_https":
 		t.redirect(r, ends[0])
 	case "respond":

@@ -45,6 +45,7 @@ code = 308
 path = "/sticky"
 pool = "grpc"
 hash_cookie = "sid"
+compress = true
 strip_prefix = "/sticky"
 add_prefix = "/v2"
 set_host = "backend.internal:8080"
@@ -100,7 +101,7 @@ func TestParseHTTP(t *testing.T) {
 				Body: "ok", ContentType: defaultContentType},
 			{Name: "routes[1]", Match: route.Match{Host: "insecure.example"}, Kind: route.Redirect, HTTPS: true, Status: 301},
 			{Name: "routes[2]", Match: route.Match{Path: "/old/"}, Kind: route.Redirect, Location: "https://new.example/", Status: 308},
-			{Name: "routes[3]", Match: route.Match{Path: "/sticky"}, Kind: route.Forward, Pool: "grpc", HashCookie: "sid",
+			{Name: "routes[3]", Match: route.Match{Path: "/sticky"}, Kind: route.Forward, Pool: "grpc", HashCookie: "sid", Compress: true,
 				Rewrite: route.Rewrite{StripPrefix: "/sticky", AddPrefix: "/v2", Host: "backend.internal:8080",
 					SetRequest:    map[string]string{"X-Env": "prod", "X-Forwarded-Proto": "https"},
 					RemoveRequest: []string{"X-Debug"}, SetResponse: map[string]string{"X-Frame-Options": "DENY"},
@@ -141,6 +142,8 @@ var badHTTPConfigs = []struct {
 	{"bad request rate", httpHead + "pool = \"db\"\nrequests_per_client = \"5/d\"\nrequests_per_client_burst = 0\n" + poolDB,
 		[]string{`t.toml:5: listeners.web.requests_per_client: invalid rate "5/d": the unit must be s, m or h`,
 			"t.toml:6: listeners.web.requests_per_client_burst: must be 1..1000000, not 0"}},
+	{"compress on a redirect", httpHead + "[[listeners.web.routes]]\nredirect = \"/x\"\ncompress = true\n" + poolDB,
+		[]string{"t.toml:6: listeners.web.routes[0].compress: applies only with pool"}},
 	{"nothing to do", httpHead + poolDB,
 		[]string{"t.toml:1: listeners.web.routes: no routes and no pool"}},
 	{"bad conditions", httpHead + "[[listeners.web.routes]]\nhost = \"exa mple\"\npath = \"api\"\nmethod = \"get\"\n" +

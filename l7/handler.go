@@ -19,7 +19,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// One allocation for the request's record and its writer.
 	rec := &recorder{w: w}
 	ex := &rec.exchange
-	rec.ex = ex
+	rec.ex, ex.rec = ex, rec
 	ex.start, ex.peer = time.Now(), peerOf(r)
 	ex.client = s.realClient(ex.peer, r.Header)
 	ex.id = requestID(r.Header.Get(requestIDHeader))
@@ -90,6 +90,7 @@ func (s *Server) route(rec *recorder, r *http.Request) {
 	default:
 		ex.key = pickKey(rt, r, ex.client)
 		ex.rewrite = &rt.Rewrite
+		ex.compress = rt.Compress
 		s.forward(rec, r, rt.Pool)
 	}
 }

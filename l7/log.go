@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+
 	"sluice/internal/pool"
 	"sluice/l7/route"
 )
@@ -99,6 +101,8 @@ type exchange struct {
 	end      End
 	err      error
 	upgraded bool // the backend switched protocols (101)
+	compress bool // the route gzips responses (see shouldCompress)
+	rec      *recorder
 }
 
 // bytesIn returns the request body bytes forwarded to the backend.
@@ -150,6 +154,7 @@ type recorder struct {
 	ex       *exchange // &exchange
 	status   int
 	bytes    int64
+	gz       *gzip.Writer // compresses the body, when startGzip chose to
 	exchange exchange
 }
 
@@ -167,13 +172,22 @@ func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
+	if r.gz != nil {
+		return r.gz.Write(b) // counted as sent by rawWriter
+	}
 	n, err := r.w.Write(b)
 	r.bytes += int64(n)
 	return n, err
 }
 
-// Flush passes a flush on; the reverse proxy flushes streamed responses.
-func (r *recorder) Flush() { http.NewResponseController(r.w).Flush() }
+// Flush passes a flush on; the reverse proxy flushes streamed responses,
+// and compressed bytes held back must go with it.
+func (r *recorder) Flush() {
+	if r.gz != nil {
+		r.gz.Flush()
+	}
+	http.NewResponseController(r.w).Flush()
+}
 
 // Unwrap returns the server's writer, for http.ResponseController.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.w }
@@ -183,6 +197,7 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.w }
 // and passed on, so the server aborts the client connection.
 func (s *Server) finish(rec *recorder, r *http.Request) {
 	p := recover()
+	endGzip(rec, p == nil)
 	ex := rec.ex
 	if p != nil && ex.end == EndOK {
 		ex.end = EndBackendReset

@@ -173,6 +173,9 @@ func (p *proxy) modifyResponse(resp *http.Response) error {
 			ex.rewrite.Response(resp.Header)
 		}
 		resp.Header.Set(requestIDHeader, ex.id)
+		if ex.compress && shouldCompress(resp.Request, resp) {
+			startGzip(ex.rec, resp)
+		}
 		// The reverse proxy writes a 101 on the hijacked connection,
 		// past the recorder.
 		ex.upgraded = resp.StatusCode == http.StatusSwitchingProtocols

@@ -42,6 +42,9 @@ type Route struct {
 	// address: session affinity without state. A request without it is
 	// hashed on its client address.
 	HashHeader, HashCookie string
+	// Compress (Forward) gzips text responses the backend did not
+	// compress, for clients that accept gzip.
+	Compress bool
 	// Location (Redirect) is the target URL; empty with HTTPS set means
 	// the request's own host and URI over https.
 	Location string
