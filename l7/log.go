@@ -225,11 +225,7 @@ func (s *Server) logRequest(rec *recorder, r *http.Request) {
 		// nginx's 499: the client closed before any answer.
 		status = 499
 	}
-	if s.RequestLogFormat != LogRecord {
-		s.writeCLF(r, ex, status, rec.bytes)
-		return
-	}
-	attrs := make([]slog.Attr, 0, 18)
+	attrs := make([]slog.Attr, 0, 22)
 	attrs = append(attrs,
 		slog.String("listener", s.Name),
 		slog.String("client", ex.client.String()),
@@ -259,6 +255,11 @@ func (s *Server) logRequest(rec *recorder, r *http.Request) {
 		attrs = append(attrs, slog.Int("retries", ex.retries))
 	}
 	attrs = append(attrs, slog.String("request_id", ex.id), slog.String("end", ex.end.String()))
+	if s.LogRequestLine {
+		user, _, _ := r.BasicAuth()
+		attrs = append(attrs, slog.String("uri", r.RequestURI), slog.String("user", user),
+			slog.String("referer", r.Referer()), slog.String("user_agent", r.UserAgent()))
+	}
 	if ex.err != nil {
 		attrs = append(attrs, slog.String("error", ex.err.Error()))
 	}

@@ -12,12 +12,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -126,17 +124,15 @@ type Server struct {
 	// subject of the client's verified certificate, and removed from
 	// requests without one so that no client can forge it; "" sets none.
 	ClientCertHeader string
-	// Logger receives the access log ("request" records, unless
-	// RequestLogFormat says otherwise) and errors; nil means
-	// slog.Default(). Requests are logged while it is enabled at Info.
+	// Logger receives the access log ("request" records) and errors; nil
+	// means slog.Default(). Requests are logged while it is enabled at
+	// Info.
 	Logger *slog.Logger
-	// RequestLogFormat is how requests are logged: LogRecord (the zero
-	// value) through Logger, or Common/Combined Log Format lines to
-	// RequestLog, for tools that read those.
-	RequestLogFormat LogFormat
-	// RequestLog receives Common/Combined lines, one Write each; nil
-	// means os.Stderr, where sluice's log goes.
-	RequestLog io.Writer
+	// LogRequestLine adds to each request record what a Common or
+	// Combined Log Format line shows beyond it: the request target with
+	// its query (uri), the Basic auth user, Referer and User-Agent. Set it
+	// when Logger's handler is a NewCLFHandler.
+	LogRequestLine bool
 
 	once      sync.Once
 	limiter   *access.Limiter // nil without RequestRate
@@ -193,13 +189,6 @@ func orDefault[T int | time.Duration](v, def T) T {
 		return 0
 	}
 	return v
-}
-
-func (s *Server) requestLog() io.Writer {
-	if s.RequestLog == nil {
-		return os.Stderr
-	}
-	return s.RequestLog
 }
 
 func (s *Server) logger() *slog.Logger {

@@ -50,7 +50,7 @@ func openHTTP(cfg *config.Config, lc config.Listener, pools map[string]*pool.Poo
 		MaxIdlePerBackend:        h.MaxIdlePerBackend,
 		BackendIdleTimeout:       h.BackendIdleTimeout,
 		Logger:                   log,
-		RequestLogFormat:         requestLogFormat(cfg.Log.HTTPFormat),
+		LogRequestLine:           cfg.Log.HTTPFormat != config.HTTPLogRecord, // see newLogger
 	}
 	serve := func() error { return srv.Serve(lns) }
 	if tlsConfig != nil {
@@ -64,17 +64,6 @@ func openHTTP(cfg *config.Config, lc config.Listener, pools map[string]*pool.Poo
 	}
 	return opened{srv: srv, serve: serve, close: func() { closeAll(lns) },
 		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns)}, nil
-}
-
-// requestLogFormat maps [log] http_format to l7's formats.
-func requestLogFormat(f config.HTTPLogFormat) l7.LogFormat {
-	switch f {
-	case config.HTTPLogCommon:
-		return l7.LogCommon
-	case config.HTTPLogCombined:
-		return l7.LogCombined
-	}
-	return l7.LogRecord
 }
 
 // upstreams returns the pools an HTTP listener forwards to: its default

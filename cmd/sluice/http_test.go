@@ -120,6 +120,22 @@ func TestHTTPThroughSluiceWithCurl(t *testing.T) {
 	}
 }
 
+// TestHTTPCombinedLog: with [log] http_format = "combined", requests are
+// logged as Combined Log Format lines, query, user, referer and user agent
+// included, and no request record is printed beside them.
+func TestHTTPCombinedLog(t *testing.T) {
+	addr := freeDualPort(t)
+	cfg := "[log]\nhttp_format = \"combined\"\n\n" + httpConfig(addr, startWeb(t, "go"), startWeb(t, "other"))
+	p := startDBSluice(t, cfg, "web")
+	curl(t, "-u", "bob:pw", "-e", "http://ref/", "-A", "curl-test", "http://"+addr+"/go/a?b=1")
+	p.waitOutput(t, `127.0.0.1 - bob [`)
+	p.waitOutput(t, `] "GET /go/a?b=1 HTTP/1.1" 200 `)
+	p.waitOutput(t, ` "http://ref/" "curl-test"`+"\n")
+	if strings.Contains(p.out.String(), "msg=request") {
+		t.Errorf("a request record was printed too:\n%s", p.out)
+	}
+}
+
 // h2specKnownFailures are the h2spec cases sluice fails, each for a
 // reason that is not a bug of ours:
 //   - 3.5/2 (invalid preface): the listener speaks HTTP/1.1 and h2c on one

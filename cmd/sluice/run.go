@@ -15,6 +15,7 @@ import (
 	"sluice/internal/pool"
 	"sluice/l4"
 	"sluice/l4/udp"
+	"sluice/l7"
 )
 
 func runCommand(args []string, stderr io.Writer) error {
@@ -49,10 +50,16 @@ func checkCommand(args []string, stdout, stderr io.Writer) error {
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: c.Level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if c.Format == config.LogJSON {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	if c.HTTPFormat != config.HTTPLogRecord {
+		// HTTP request records become Common/Combined lines; handlers
+		// wrapped around this one (the admin's counters) still see them.
+		h = l7.NewCLFHandler(w, c.HTTPFormat == config.HTTPLogCombined, h)
+	}
+	return slog.New(h)
 }
 
 // instance is one running configuration: its pools and proxies.
