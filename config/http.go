@@ -87,11 +87,7 @@ func (d *decoder) httpKeys(t *table, l *Listener, pools []string) {
 	t.integer("max_idle_per_backend", 1, 100000, &h.MaxIdlePerBackend)
 	t.integer("max_url_bytes", 256, maxHeaderBytes, &h.MaxURLBytes)
 	t.integer("max_requests_per_connection", 0, math.MaxInt, &h.MaxRequestsPerConnection)
-	t.text("requests_per_client", &h.RequestsPerClient)
-	t.integer("requests_per_client_burst", 1, 1000000, &h.RequestsPerClientBurst)
-	if t.has("requests_per_client_burst") && !t.has("requests_per_client") {
-		t.errorf("requests_per_client_burst", "applies only with requests_per_client set")
-	}
+	t.requestRate(&h.RequestsPerClient, &h.RequestsPerClientBurst)
 	h.TrustedProxies = t.cidrList("trusted_proxies")
 	h.FailStatuses = t.statuses("fail_statuses")
 	l.TLS = d.listenerTLS(t)
@@ -118,6 +114,16 @@ func (d *decoder) httpKeys(t *table, l *Listener, pools []string) {
 	if i := slices.IndexFunc(h.Routes, func(r route.Route) bool { return catchAll(&r.Match) }); i >= 0 && t.has("pool") {
 		t.errorf("pool", "unreachable: routes[%d]%s matches every request, so no request is left for the default pool",
 			i, atLine(nodes.elem(i).lineNo()))
+	}
+}
+
+// requestRate reads requests_per_client and requests_per_client_burst, of
+// a listener or a route.
+func (t *table) requestRate(rate *access.Rate, burst *int) {
+	t.text("requests_per_client", rate)
+	t.integer("requests_per_client_burst", 1, 1000000, burst)
+	if t.has("requests_per_client_burst") && !t.has("requests_per_client") {
+		t.errorf("requests_per_client_burst", "applies only with requests_per_client set")
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 // its conditions, its policy, and its end with the end's options.
 var routeKeys = []string{"name",
 	"host", "path", "path_exact", "method", "header", "header_value", "client",
-	"allow_methods", "allow", "deny",
+	"allow_methods", "allow", "deny", "requests_per_client", "requests_per_client_burst",
 	"pool", "hash_header", "hash_cookie", "strip_prefix", "add_prefix", "set_host", "set_request_headers",
 	"remove_request_headers", "set_response_headers", "remove_response_headers", "redirect", "redirect_https", "code", "respond", "body", "content_type", "compress"}
 
@@ -44,6 +44,7 @@ func (t *table) route(i int, pools []string) route.Route {
 	r.AllowMethods = t.methods("allow_methods")
 	r.Allow = t.cidrList("allow")
 	r.Deny = t.cidrList("deny")
+	t.requestRate(&r.RequestRate, &r.RequestBurst)
 	t.routeEnd(&r, pools)
 	return r
 }

@@ -64,6 +64,7 @@ client = ["192.0.2.0/24", "2001:db8::1"]
 allow_methods = "GET"
 allow = ["192.0.2.0/25"]
 deny = ["192.0.2.7"]
+requests_per_client = "5/s"
 pool = "grpc"
 
 [pools.grpc]
@@ -109,7 +110,8 @@ func TestParseHTTP(t *testing.T) {
 			{Name: "routes[4]", Match: route.Match{Host: "*.example.com", Path: "/api", Methods: []string{"GET", "POST"},
 				Header: "X-Canary", HeaderValue: "1", Clients: []netip.Prefix{p("192.0.2.0/24"), p("2001:db8::1/128")}},
 				AllowMethods: []string{"GET"}, Allow: []netip.Prefix{p("192.0.2.0/25")}, Deny: []netip.Prefix{p("192.0.2.7/32")},
-				Kind: route.Forward, Pool: "grpc"},
+				RequestRate: access.Rate{N: 5, Per: time.Second},
+				Kind:        route.Forward, Pool: "grpc"},
 		},
 	}
 	if !reflect.DeepEqual(l.HTTP, want) {
@@ -142,6 +144,8 @@ var badHTTPConfigs = []struct {
 	{"bad request rate", httpHead + "pool = \"db\"\nrequests_per_client = \"5/d\"\nrequests_per_client_burst = 0\n" + poolDB,
 		[]string{`t.toml:5: listeners.web.requests_per_client: invalid rate "5/d": the unit must be s, m or h`,
 			"t.toml:6: listeners.web.requests_per_client_burst: must be 1..1000000, not 0"}},
+	{"route burst without rate", httpHead + "[[listeners.web.routes]]\npool = \"db\"\nrequests_per_client_burst = 2\n" + poolDB,
+		[]string{"t.toml:6: listeners.web.routes[0].requests_per_client_burst: applies only with requests_per_client set"}},
 	{"compress on a redirect", httpHead + "[[listeners.web.routes]]\nredirect = \"/x\"\ncompress = true\n" + poolDB,
 		[]string{"t.toml:6: listeners.web.routes[0].compress: applies only with pool"}},
 	{"nothing to do", httpHead + poolDB,

@@ -297,3 +297,30 @@ func TestRequestRatePerClient(t *testing.T) {
 		t.Errorf("another client: %d, want 200", resp.StatusCode)
 	}
 }
+
+// TestRequestRatePerRoute: a route's own rate applies to its requests
+// only; another route of the listener is not limited by it.
+func TestRequestRatePerRoute(t *testing.T) {
+	be := startBackend(t, named("a"))
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: newPool(t, pool.Options{}, be.addr)}},
+		Routes: []route.Route{
+			{Name: "login", Match: route.Match{Path: "/login"}, Pool: "p", RequestRate: access.Rate{N: 1, Per: time.Second}},
+			{Name: "rest", Pool: "p"},
+		}})
+	c := client(t)
+	if resp, _ := get(t, c, "GET", px.url+"/login", nil); resp.StatusCode != 200 {
+		t.Fatalf("first login: %d", resp.StatusCode)
+	}
+	resp, _ := get(t, c, "GET", px.url+"/login", nil)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("second login: %d Retry-After %q, want 429 and 1", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	for i := range 3 {
+		if resp, _ := get(t, c, "GET", px.url+"/other", nil); resp.StatusCode != 200 {
+			t.Errorf("other route, request %d: %d", i, resp.StatusCode)
+		}
+	}
+	if rec := px.log.waitRequest(t, "a refused login", func(r map[string]any) bool { return r["status"] == 429.0 }); rec["route"] != "login" || rec["end"] != "rate_limited" {
+		t.Errorf("log line %v", rec)
+	}
+}

@@ -24,11 +24,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.client = s.realClient(ex.peer, r.Header)
 	ex.id = requestID(r.Header.Get(requestIDHeader))
 	defer s.finish(rec, r)
-	if err := s.limiter.Allow(ex.client.Addr()); err != nil {
-		// RFC 6585 section 4; the wait is the most a client refused
-		// now waits for its next allowance.
-		rec.Header().Set("Retry-After", s.retry)
-		s.local(rec, http.StatusTooManyRequests, EndRateLimited)
+	if s.refuse(s.limit, rec, ex.client.Addr()) {
 		return
 	}
 	if r.Method == http.MethodConnect {
@@ -77,6 +73,9 @@ func (s *Server) route(rec *recorder, r *http.Request) {
 	case route.DenyMethod:
 		rec.Header().Set("Allow", strings.Join(rt.AllowMethods, ", "))
 		s.local(rec, http.StatusMethodNotAllowed, EndMethodNotAllowed)
+		return
+	}
+	if s.routeLim != nil && s.refuse(s.routeLim[rt], rec, ex.client.Addr()) {
 		return
 	}
 	switch rt.Kind {

@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,8 +134,8 @@ type Server struct {
 	LogRequestLine bool
 
 	once      sync.Once
-	limiter   *access.Limiter // nil without RequestRate
-	retry     string          // Retry-After of a 429, in seconds
+	limit     *rateLimit                  // nil without RequestRate
+	routeLim  map[*route.Route]*rateLimit // routes with a RequestRate
 	srv       *http.Server
 	table     *route.Table
 	proxies   map[string]*proxy
@@ -149,10 +148,16 @@ type Server struct {
 func (s *Server) init() {
 	s.once.Do(func() {
 		s.table = route.NewTable(s.Routes)
-		// Bounded in memory by the limiter's client table (see
-		// access.Limits.Clients).
-		s.limiter = access.NewLimiter(access.Limits{Rate: s.RequestRate, Burst: s.RequestBurst})
-		s.retry = strconv.Itoa(int(max(1, (s.limiter.RetryAfter()+time.Second-1)/time.Second)))
+		s.limit = newRateLimit(s.RequestRate, s.RequestBurst)
+		for i := range s.table.Len() {
+			rt := s.table.At(i)
+			if l := newRateLimit(rt.RequestRate, rt.RequestBurst); l != nil {
+				if s.routeLim == nil {
+					s.routeLim = make(map[*route.Route]*rateLimit)
+				}
+				s.routeLim[rt] = l
+			}
+		}
 		s.base, s.cancel = context.WithCancel(context.Background())
 		protocols := new(http.Protocols)
 		protocols.SetHTTP1(true)

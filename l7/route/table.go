@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"sluice/internal/access"
 )
 
 // Kind is what a route ends in.
@@ -29,6 +31,12 @@ type Route struct {
 	// Allow, if not empty, are the only client ranges let through; Deny
 	// ranges are refused even inside Allow. Both answer 403.
 	Allow, Deny []netip.Prefix
+	// RequestRate caps each client's requests on this route (policy: 429
+	// with Retry-After beyond), on top of any cap of the listener's;
+	// RequestBurst is how many a client may make at once, zero meaning
+	// RequestRate.N. The zero Rate means no cap.
+	RequestRate  access.Rate
+	RequestBurst int
 
 	// Kind says which of the fields below apply.
 	Kind Kind
@@ -107,6 +115,12 @@ type Table struct {
 func NewTable(routes []Route) *Table {
 	return &Table{routes: slices.Clone(routes)}
 }
+
+// Len returns how many routes t has.
+func (t *Table) Len() int { return len(t.routes) }
+
+// At returns route i, the same pointer Find returns for it.
+func (t *Table) At(i int) *Route { return &t.routes[i] }
 
 // Find returns the first route req matches, or nil.
 func (t *Table) Find(req *Request) *Route {
