@@ -90,6 +90,9 @@ func acceptsGzip(h http.Header) bool {
 func startGzip(rec *recorder, resp *http.Response) {
 	h := resp.Header
 	h.Del("Content-Length")
+	// Byte ranges of the identity body do not address the gzipped one
+	// (nginx's gzip module drops the header too).
+	h.Del("Accept-Ranges")
 	resp.ContentLength = -1
 	h.Set("Content-Encoding", "gzip")
 	h.Add("Vary", "Accept-Encoding")

@@ -37,6 +37,7 @@ func TestCompress(t *testing.T) {
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		}
 		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Accept-Ranges", "bytes")
 		w.Write([]byte(body))
 	}))
 	p := newPool(t, pool.Options{}, be.addr)
@@ -91,6 +92,9 @@ func TestCompress(t *testing.T) {
 				}
 				if resp.ContentLength != -1 || resp.Header.Get("Vary") != "Accept-Encoding" || len(raw) >= len(big)/4 {
 					t.Errorf("length %d, Vary %q, %d bytes compressed", resp.ContentLength, resp.Header.Get("Vary"), len(raw))
+				}
+				if resp.Header.Get("Accept-Ranges") != "" {
+					t.Errorf("Accept-Ranges %q on a gzipped body", resp.Header.Get("Accept-Ranges"))
 				}
 				if tc.path == "/page" && resp.Header.Get("ETag") != `W/"v1"` {
 					t.Errorf("ETag %q, want the weak W/\"v1\"", resp.Header.Get("ETag"))
