@@ -76,7 +76,7 @@ func (r *report) markdown(chart string) string {
 	fmt.Fprintf(&b, "\n![sluice ratios](%s)\n", chart)
 	b.WriteString(r.method())
 	if t := r.targets(); t != "" {
-		b.WriteString("\n## Targets (issues 3, 5 and 9)\n\n" + t)
+		b.WriteString("\n## Targets (issues 3, 5, 9 and 11)\n\n" + t)
 	}
 	if len(r.res.failures) > 0 {
 		b.WriteString("\n## Failed runs\n\n")
@@ -103,9 +103,11 @@ Each timed window is cut into slices of %v; rates and latency percentiles are co
 - Idle connections: %d connections opened through the system, each proven end to end by one echo, then held silent for %v before reading. Proxy RSS and fds: growth of VmRSS and of /proc/PID/fd of the proxy and its children, on a proxy started afresh for the repetition. Machine memory: growth of the kernel's Slab + KernelStack + PageTables (after freeing empty slabs) plus the proxy's RssAnon; MemAvailable moves by tens of MB on its own on this kernel. Direct's row is the kernel memory of the client's and backend's sockets; "added over direct" subtracts it, repetition by repetition, leaving what the proxy costs.
 - Real clients: each proxy has a listener for a PostgreSQL and a Redis server the bench starts (nothing synced to disk; trust authentication on loopback, so that connections cost what a proxy and a server do, not password hashing). pgbench -S (select only, scale %s, %d clients, 2 threads) on persistent connections and with -C (a connection per transaction); redis-benchmark GET with -k 1 (%d connections) and -k 0 (%d clients, a connection per request). Rates are the clients' own per-interval reports (pgbench -P 1 each second, redis-benchmark about every 250 ms), read as they come: the first report and those of the warm-up are skipped, the median report of the window is taken, and the proxy's CPU is read at the window's first and last report. A run in which a client reports an error or a failed transaction fails.
 - UDP at full rate: %d flows (client sockets), each keeping up to %d datagrams of %d bytes in flight, sent %d at a time (sendmmsg) whenever a batch has come back, to an echo backend that answers in batches (recvmmsg, sendmmsg); a closed loop keeps the system saturated without the senders starving the backend, which shares the CPUs. A batch not back within %v is given up on. Datagrams/s: echoes received, median slice. Loss: datagrams sent that never came back, over warm-up and window, after waiting %v for late echoes. Each proxy's UDP listening sockets ask for a 4 MiB receive buffer (nginx: rcvbuf=%s) and end a session after %s without a datagram. HAProxy has no UDP.
+- HTTP: each proxy has an HTTP/1.1 listener and an h2c one in front of the backend's HTTP/1.1 server (a %d-byte body per GET), with keep-alive connections to it: sluice's pool, HAProxy mode http with http-reuse always, nginx proxy_pass with upstream keepalive %d, proxy_http_version 1.1 and an empty Connection header; keepalive_requests raised to %d both sides; no access logs. Keep-alive: %d connections, one GET in flight on each. New connections: %d clients, each connecting, sending one GET with Connection: close, and reading the response and the proxy's close. Latency: the paced schedule above, with GETs. HTTP/2: h2load -c %d -m %d over h2c (prior knowledge), its own req/s over -D after --warm-up-time; direct has no h2c.
 `, sliceLen, keepAliveConns, reqSize, newConnClients, reqSize, latencyConns, latencyRate, r.set.idleConns, r.set.settle,
 		pgbenchScale, pgbenchClients, redisKeepClients, redisNewConnClient,
-		udpFlows, udpWindow, udpSize, udpBatch, udpStall, udpTail, udpReadBuffer, udpSessionTimeout)
+		udpFlows, udpWindow, udpSize, udpBatch, udpStall, udpTail, udpReadBuffer, udpSessionTimeout,
+		reqSize, httpIdleBackendConns, httpKeepAliveRequests, httpKeepAliveConns, httpNewConnClients, h2Clients, h2Streams)
 }
 
 // setup says how the run was shaped.

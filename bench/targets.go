@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// A goal is one of the issues' targets for sluice (issue 9 for TCP, 5 for
+// A goal is one of the issues' targets for sluice (issue 9 for TCP, 11 for HTTP, 5 for
 // UDP, 3 for idle connections), evaluated on the medians of this run. It
 // compares sluice's value with a threshold derived from other systems'
 // values (or a constant). Every TCP goal is relative to the peers: on 2
