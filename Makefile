@@ -83,6 +83,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./config
 	$(GO) test -run '^$$' -fuzz FuzzScanLines -fuzztime 60s ./config
 	$(GO) test -run '^$$' -fuzz FuzzParseDNSReply -fuzztime 60s ./health
+	$(GO) test -run '^$$' -fuzz FuzzPostgresStartupReply -fuzztime 60s ./health
+	$(GO) test -run '^$$' -fuzz FuzzMySQLGreeting -fuzztime 60s ./health
+	$(GO) test -run '^$$' -fuzz FuzzRESP -fuzztime 60s ./health
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 60s ./internal/proxyheader
+	$(GO) test -run '^$$' -fuzz FuzzAppend -fuzztime 60s ./internal/proxyheader
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/discover
 	$(GO) test -run '^$$' -fuzz FuzzCovers -fuzztime 60s ./l7/route
 	$(GO) test -run '^$$' -fuzz FuzzServerName -fuzztime 60s ./internal/clienthello
