@@ -1,5 +1,5 @@
-// Command sluice is an L4 TCP and UDP load balancer configured by one TOML
-// file.
+// Command sluice is a TCP, UDP and HTTP(S) load balancer configured by one
+// TOML file.
 //
 //	sluice -c sluice.toml          run (same as: sluice run -c sluice.toml)
 //	sluice check -c sluice.toml    check the file, print every error, exit 0 or 1
@@ -21,7 +21,7 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = ""
 
-const usage = `sluice: an L4 TCP and UDP load balancer configured by one TOML file.
+const usage = `sluice: a TCP, UDP and HTTP(S) load balancer configured by one TOML file.
 
 Usage:
   sluice -c FILE            run with the configuration in FILE
@@ -29,7 +29,9 @@ Usage:
   sluice check -c FILE      check FILE; print every error and exit 1, or exit 0
   sluice demo               run a demo: three backends on 127.0.0.1:7101-7103
                             balanced behind 127.0.0.1:7000 (TCP) and
-                            127.0.0.1:7001 (UDP); -print shows its config
+                            127.0.0.1:7001 (UDP), web servers behind
+                            127.0.0.1:7080 (HTTP) and 7443 (HTTPS), the
+                            admin listener on 9901; -print shows its config
   sluice ctl [-c FILE | -a ADDR] COMMAND
                             call a running sluice's admin API ([admin]):
                             status, pools, listeners, drain, maintenance,
