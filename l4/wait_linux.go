@@ -36,19 +36,16 @@ func (l *loop) pollable() error {
 // wait returns the number of ready events, parking until there is one or
 // until the next timer is due.
 func (l *loop) wait() (int, error) {
-	// Under load an event is usually ready: take it without touching the
-	// deadline or parking.
-	if l.pollOnce(uintptr(l.ep)) || len(l.again) > 0 || l.canAccept() {
+	if len(l.again) > 0 || l.canAccept() {
+		// Work is waiting: take the events without parking.
+		l.pollOnce(uintptr(l.ep))
 		return l.nready, l.perr
 	}
-	var deadline time.Time
-	if at, ok := l.nextDeadline(); ok {
-		deadline = l.base.Add(at)
-	}
-	if !deadline.Equal(l.armed) {
-		l.epf.SetReadDeadline(deadline)
-		l.armed = deadline
-	}
+	// Otherwise straight to Read, whose first call of l.poll takes
+	// the events ready now (under load there usually are some): a poll
+	// here first would make every wake-up that finds the set empty cost
+	// two epoll_wait calls before parking instead of one.
+	l.arm()
 	switch err := l.erc.Read(l.poll); {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return 0, nil
@@ -56,6 +53,32 @@ func (l *loop) wait() (int, error) {
 		return 0, fmt.Errorf("waiting on epoll: %w", err)
 	}
 	return l.nready, l.perr
+}
+
+// arm sets epf's read deadline to the next timer's. An earlier deadline
+// still armed is kept: under load the front of the idle list moves on at
+// every exchange, and resetting the runtime's timer each time would cost
+// more than the spurious wake-up that finds nothing due and re-arms.
+func (l *loop) arm() {
+	var deadline time.Time
+	if at, ok := l.nextDeadline(); ok {
+		deadline = l.base.Add(at)
+	}
+	if keepArmed(l.armed, deadline, l.base.Add(l.now)) {
+		return
+	}
+	l.epf.SetReadDeadline(deadline)
+	l.armed = deadline
+}
+
+// keepArmed reports whether a deadline armed for armed (zero: none) serves
+// for the next timer, due at next (zero: none), at now: it is the same, or
+// it is still ahead and no later than next.
+func keepArmed(armed, next, now time.Time) bool {
+	if armed.Equal(next) {
+		return true
+	}
+	return !armed.IsZero() && armed.After(now) && (next.IsZero() || armed.Before(next))
 }
 
 // pollOnce takes the ready events without blocking and reports whether
