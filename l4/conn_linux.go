@@ -84,6 +84,10 @@ func (c *conn) mark(side int, ev uint32) {
 
 // open starts serving an accepted client socket.
 func (l *loop) open(fd int, peer netip.AddrPort) {
+	if l.s.Terminate != nil {
+		l.s.handOff(fd, peer)
+		return
+	}
 	c := l.alloc()
 	c.fd = [2]int{fd, -1}
 	c.ready = [2]uint8{canWrite, 0}

@@ -44,6 +44,9 @@ const (
 	EndDenied
 	// EndClientLimit: a per-client limit refused the client; it was reset.
 	EndClientLimit
+	// EndHandshakeFailed: the client's TLS handshake (or the protocol
+	// negotiation before it) failed or timed out; it was closed.
+	EndHandshakeFailed
 )
 
 var endNames = [...]string{
@@ -62,6 +65,7 @@ var endNames = [...]string{
 	EndPreambleTimeout:   "preamble_timeout",
 	EndDenied:            "denied",
 	EndClientLimit:       "client_limit",
+	EndHandshakeFailed:   "handshake_failed",
 }
 
 // String returns the name logged for e.

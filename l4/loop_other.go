@@ -27,3 +27,9 @@ func (l *loop) run()                         {}
 func (l *loop) wake()                        {}
 func (l *loop) post(f func(*loop)) bool      { return false }
 func (l *loop) closeBackend(b *pool.Backend) {}
+
+// termSet is empty where Serve cannot run.
+type termSet struct{}
+
+func (termSet) closeAll(End)               {}
+func (termSet) closeBackend(*pool.Backend) {}

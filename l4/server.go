@@ -78,6 +78,17 @@ type Server struct {
 	// client's bytes.
 	BackendPreamble BackendPreamble
 
+	// Terminate, if not nil, ends TLS (or a database's negotiation and
+	// TLS) on every connection: they run on goroutines, not on the event
+	// loops, with the same slots, pool, Admit, BackendPreamble, timeouts,
+	// log line and drain; Preamble is not read for them.
+	Terminate Terminator
+	// HandshakeTimeout bounds Terminate. Zero means 10s.
+	HandshakeTimeout time.Duration
+	// BackendStart, if not nil, starts each backend connection of a
+	// Terminate server (TLS to the backend) before the client's bytes.
+	BackendStart BackendStarter
+
 	// Test hooks: accept4 replaces the accept4 system call, newPipe the
 	// making of a splice pipe.
 	accept4 func(fd int) (int, netip.AddrPort, error)
@@ -91,7 +102,8 @@ type Server struct {
 	stopped bool // Shutdown or Close was called
 	loops   []*loop
 
-	running sync.WaitGroup // loops, joined by Serve and by shutdown
+	running sync.WaitGroup // loops and Terminate's connections, joined by Serve and by shutdown
+	terms   termSet        // Terminate's live connections
 }
 
 // Server states, in the order they are entered.
@@ -217,6 +229,9 @@ func (s *Server) setState(st int32) {
 	for _, l := range s.loops {
 		l.wake()
 	}
+	if st == closing {
+		s.terms.closeAll(EndDrain)
+	}
 }
 
 // CloseBackend closes every live connection to b, resetting its client,
@@ -230,6 +245,7 @@ func (s *Server) CloseBackend(b *pool.Backend) {
 	for _, l := range s.loops {
 		l.post(func(l *loop) { l.closeBackend(b) })
 	}
+	s.terms.closeBackend(b)
 }
 
 // onLoops runs f on every live loop, on the loop's goroutine, and waits
