@@ -65,6 +65,8 @@ const (
 	// A ClientHello comes in the client's first flight: 5 s is the
 	// PROXY header's allowance, for the same slowloris reason.
 	defaultClientHelloTimeout = 5 * time.Second
+	// As long as a ClientHello may take, and a handshake's round trips.
+	defaultHandshakeTimeout = 10 * time.Second
 )
 
 func defaultConfig(file string) *Config {

@@ -90,7 +90,7 @@ func (d *decoder) httpKeys(t *table, l *Listener, pools []string) {
 	t.requestRate(&h.RequestsPerClient, &h.RequestsPerClientBurst)
 	h.TrustedProxies = t.cidrList("trusted_proxies")
 	h.FailStatuses = t.statuses("fail_statuses")
-	l.TLS = d.listenerTLS(t)
+	l.TLS = d.listenerTLS(t, HTTP)
 	nodes := t.node.key("routes")
 	var valid []int // routes without errors, which alone are compared
 	for i, keys := range d.routeEntries(t) {

@@ -233,8 +233,8 @@ func (d *decoder) listener(t *table, pools []string) Listener {
 		if _, found := slices.BinarySearch(pools, s); !found {
 			t.errorf("pool", "no pool %s in this file", quote(s))
 		}
-		if p := d.parsedPool(s); proto != HTTP && p != nil && p.TLS != nil {
-			t.errorf("pool", "pool %s has [tls], which only HTTP listeners speak to backends so far", quote(s))
+		if p := d.parsedPool(s); proto == UDP && p != nil && p.TLS != nil {
+			t.errorf("pool", "pool %s has [tls], which a UDP listener cannot speak", quote(s))
 		}
 	}
 	t.integer("sockets", 0, maxSockets, &l.Sockets)
@@ -258,6 +258,7 @@ func (d *decoder) listener(t *table, pools []string) Listener {
 	t.duration("idle_timeout", &l.IdleTimeout, true)
 	t.duration("half_closed_timeout", &l.HalfClosedTimeout, true)
 	d.sniKeys(t, &l, pools)
+	d.tcpListenerTLS(t, &l)
 	return l
 }
 

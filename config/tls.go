@@ -38,10 +38,25 @@ type ListenerTLS struct {
 	// ExpiryWarning is how long before expiry a certificate is warned
 	// about in the log; > 0.
 	ExpiryWarning time.Duration
+
+	// ALPN (TCP) are the protocols offered to clients, in order; nil
+	// negotiates none. StartTLS "postgres" sets ["postgresql"].
+	ALPN []string
+	// StartTLS (TCP) is the protocol that negotiates TLS before the
+	// handshake: "" for none (the client starts with TLS) or
+	// StartTLSPostgres.
+	StartTLS string
+	// RequireTLS (TCP, StartTLS) refuses clients that do not ask for
+	// TLS; true unless set false.
+	RequireTLS bool
+	// HandshakeTimeout (TCP) bounds the negotiation and the TLS
+	// handshake; > 0.
+	HandshakeTimeout time.Duration
 }
 
 var listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "min_version", "curves",
-	"client_auth", "client_ca_file", "client_cert_header", "reload_interval", "expiry_warning"}
+	"client_auth", "client_ca_file", "client_cert_header", "reload_interval", "expiry_warning",
+	"alpn", "starttls", "require_tls", "handshake_timeout"}
 
 // curveNames are the names curves may be given by, lower case.
 var curveNames = map[string]tls.CurveID{
@@ -56,7 +71,7 @@ var curveNames = map[string]tls.CurveID{
 }
 
 // listenerTLS reads a listener's tls table, nil if it has none.
-func (d *decoder) listenerTLS(lt *table) *ListenerTLS {
+func (d *decoder) listenerTLS(lt *table, proto Protocol) *ListenerTLS {
 	t := lt.table("tls")
 	if t == nil {
 		return nil
@@ -87,6 +102,7 @@ func (d *decoder) listenerTLS(lt *table) *ListenerTLS {
 	d.clientAuth(t, c)
 	t.duration("reload_interval", &c.ReloadInterval, true)
 	t.duration("expiry_warning", &c.ExpiryWarning, true)
+	d.tcpTLS(t, c, proto)
 	return c
 }
 

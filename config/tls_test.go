@@ -117,9 +117,6 @@ func TestListenerTLSErrors(t *testing.T) {
 			wantContains(t, err.Error(), tc.want...)
 		})
 	}
-	if _, err := Parse("t.toml", []byte("[listeners.tcp]\nbind = \"127.0.0.1:1\"\npool = \"db\"\n[listeners.tcp.tls]\n"+pair+poolDB)); err == nil {
-		t.Error("a tcp listener with tls parsed; TLS on TCP listeners is not built yet")
-	}
 }
 
 // TestHTTPSExample: examples/https.toml is valid but for its certificate
@@ -184,8 +181,8 @@ address = "10.0.0.1:443"
 			[]string{"pools.app.h2c: is HTTP/2 over cleartext"}},
 		{"bad alpn", web + "[pools.app]\ntls = { alpn = [\"h3\"] }\n[[pools.app.backends]]\naddress = \"10.0.0.1:443\"\n",
 			[]string{"pools.app.tls.alpn: unknown protocol \"h3\""}},
-		{"tcp listener", "[listeners.t]\nbind = \"127.0.0.1:1\"\npool = \"app\"\n[pools.app]\ntls = {}\n[[pools.app.backends]]\naddress = \"10.0.0.1:443\"\n",
-			[]string{"listeners.t.pool: pool \"app\" has [tls], which only HTTP listeners speak to backends so far"}},
+		{"udp listener", "[listeners.t]\nprotocol = \"udp\"\nbind = \"127.0.0.1:1\"\npool = \"app\"\n[pools.app]\ntls = {}\n[[pools.app.backends]]\naddress = \"10.0.0.1:443\"\n",
+			[]string{"listeners.t.pool: pool \"app\" has [tls], which a UDP listener cannot speak"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("t.toml", []byte(tc.text))

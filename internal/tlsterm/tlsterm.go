@@ -1,0 +1,79 @@
+// Package tlsterm ends TLS for TCP listeners, and the negotiation some
+// protocols put before it (PostgreSQL's SSLRequest), as l4.Terminator and
+// l4.BackendStarter: l4 runs such connections on goroutines and copies the
+// decrypted bytes.
+//
+//	srv.Terminate = tlsterm.TLS{Config: cfg}            // or &tlsterm.Postgres{...}
+//	srv.BackendStart = tlsterm.BackendTLS{Config: cl}   // re-encrypt, if wanted
+package tlsterm
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+
+	"sluice/l4"
+)
+
+// TLS terminates TLS on a client connection.
+type TLS struct {
+	// Config is the server configuration (certificates by SNI, ALPN,
+	// versions, client certificates).
+	Config *tls.Config
+}
+
+var _ l4.Terminator = TLS{}
+
+// Terminate runs the TLS handshake and logs the server name asked for.
+func (t TLS) Terminate(c *net.TCPConn, cl *l4.Client) (net.Conn, []byte, error) {
+	tc, err := handshake(c, t.Config, cl)
+	return tc, nil, err
+}
+
+// handshake runs a server handshake on c; the deadline is the caller's.
+func handshake(c net.Conn, cfg *tls.Config, cl *l4.Client) (*tls.Conn, error) {
+	tc := tls.Server(c, cfg)
+	if err := tc.Handshake(); err != nil {
+		return nil, err
+	}
+	cl.ServerName = tc.ConnectionState().ServerName
+	return tc, nil
+}
+
+// Plain passes the client's bytes as they are: a listener without TLS in
+// front of backends spoken to with TLS (BackendTLS).
+type Plain struct{}
+
+var _ l4.Terminator = Plain{}
+
+// Terminate returns c itself.
+func (Plain) Terminate(c *net.TCPConn, _ *l4.Client) (net.Conn, []byte, error) {
+	return c, nil, nil
+}
+
+// BackendTLS speaks TLS to backends.
+type BackendTLS struct {
+	// Config is the client configuration (server name, roots, client
+	// certificate, ALPN).
+	Config *tls.Config
+}
+
+var _ l4.BackendStarter = BackendTLS{}
+
+// StartBackend runs the client handshake.
+func (b BackendTLS) StartBackend(c *net.TCPConn, _ *l4.Client) (net.Conn, error) {
+	tc := tls.Client(c, b.Config)
+	if err := tc.Handshake(); err != nil {
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	return tc, nil
+}
+
+// ErrPlaintextRefused is returned for a PostgreSQL client that did not ask
+// for TLS on a listener that requires it.
+var ErrPlaintextRefused = errors.New("tlsterm: client did not ask for TLS, which the listener requires")
+
+// ErrBackendRefusedTLS is returned when a PostgreSQL backend answers an
+// SSLRequest with 'N'.
+var ErrBackendRefusedTLS = errors.New("tlsterm: backend refused TLS")
