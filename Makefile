@@ -91,6 +91,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/discover
 	$(GO) test -run '^$$' -fuzz FuzzCovers -fuzztime 60s ./l7/route
 	$(GO) test -run '^$$' -fuzz FuzzServerName -fuzztime 60s ./internal/clienthello
+	$(GO) test -run '^$$' -fuzz FuzzPgFirst -fuzztime 60s ./internal/tlsterm
 
 clean:
 	rm -f sluice

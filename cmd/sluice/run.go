@@ -185,7 +185,21 @@ func openTCP(lc config.Listener, pc *config.Pool, pools map[string]*pool.Pool, f
 	}
 	tcpHooks(srv, lc, pc)
 	sniHooks(srv, lc, pools)
-	return opened{srv: srv, serve: func() error { return srv.Serve(lns) }, close: func() { closeAll(lns) },
+	store, err := tcpTLS(srv, lc, pc, log)
+	if err != nil {
+		closeAll(lns)
+		return opened{}, err
+	}
+	serve := func() error { return srv.Serve(lns) }
+	if store != nil {
+		serve = func() error {
+			// The reload watcher lives as long as the listener serves.
+			store.Start()
+			defer store.Stop()
+			return srv.Serve(lns)
+		}
+	}
+	return opened{srv: srv, serve: serve, close: func() { closeAll(lns) },
 		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns)}, nil
 }
 

@@ -62,10 +62,9 @@ func (p *Postgres) Terminate(c *net.TCPConn, cl *l4.Client) (net.Conn, []byte, e
 		if _, err := io.ReadFull(c, head[1:]); err != nil {
 			return nil, nil, fmt.Errorf("reading the first message: %w", err)
 		}
-		n := binary.BigEndian.Uint32(head[:4])
-		code := binary.BigEndian.Uint32(head[4:])
-		switch {
-		case n == 8 && code == pgSSLRequest:
+		n, kind := pgFirst(head)
+		switch kind {
+		case pgSSL:
 			// Exactly these 8 bytes were read: anything the client
 			// sent after them goes into the TLS handshake, not to
 			// the backend (CVE-2021-23214).
@@ -74,19 +73,46 @@ func (p *Postgres) Terminate(c *net.TCPConn, cl *l4.Client) (net.Conn, []byte, e
 			}
 			tc, err := handshake(c, p.Config, cl)
 			return tc, nil, err
-		case n == 8 && code == pgGSSENCRequest:
+		case pgGSS:
 			if _, err := c.Write([]byte{'N'}); err != nil {
 				return nil, nil, err
 			}
-		case n == 16 && code == pgCancelRequest:
-			return p.plain(c, head[:], int(n), false)
-		case code>>16 == 3 && n >= 8 && n <= pgMaxStartup:
-			return p.plain(c, head[:], int(n), p.RequireTLS)
+		case pgCancel:
+			return p.plain(c, head[:], n, false)
+		case pgStartup:
+			return p.plain(c, head[:], n, p.RequireTLS)
 		default:
-			return nil, nil, fmt.Errorf("not a PostgreSQL startup: length %d, code %d", n, code)
+			return nil, nil, fmt.Errorf("not a PostgreSQL startup: % x", head)
 		}
 	}
 	return nil, nil, fmt.Errorf("a second GSSENCRequest")
+}
+
+// What a client's first 8 bytes are.
+const (
+	pgBad = iota
+	pgSSL
+	pgGSS
+	pgCancel
+	pgStartup
+)
+
+// pgFirst says what a client's first message is by its length and code,
+// and returns its length.
+func pgFirst(head [8]byte) (int, int) {
+	n := binary.BigEndian.Uint32(head[:4])
+	code := binary.BigEndian.Uint32(head[4:])
+	switch {
+	case n == 8 && code == pgSSLRequest:
+		return 8, pgSSL
+	case n == 8 && code == pgGSSENCRequest:
+		return 8, pgGSS
+	case n == 16 && code == pgCancelRequest:
+		return 16, pgCancel
+	case code>>16 == pgProtocol3>>16 && n >= 8 && n <= pgMaxStartup:
+		return int(n), pgStartup
+	}
+	return 0, pgBad
 }
 
 // plain reads the rest of a plain client's first message, to pass it on,

@@ -61,9 +61,16 @@ type BackendTLS struct {
 
 var _ l4.BackendStarter = BackendTLS{}
 
-// StartBackend runs the client handshake.
+// StartBackend runs the client handshake. Without a ServerName the
+// backend's certificate is verified against its IP address, and no SNI
+// is sent.
 func (b BackendTLS) StartBackend(c *net.TCPConn, _ *l4.Client) (net.Conn, error) {
-	tc := tls.Client(c, b.Config)
+	cfg := b.Config
+	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		cfg = cfg.Clone()
+		cfg.ServerName = c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap().String()
+	}
+	tc := tls.Client(c, cfg)
 	if err := tc.Handshake(); err != nil {
 		return nil, fmt.Errorf("tls handshake: %w", err)
 	}
