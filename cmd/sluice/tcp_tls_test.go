@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"sluice/internal/certs/mint"
 	"sluice/internal/dbproc"
 	"sluice/internal/dbtest"
@@ -155,6 +157,31 @@ require_tls = false
 	}
 	if out, err := runPG(t, pgEnv(pg, open, "PGSSLMODE=disable"), "psql", "-X", "-A", "-t", "-c", query); err != nil || out != "postgres" {
 		t.Errorf("a plain client with require_tls = false: %q, %v", out, err)
+	}
+	// pgx, with PostgreSQL 17's direct TLS (ALPN postgresql) too.
+	for _, neg := range []string{"postgres", "direct"} {
+		dsn := fmt.Sprintf("host=a.test port=%s user=%s password=%s dbname=%s "+
+			"sslmode=verify-full sslrootcert=%s sslnegotiation=%s", portString(addr), pg.User, pg.Password,
+			pg.Database, f.caFile, neg)
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// a.test is sluice on loopback; the name is for TLS.
+		cfg.LookupFunc = func(context.Context, string) ([]string, error) { return []string{"127.0.0.1"}, nil }
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		conn, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			cancel()
+			t.Fatalf("pgx with sslnegotiation=%s: %v", neg, err)
+		}
+		var one int
+		err = conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+		conn.Close(ctx)
+		cancel()
+		if err != nil || one != 1 {
+			t.Fatalf("pgx with sslnegotiation=%s: %d, %v", neg, one, err)
+		}
 	}
 	env := pgEnv(pg, addr, "PGSSLMODE=require")
 	if out, err := runPG(t, env, "pgbench", "-i", "-s", "1", "-q"); err != nil {
