@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -66,5 +67,25 @@ func TestTCPListenerTLS(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTCPTLSExamples: examples/tls-tcp.toml and postgres-tls.toml are
+// valid but for their certificate files, which exist only on a real host.
+func TestTCPTLSExamples(t *testing.T) {
+	for _, name := range []string{"tls-tcp.toml", "postgres-tls.toml"} {
+		text, err := os.ReadFile("../examples/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Parse(name, text)
+		if err == nil {
+			t.Fatalf("%s parsed without its certificate files", name)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(err.Error()), "\n") {
+			if !strings.HasSuffix(line, "no such file or directory") {
+				t.Errorf("%s: an error other than a missing file: %s", name, line)
+			}
+		}
 	}
 }
