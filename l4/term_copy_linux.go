@@ -42,6 +42,9 @@ func (c *termConn) proxy() (End, int, error) {
 	ends[sideClient] = c.copy(sideClient)
 	ends[sideBackend] = <-back
 	if e := End(c.end.Load()); e != EndNone {
+		if e == EndBackendDown {
+			return e, sideClient, nil // reset, as the loop does
+		}
 		return e, -1, nil
 	}
 	first := int(c.first.Load())

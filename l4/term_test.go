@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"syscall"
 	"testing"
 	"time"
@@ -331,5 +332,53 @@ func TestTLSSharesMaxConnections(t *testing.T) {
 	c3.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(c3, make([]byte, 1)); err != nil {
 		t.Errorf("after the first ended: %v", err)
+	}
+}
+
+// The Admitter refuses before the handshake, and Done follows each
+// admitted connection's end.
+func TestTLSAdmit(t *testing.T) {
+	be := startBackend(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	a := &admitter{deny: map[uint16]error{}, live: map[netip.AddrPort]int{}}
+	p, cfg := startTLSProxy(t, &Server{Name: "t", Pool: newPool(t, pool.RoundRobin, 0, be.addr), Admit: a})
+	c := dialTLS(t, p.addr, cfg)
+	c.Close()
+	p.log.waitEnd(t, EndClientClosed)
+	a.mu.Lock()
+	for addr, n := range a.live {
+		if n != 0 {
+			t.Errorf("%v: %d live after its end: Done not called", addr, n)
+		}
+	}
+	a.mu.Unlock()
+
+	raw := dial(t, p.addr, "")
+	a.mu.Lock()
+	a.deny[uint16(raw.LocalAddr().(*net.TCPAddr).Port)] = errors.New("not you")
+	a.mu.Unlock()
+	// The refusal may come before or during the handshake's first flight.
+	tls.Client(raw, cfg).Handshake()
+	rec := p.log.waitEnd(t, EndDenied)
+	if rec["error"] != "not you" {
+		t.Errorf("log line %v", rec)
+	}
+}
+
+// CloseBackend ends a terminated connection to that backend, logged
+// end=backend_down.
+func TestTLSCloseBackend(t *testing.T) {
+	be := startBackend(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	pl := newPool(t, pool.RoundRobin, 0, be.addr)
+	p, cfg := startTLSProxy(t, &Server{Name: "t", Pool: pl})
+	c := dialTLS(t, p.addr, cfg)
+	c.Write([]byte("x"))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	p.CloseBackend(pl.Backends()[0])
+	p.log.waitEnd(t, EndBackendDown)
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client read after CloseBackend: %v, want a reset", err)
 	}
 }
