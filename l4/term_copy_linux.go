@@ -106,8 +106,12 @@ func (c *termConn) copy(i int) dirEnd {
 		switch {
 		case err == nil:
 		case errors.Is(err, io.EOF):
+			// Which side ended first is settled before its end is
+			// passed on: the other side may answer it with its own
+			// at once.
+			d := c.ended(i, dirEnd{eof: true})
 			c.passEnd(i)
-			return c.ended(i, dirEnd{eof: true})
+			return d
 		case errors.Is(err, os.ErrDeadlineExceeded) && !c.cut():
 			if c.idle() < c.timeout() {
 				continue // the other direction moved bytes meanwhile

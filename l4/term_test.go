@@ -342,8 +342,19 @@ func TestTLSAdmit(t *testing.T) {
 	a := &admitter{deny: map[uint16]error{}, live: map[netip.AddrPort]int{}}
 	p, cfg := startTLSProxy(t, &Server{Name: "t", Pool: newPool(t, pool.RoundRobin, 0, be.addr), Admit: a})
 	c := dialTLS(t, p.addr, cfg)
+	// An exchange first: its read takes the session tickets the proxy
+	// sent after the handshake, which a close with unread bytes would
+	// turn into a reset.
+	c.Write([]byte("x"))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
 	c.Close()
-	p.log.waitEnd(t, EndClientClosed)
+	eventually(t, 10*time.Second, "the connection's end", func() bool { return len(p.log.conns()) == 1 })
+	if rec := p.log.conns()[0]; rec["end"] != EndClientClosed.String() {
+		t.Errorf("log line %v, want end=client_closed", rec)
+	}
 	a.mu.Lock()
 	for addr, n := range a.live {
 		if n != 0 {
@@ -352,16 +363,29 @@ func TestTLSAdmit(t *testing.T) {
 	}
 	a.mu.Unlock()
 
-	raw := dial(t, p.addr, "")
 	a.mu.Lock()
-	a.deny[uint16(raw.LocalAddr().(*net.TCPAddr).Port)] = errors.New("not you")
+	a.deny[0] = errors.New("not you") // see denyAll
 	a.mu.Unlock()
-	// The refusal may come before or during the handshake's first flight.
-	tls.Client(raw, cfg).Handshake()
-	rec := p.log.waitEnd(t, EndDenied)
+	p2, _ := startTLSProxy(t, &Server{Name: "t", Pool: newPool(t, pool.RoundRobin, 0, be.addr), Admit: denyAll{a}})
+	// The reset may come before the connect returns, or during the
+	// handshake's first flight.
+	if raw, err := net.Dial("tcp", p2.addr); err == nil {
+		tls.Client(raw, cfg).Handshake()
+		raw.Close()
+	}
+	rec := p2.log.waitEnd(t, EndDenied)
 	if rec["error"] != "not you" {
 		t.Errorf("log line %v", rec)
 	}
+}
+
+// denyAll refuses every client with the admitter's error for port 0.
+type denyAll struct{ *admitter }
+
+func (d denyAll) Admit(c *Client) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.deny[0]
 }
 
 // CloseBackend ends a terminated connection to that backend, logged
