@@ -45,7 +45,8 @@ const (
 	// EndClientLimit: a per-client limit refused the client; it was reset.
 	EndClientLimit
 	// EndHandshakeFailed: the client's TLS handshake (or the protocol
-	// negotiation before it) failed or timed out; it was closed.
+	// negotiation before it) failed or timed out; it was closed (FIN,
+	// after the alert or error written to it).
 	EndHandshakeFailed
 )
 

@@ -69,7 +69,14 @@ func (c *termConn) serve() {
 	}
 	defer s.terms.remove(c)
 	if e, err := c.open(); e != EndNone {
-		c.finish(e, sideClient, err)
+		rst := sideClient // refused, as the loop refuses: a reset
+		if e == EndHandshakeFailed {
+			// A FIN: the TLS alert or PostgreSQL error just
+			// written must reach the client, which a reset could
+			// discard unread.
+			rst = -1
+		}
+		c.finish(e, rst, err)
 		return
 	}
 	e, rst, err := c.proxy()

@@ -99,6 +99,11 @@ func (c *termConn) copy(i int) dirEnd {
 				return dirEnd{failed: -1}
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
+				if errors.Is(werr, os.ErrDeadlineExceeded) && !c.cut() {
+					// The other side read nothing for the
+					// timeout: an idle end, not a failure.
+					return c.ended(i, dirEnd{timeout: true})
+				}
 				return c.ended(i, dirEnd{failed: 1 - i, err: fmt.Errorf("writing to the %s: %w", sideNames[1-i], werr)})
 			}
 			c.n[i] += int64(n)

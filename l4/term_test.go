@@ -406,3 +406,25 @@ func TestTLSCloseBackend(t *testing.T) {
 		t.Errorf("client read after CloseBackend: %v, want a reset", err)
 	}
 }
+
+// A client that reads nothing while the backend sends ends with the idle
+// timeout, not as a failure: the write to it times out like a read.
+func TestTLSStalledReaderIsIdle(t *testing.T) {
+	be := startBackend(t, func(c *net.TCPConn) {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	p, cfg := startTLSProxy(t, &Server{Name: "t", Pool: newPool(t, pool.RoundRobin, 0, be.addr),
+		IdleTimeout: 300 * time.Millisecond})
+	c := dialTLS(t, p.addr, cfg)
+	defer c.Close()
+	for range 50 { // keep the client's direction busy past the timeout
+		c.Write([]byte("x"))
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.log.waitEnd(t, EndIdleTimeout)
+}
