@@ -313,7 +313,7 @@ func countMap(cs []namedCount) map[string]uint64 {
 func (s *Server) endsByBackend() map[poolBackend]map[string]uint64 {
 	out := map[poolBackend]map[string]uint64{}
 	for k, c := range s.o.Metrics.snapshot() {
-		pb := poolBackend{s.o.Metrics.pools.of(k), k.backend}
+		pb := poolBackend{s.o.Metrics.pools.Load().of(k), k.backend}
 		m := out[pb]
 		if m == nil {
 			m = map[string]uint64{}

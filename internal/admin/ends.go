@@ -67,7 +67,7 @@ func (c *endCollector) Collect(ch chan<- prometheus.Metric) {
 	counter := prometheus.CounterValue
 	for k, e := range *m {
 		d := endDescs[k.kind]
-		pool := c.m.pools.of(k)
+		pool := c.m.pools.Load().of(k)
 		if k.kind == kindHTTP {
 			ch <- prometheus.MustNewConstMetric(d.ends, counter, float64(e.ends.Load()), k.listener, k.route, pool, k.backend,
 				strconv.FormatInt(k.status, 10), k.end)

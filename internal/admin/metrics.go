@@ -25,8 +25,12 @@ type Metrics struct {
 	checks    *prometheus.CounterVec
 	checkTime *prometheus.HistogramVec
 
-	pools PoolNames
-	ends  cache[endKey, *endCounters]
+	pools   atomic.Pointer[PoolNames] // replaced by a reload (SetPoolNames)
+	ends    cache[endKey, *endCounters]
+	state   atomic.Pointer[stateCollector] // the running configuration's
+	stateMu sync.Mutex                     // guards registering state's collector once
+	stateOn bool
+	reloads *prometheus.CounterVec
 
 	lastMu sync.Mutex // guards last; taken per check and per API read, never per connection
 	last   map[*pool.Backend]*atomic.Pointer[Check]
@@ -103,7 +107,9 @@ func (n PoolNames) of(k endKey) string {
 // by pools; version labels sluice_build_info. The gauges of pools and
 // listeners join when a Server is built over them.
 func NewMetrics(pools PoolNames, version string) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), pools: pools, last: make(map[*pool.Backend]*atomic.Pointer[Check])}
+	m := &Metrics{reg: prometheus.NewRegistry(), last: make(map[*pool.Backend]*atomic.Pointer[Check])}
+	m.pools.Store(&pools)
+	m.reloads = m.counter("sluice_reloads_total", "Configuration reloads, by result (ok or failed).", []string{"result"})
 	m.durations[kindTCP] = m.histogram("sluice_tcp_connection_duration_seconds", "How long TCP connections lasted, from accept to close.", []string{"listener"}, connectionBuckets)
 	m.durations[kindUDP] = m.histogram("sluice_udp_session_duration_seconds", "How long UDP sessions lasted.", []string{"listener"}, connectionBuckets)
 	m.durations[kindHTTP] = m.histogram("sluice_http_request_duration_seconds", "How long HTTP requests took, from their first byte to the response's last.", []string{"listener"}, requestBuckets)
@@ -126,6 +132,46 @@ func (m *Metrics) histogram(name, help string, labels []string, buckets []float6
 	v := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 	m.reg.MustRegister(v)
 	return v
+}
+
+// SetPoolNames names the pools of the configuration a reload put in
+// place; lines counted from then on are labelled with them.
+func (m *Metrics) SetPoolNames(pools PoolNames) { m.pools.Store(&pools) }
+
+// Reloaded counts one reload of the configuration, applied or failed.
+func (m *Metrics) Reloaded(ok bool) {
+	result := "failed"
+	if ok {
+		result = "ok"
+	}
+	m.reloads.WithLabelValues(result).Inc()
+}
+
+// setState makes the gauges follow listeners and pools, those of the
+// configuration now running. The collector is registered once and reads
+// the latest set: an unchecked collector cannot be unregistered, and two
+// would report each series twice.
+func (m *Metrics) setState(listeners []Listener, pools []*pool.Pool) {
+	m.state.Store(&stateCollector{listeners: listeners, pools: pools})
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	if !m.stateOn {
+		m.stateOn = true
+		m.reg.MustRegister(stateFollower{m})
+	}
+}
+
+// stateFollower collects the state of the running configuration.
+type stateFollower struct{ m *Metrics }
+
+// Describe sends nothing: see stateCollector.
+func (stateFollower) Describe(chan<- *prometheus.Desc) {}
+
+// Collect implements prometheus.Collector.
+func (f stateFollower) Collect(ch chan<- prometheus.Metric) {
+	if c := f.m.state.Load(); c != nil {
+		c.Collect(ch)
+	}
 }
 
 // Registry returns the registry /metrics serves, for tests and for

@@ -60,6 +60,10 @@ type Options struct {
 	// Editor, if not nil, carries out the API's weight, add and remove
 	// requests; nil answers them 501 Not Implemented.
 	Editor Editor
+	// Reload, if not nil, reloads the configuration file for POST
+	// /api/v1/reload and returns its errors; nil answers 501 Not
+	// Implemented.
+	Reload func() error
 	// Version is the running build's, shown by the API and the page.
 	Version string
 	// Logger receives errors serving the admin listener. Nil means
@@ -75,8 +79,9 @@ type Server struct {
 	srv     *http.Server
 }
 
-// New builds a Server and adds the gauges of its listeners and pools to
-// o.Metrics; nothing listens until Serve. One Metrics serves one Server.
+// New builds a Server and points the gauges of o.Metrics at its listeners
+// and pools; nothing listens until Serve. One Metrics serves one Server
+// at a time: after a reload, the Server of the new configuration.
 func New(o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -87,7 +92,7 @@ func New(o Options) *Server {
 		s.pools[p.Name()] = p
 		ps = append(ps, p.Pool)
 	}
-	o.Metrics.reg.MustRegister(&stateCollector{listeners: o.Listeners, pools: ps})
+	o.Metrics.setState(o.Listeners, ps)
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -113,6 +118,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/pools/{pool}/backends", s.addBackend)
 	mux.HandleFunc("DELETE /api/v1/pools/{pool}/backends/{backend}", s.removeBackend)
 	mux.HandleFunc("GET /api/v1/pools/{pool}/explain", s.explain)
+	mux.HandleFunc("POST /api/v1/reload", s.reload)
 	mux.HandleFunc("GET /{$}", s.page)
 	mux.HandleFunc("GET /status.js", s.script)
 	return s.auth(mux)
