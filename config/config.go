@@ -18,6 +18,9 @@ type Config struct {
 	// DrainTimeout is how long live connections may finish after SIGTERM
 	// or SIGINT before they are closed; zero closes them at once.
 	DrainTimeout time.Duration
+	// PIDFile, if not empty, is where sluice run writes its process id,
+	// for sluice reload to signal it; "" writes none.
+	PIDFile string
 	// Log says how sluice writes its log.
 	Log Log
 	// Listeners are the addresses sluice accepts connections on, sorted by

@@ -97,8 +97,14 @@ func (d *decoder) config() *Config {
 	d.root = scanLines(d.text, md.Keys())
 	cfg := defaultConfig(d.file)
 	t := &table{d: d, keys: top, node: d.root}
-	t.allow("drain_timeout", "log", "listeners", "pools", "admin")
+	t.allow("drain_timeout", "pid_file", "log", "listeners", "pools", "admin")
 	t.duration("drain_timeout", &cfg.DrainTimeout, false)
+	if s, ok := t.str("pid_file"); ok {
+		if s == "" {
+			t.errorf("pid_file", "must not be empty")
+		}
+		cfg.PIDFile = s
+	}
 	if lt := t.table("log"); lt != nil {
 		lt.allow("format", "level", "http_format")
 		lt.text("format", &cfg.Log.Format)
