@@ -34,7 +34,10 @@ type adminSide struct {
 // newAdmin builds the metrics of cfg, if it has an [admin] table, and
 // returns the logger the proxies must use: it counts their connection
 // and session lines.
-func newAdmin(cfg *config.Config, log *slog.Logger) (*adminSide, *slog.Logger) {
+//
+// The metrics m of the running configuration, if not nil, go on (their
+// counters carry across a reload), naming the new configuration's pools.
+func newAdmin(cfg *config.Config, log *slog.Logger, m *admin.Metrics) (*adminSide, *slog.Logger) {
 	if cfg.Admin == nil {
 		return nil, log
 	}
@@ -47,7 +50,11 @@ func newAdmin(cfg *config.Config, log *slog.Logger) (*adminSide, *slog.Logger) {
 			}
 		}
 	}
-	m := admin.NewMetrics(names, buildVersion())
+	if m == nil {
+		m = admin.NewMetrics(names, buildVersion())
+	} else {
+		m.SetPoolNames(names)
+	}
 	return &adminSide{cfg: cfg.Admin, metrics: m, log: log}, slog.New(m.LogHandler(log.Handler()))
 }
 
@@ -69,11 +76,43 @@ func (a *adminSide) forget(p *pool.Pool, b *pool.Backend) {
 
 var _ checkObserver = (*adminSide)(nil)
 
-// open listens on the admin address, with every listener and pool of the
-// running configuration behind it. Nothing is served until serve.
-func (a *adminSide) open(cfg *config.Config, pools map[string]*pool.Pool, all []opened) error {
+// listener opens the admin socket; or, if prev (the running
+// configuration's admin listener) has the same address, returns a copy of
+// its socket, so that the API stays up through a reload.
+func (a *adminSide) listener(prev *adminSide) (net.Listener, error) {
 	if a == nil {
-		return nil
+		return nil, nil
+	}
+	if prev != nil && prev.cfg.Network() == a.cfg.Network() && prev.cfg.Address() == a.cfg.Address() {
+		f, err := prev.ln.(interface{ File() (*os.File, error) }).File()
+		if err != nil {
+			return nil, fmt.Errorf("admin: sharing its socket: %w", err)
+		}
+		defer f.Close()
+		ln, err := net.FileListener(f)
+		if err != nil {
+			return nil, fmt.Errorf("admin: sharing its socket: %w", err)
+		}
+		if ul, ok := prev.ln.(*net.UnixListener); ok {
+			// The socket file is now the new listener's to remove
+			// at exit (FileListener's default), not the old one's.
+			ul.SetUnlinkOnClose(false)
+		}
+		return ln, nil
+	}
+	ln, err := listenAdmin(a.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	return ln, nil
+}
+
+// open sets up the admin interface on ln (from listener), with every
+// listener and pool of the configuration behind it. Nothing is served
+// until serve.
+func (a *adminSide) open(cfg *config.Config, pools map[string]*pool.Pool, all []opened, ln net.Listener) {
+	if a == nil {
+		return
 	}
 	poolOf := make(map[string]string, len(cfg.Listeners))
 	for _, l := range cfg.Listeners {
@@ -91,14 +130,9 @@ func (a *adminSide) open(cfg *config.Config, pools map[string]*pool.Pool, all []
 	for _, pc := range cfg.Pools {
 		ps = append(ps, admin.Pool{Pool: pools[pc.Name], Balance: pc.Balance, HashKey: pc.HashKey})
 	}
-	ln, err := listenAdmin(a.cfg)
-	if err != nil {
-		return fmt.Errorf("admin: %w", err)
-	}
 	a.ln = ln
 	a.opts = admin.Options{Listeners: ls, Pools: ps, Metrics: a.metrics, Token: a.cfg.Token,
 		Version: buildVersion(), Logger: a.log}
-	return nil
 }
 
 // listenAdmin opens the admin socket. A Unix socket file left by a
@@ -130,12 +164,13 @@ func listenAdmin(c *config.Admin) (net.Listener, error) {
 }
 
 // serve starts serving the admin interface, with ed carrying out its
-// changes to backend sets.
-func (a *adminSide) serve(ed admin.Editor) {
+// changes to backend sets and reload its reloads.
+func (a *adminSide) serve(ed admin.Editor, reload func() error) {
 	if a == nil {
 		return
 	}
 	a.opts.Editor = ed
+	a.opts.Reload = reload
 	a.srv = admin.New(a.opts)
 	a.done = make(chan error, 1)
 	go func() { a.done <- a.srv.Serve(a.ln) }()

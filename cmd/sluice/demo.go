@@ -65,7 +65,7 @@ func demoCommand(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(stdout, "Press Ctrl-C to stop.")
 	}
-	return serve(cfg, newLogger(cfg.Log, stderr), ready)
+	return serve(cfg, newLogger(cfg.Log, stderr), ready, nil)
 }
 
 // demoCertificates makes a throwaway CA and a certificate for localhost

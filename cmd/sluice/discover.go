@@ -9,7 +9,6 @@ import (
 	"sluice/config"
 	"sluice/internal/discover"
 	"sluice/internal/pool"
-	"sluice/l4"
 )
 
 // firstResolveWait bounds the first resolution of a discovered pool at
@@ -18,20 +17,17 @@ import (
 const firstResolveWait = 5 * time.Second
 
 // discovery keeps the pools with a [discover] table in line with DNS: one
-// watcher goroutine per pool, and a timer per change that closes what is
-// left on removed backends after the drain timeout. stop stops and joins
-// them all.
+// watcher goroutine per pool; the connections left on removed backends
+// are closed after the drain timeout by later, which outlives a reload.
+// stop stops and joins the watchers.
 type discovery struct {
 	log   *slog.Logger
 	drain time.Duration
 	pools map[string]*discovered
+	later *laterCloses
 
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the watchers and the running close timers
-
-	mu      sync.Mutex
-	timers  map[*time.Timer]bool // pending closes
-	stopped bool
+	wg     sync.WaitGroup // the watchers
 }
 
 // discovered is one discovered pool.
@@ -39,13 +35,13 @@ type discovered struct {
 	cfg     config.Pool
 	watcher *discover.Watcher
 	pool    *pool.Pool
-	closers []func(*pool.Backend) // each TCP server's CloseBackend
+	closer  func(*pool.Backend) // closes a backend's connections on every TCP server over the pool
 }
 
 // newDiscovery builds a watcher for each pool of cfg with a [discover]
 // table. Nothing runs until start.
-func newDiscovery(cfg *config.Config, log *slog.Logger) *discovery {
-	d := &discovery{log: log, drain: cfg.DrainTimeout, pools: map[string]*discovered{}, timers: map[*time.Timer]bool{}}
+func newDiscovery(cfg *config.Config, later *laterCloses, log *slog.Logger) *discovery {
+	d := &discovery{log: log, drain: cfg.DrainTimeout, pools: map[string]*discovered{}, later: later}
 	for _, pc := range cfg.Pools {
 		if pc.Discover == nil {
 			continue
@@ -74,33 +70,15 @@ func (d *discovery) resolve(pc config.Pool, o *pool.Options) {
 	o.Backends, _ = dp.watcher.Resolve(ctx)
 }
 
-// checkAll adds a checker for every backend the discovered pools start
-// with.
-func (d *discovery) checkAll(c *checks, pools map[string]*pool.Pool) error {
-	for name, dp := range d.pools {
-		p := pools[name]
-		for _, b := range p.Backends() {
-			if err := c.add(name, p, b, dp.cfg.DiscoveredHealth(b.Addr), healthPreamble(dp.cfg.SendProxy)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // start runs the watchers. Each change updates its pool, stops the checks
 // of removed backends, starts those of added ones, and closes the
 // connections left on removed backends after the drain timeout.
-func (d *discovery) start(pools map[string]*pool.Pool, tcp []*l4.Server, c *checks) {
+func (d *discovery) start(pools map[string]*pool.Pool, downs *downs, c *checks) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	for name, dp := range d.pools {
 		dp.pool = pools[name]
-		for _, s := range tcp {
-			if s.Pool == dp.pool {
-				dp.closers = append(dp.closers, s.CloseBackend)
-			}
-		}
+		dp.closer = downs.closer(dp.pool)
 		dp.watcher.Apply = func(bs []pool.BackendOptions) { d.apply(dp, bs, c) }
 		d.wg.Go(func() { dp.watcher.Run(ctx) })
 	}
@@ -128,55 +106,82 @@ func (d *discovery) apply(dp *discovered, bs []pool.BackendOptions, c *checks) {
 				slog.String("backend", b.String()), slog.String("error", err.Error()))
 		}
 	}
-	if len(ch.Removed) > 0 && len(dp.closers) > 0 {
-		d.closeLater(dp, ch.Removed)
-	}
+	d.closeLater(dp, ch.Removed)
 }
 
 // closeLater closes the connections still on the removed backends bs once
 // the drain timeout has passed, as a shutdown does with its own.
 func (d *discovery) closeLater(dp *discovered, bs []*pool.Backend) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.stopped {
+	d.later.after(d.drain, dp.cfg.Name, bs, dp.closer)
+}
+
+// stop stops the watchers and waits for them.
+func (d *discovery) stop() {
+	if d.cancel != nil {
+		d.cancel()
+	}
+	d.wg.Wait()
+}
+
+// laterCloses closes the connections left on removed backends once the
+// drain timeout has passed: one timer per change, whichever configuration
+// made it, so that a reload does not forget the closes its predecessor
+// scheduled. stop stops and joins them.
+type laterCloses struct {
+	log *slog.Logger
+
+	wg      sync.WaitGroup // the running close timers
+	mu      sync.Mutex
+	timers  map[*time.Timer]bool // pending closes
+	stopped bool
+}
+
+func newLaterCloses(log *slog.Logger) *laterCloses {
+	return &laterCloses{log: log, timers: map[*time.Timer]bool{}}
+}
+
+// after closes, after drain, the connections close finds on those of bs
+// that are still removed (pool names them in the log).
+func (lc *laterCloses) after(drain time.Duration, pool string, bs []*pool.Backend, close func(*pool.Backend)) {
+	if len(bs) == 0 || close == nil {
 		return
 	}
-	d.wg.Add(1)
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if lc.stopped {
+		return
+	}
+	lc.wg.Add(1)
 	var t *time.Timer
-	t = time.AfterFunc(d.drain, func() {
-		defer d.wg.Done()
-		d.mu.Lock()
-		delete(d.timers, t)
-		d.mu.Unlock()
+	t = time.AfterFunc(drain, func() {
+		defer lc.wg.Done()
+		lc.mu.Lock()
+		delete(lc.timers, t)
+		lc.mu.Unlock()
 		for _, b := range bs {
 			// A backend added back since is no longer draining.
 			if !b.Removed() || b.Active() == 0 {
 				continue
 			}
-			d.log.Info("closing the connections of a removed backend", slog.String("pool", dp.cfg.Name),
+			lc.log.Info("closing the connections of a removed backend", slog.String("pool", pool),
 				slog.String("backend", b.String()), slog.Int64("connections", b.Active()),
-				slog.Duration("drain_timeout", d.drain))
-			for _, f := range dp.closers {
-				f(b)
-			}
+				slog.Duration("drain_timeout", drain))
+			close(b)
 		}
 	})
-	d.timers[t] = true
+	lc.timers[t] = true
 }
 
-// stop stops the watchers and pending closes, and waits for them.
-func (d *discovery) stop() {
-	if d.cancel != nil {
-		d.cancel()
-	}
-	d.mu.Lock()
-	d.stopped = true
-	for t := range d.timers {
+// stop stops the pending closes and waits for those running.
+func (lc *laterCloses) stop() {
+	lc.mu.Lock()
+	lc.stopped = true
+	for t := range lc.timers {
 		if t.Stop() {
-			d.wg.Done()
+			lc.wg.Done()
 		}
 	}
-	d.timers = nil
-	d.mu.Unlock()
-	d.wg.Wait()
+	lc.timers = nil
+	lc.mu.Unlock()
+	lc.wg.Wait()
 }

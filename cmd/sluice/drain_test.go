@@ -27,7 +27,7 @@ import (
 
 // inProcess is a configuration running in the test process. Its log is JSON lines.
 type inProcess struct {
-	in   *instance
+	in   *daemon
 	log  *lockedBuffer
 	once sync.Once
 }
@@ -66,13 +66,13 @@ func (s *inProcess) stop(t *testing.T) {
 // pool returns the pool named name.
 func (s *inProcess) pool(t *testing.T, name string) *pool.Pool {
 	t.Helper()
-	for _, p := range s.in.checks.pools {
-		if p.Name() == name {
-			return p
-		}
+	s.in.mu.Lock()
+	p := s.in.pools[name]
+	s.in.mu.Unlock()
+	if p == nil {
+		t.Fatalf("no pool %q", name)
 	}
-	t.Fatalf("no pool %q", name)
-	return nil
+	return p
 }
 
 // connLine is a connection's log line.

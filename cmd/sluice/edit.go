@@ -10,12 +10,11 @@ import (
 	"sluice/config"
 	"sluice/internal/admin"
 	"sluice/internal/pool"
-	"sluice/l4"
 )
 
 // edits applies the admin API's changes to pools' backend sets: a
-// weight, a backend added or removed. They last as long as the process;
-// a reload, once sluice has one, will start again from the file. Pools
+// weight, a backend added or removed. They last until the next reload,
+// which starts again from the file. Pools
 // whose backends come from DNS refuse them: their records decide.
 type edits struct {
 	log    *slog.Logger
@@ -31,7 +30,7 @@ type editable struct {
 	cfg      config.Pool
 	pool     *pool.Pool
 	backends []pool.BackendOptions // the set the pool was last given
-	closers  []func(*pool.Backend) // each TCP server's CloseBackend
+	closer   func(*pool.Backend)   // closes a backend's connections on every TCP server over the pool
 }
 
 var _ admin.Editor = (*edits)(nil)
@@ -39,18 +38,14 @@ var _ admin.Editor = (*edits)(nil)
 // newEdits lets the API edit every pool of cfg not discovered from DNS.
 // Connections left on a removed backend are closed after the drain
 // timeout, by disc's timers (stopped and joined with it).
-func newEdits(cfg *config.Config, pools map[string]*pool.Pool, tcp []*l4.Server, c *checks, disc *discovery, log *slog.Logger) *edits {
+func newEdits(cfg *config.Config, pools map[string]*pool.Pool, downs *downs, c *checks, disc *discovery, log *slog.Logger) *edits {
 	e := &edits{log: log, checks: c, disc: disc, pools: map[string]*editable{}}
 	for _, pc := range cfg.Pools {
 		if pc.Discover != nil {
 			continue
 		}
-		ep := &editable{cfg: pc, pool: pools[pc.Name], backends: poolOptions(pc, log).Backends}
-		for _, s := range tcp {
-			if s.Pool == ep.pool {
-				ep.closers = append(ep.closers, s.CloseBackend)
-			}
-		}
+		p := pools[pc.Name]
+		ep := &editable{cfg: pc, pool: p, backends: poolOptions(pc, log).Backends, closer: downs.closer(p)}
 		e.pools[pc.Name] = ep
 	}
 	return e
@@ -130,8 +125,6 @@ func (e *edits) edit(name string, change func([]pool.BackendOptions) ([]pool.Bac
 				slog.String("backend", b.String()), slog.String("error", err.Error()))
 		}
 	}
-	if len(ch.Removed) > 0 && len(ep.closers) > 0 {
-		e.disc.closeLater(&discovered{cfg: ep.cfg, pool: ep.pool, closers: ep.closers}, ch.Removed)
-	}
+	e.disc.closeLater(&discovered{cfg: ep.cfg, pool: ep.pool, closer: ep.closer}, ch.Removed)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"sync"
 	"time"
 
@@ -14,18 +15,28 @@ import (
 	"sluice/internal/certs"
 	"sluice/internal/pool"
 	"sluice/internal/proxyheader"
-	"sluice/l4"
 )
 
-// checks is the health checking of one running configuration: a monitor
-// for the active checks and each pool's timed steps (slow start, the end
-// of ejections).
+// checks is the health checking of the running process: a monitor for
+// the active checks and each pool's timed steps (slow start, the end of
+// ejections). It outlives reloads: sync keeps the checkers whose settings
+// did not change, so their verdicts and streaks go on.
 type checks struct {
 	monitor *health.Monitor
-	pools   []*pool.Pool
+
+	mu      sync.Mutex // guards what follows; add and remove come from several goroutines
 	obs     checkObserver
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	specs   map[target]checkSpec              // what each checker was built from
+	runs    map[*pool.Pool]context.CancelFunc // each pool's Run, once started
+	started bool
+	wg      sync.WaitGroup // the pools' Run
+}
+
+// checkSpec is what a checker was built from: a reload restarts it only
+// if this changes.
+type checkSpec struct {
+	h   config.Health
+	pre []byte
 }
 
 // checkObserver sees every backend's checks (the admin listener's
@@ -35,21 +46,96 @@ type checkObserver interface {
 	forget(p *pool.Pool, b *pool.Backend)
 }
 
-// newChecks builds a checker for every backend of every pool with a
-// [health] table, each prober passed through obs. Nothing runs until
-// start.
-func newChecks(cfg *config.Config, pools map[string]*pool.Pool, log *slog.Logger, obs checkObserver) (*checks, error) {
-	c := &checks{monitor: &health.Monitor{Logger: log}, obs: obs}
+// newChecks builds the process's checks, reporting to obs. Nothing runs
+// until start.
+func newChecks(log *slog.Logger, obs checkObserver) *checks {
+	return &checks{monitor: &health.Monitor{Logger: log}, obs: obs,
+		specs: map[target]checkSpec{}, runs: map[*pool.Pool]context.CancelFunc{}}
+}
+
+// observe makes obs see the checks added from now on (a reload may add
+// an [admin] table).
+func (c *checks) observe(obs checkObserver) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.obs = obs
+}
+
+// sync makes the checkers and Runs match cfg's pools, the backends pools
+// have now: a checker whose backend or settings are unchanged goes on, a
+// changed one is restarted (its first result then sets the verdict
+// alone), those of removed backends and pools stop.
+func (c *checks) sync(cfg *config.Config, pools map[string]*pool.Pool) error {
+	live := map[*pool.Pool]bool{}
 	for _, pc := range cfg.Pools {
 		p := pools[pc.Name]
-		c.pools = append(c.pools, p)
-		for i, bc := range pc.Backends {
-			if err := c.add(pc.Name, p, p.Backends()[i], bc.Health, healthPreamble(pc.SendProxy)); err != nil {
-				return nil, err
+		live[p] = true
+		c.run(p)
+		want := map[netip.AddrPort]*config.Health{}
+		for _, bc := range pc.Backends {
+			want[bc.Address] = bc.Health
+		}
+		pre := healthPreamble(pc.SendProxy)
+		for _, b := range p.Backends() {
+			h, ok := want[b.Addr]
+			if !ok {
+				h = pc.DiscoveredHealth(b.Addr)
+			}
+			c.mu.Lock()
+			spec, running := c.specs[target{p, b}]
+			c.mu.Unlock()
+			if running && h != nil && reflect.DeepEqual(spec, checkSpec{*h, pre}) {
+				continue
+			}
+			if running {
+				c.remove(p, b)
+			}
+			if err := c.add(pc.Name, p, b, h, pre); err != nil {
+				return err
 			}
 		}
 	}
-	return c, nil
+	c.mu.Lock()
+	var stale []target
+	for t := range c.specs {
+		if !live[t.p] || t.b.Removed() {
+			stale = append(stale, t)
+		}
+	}
+	for p, cancel := range c.runs {
+		if !live[p] {
+			if cancel != nil {
+				cancel()
+			}
+			delete(c.runs, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, t := range stale {
+		c.remove(t.p, t.b)
+	}
+	return nil
+}
+
+// run runs p's timed steps, once start has been called; nothing if it
+// runs already.
+func (c *checks) run(p *pool.Pool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.runs[p]; ok {
+		return
+	}
+	c.runs[p] = nil
+	if c.started {
+		c.launch(p)
+	}
+}
+
+// launch starts p's Run; the caller holds c.mu.
+func (c *checks) launch(p *pool.Pool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c.runs[p] = cancel
+	c.wg.Go(func() { p.Run(ctx) })
 }
 
 // add checks backend b of pool p as h says, sending pre first (see
@@ -62,8 +148,12 @@ func (c *checks) add(name string, p *pool.Pool, b *pool.Backend, h *config.Healt
 	if err != nil {
 		return fmt.Errorf("pool %s: backend %s: %w", name, b.Addr, err)
 	}
+	c.mu.Lock()
+	obs := c.obs
+	c.specs[target{p, b}] = checkSpec{*h, pre}
+	c.mu.Unlock()
 	check := health.Check{
-		Prober:   c.obs.prober(p, b, prober),
+		Prober:   obs.prober(p, b, prober),
 		Addr:     h.Address,
 		Interval: h.Interval,
 		Timeout:  h.Timeout,
@@ -79,7 +169,11 @@ func (c *checks) add(name string, p *pool.Pool, b *pool.Backend, h *config.Healt
 // checks of its other backends go on with their verdicts.
 func (c *checks) remove(p *pool.Pool, b *pool.Backend) {
 	c.monitor.Remove(target{p, b})
-	c.obs.forget(p, b)
+	c.mu.Lock()
+	obs := c.obs
+	delete(c.specs, target{p, b})
+	c.mu.Unlock()
+	obs.forget(p, b)
 }
 
 // healthPreamble is what the checks of a pool that sends PROXY headers send
@@ -96,21 +190,6 @@ func healthPreamble(v proxyheader.Versions) []byte {
 	return nil
 }
 
-// closeOnDown makes each TCP server close the connections of a backend
-// that its pool's checks mark down, in pools with on_down = "close".
-func closeOnDown(cfg *config.Config, pools map[string]*pool.Pool, servers []*l4.Server) {
-	for _, pc := range cfg.Pools {
-		if pc.OnDown != config.OnDownClose {
-			continue
-		}
-		for _, s := range servers {
-			if s.Pool == pools[pc.Name] {
-				pools[pc.Name].OnDown(s.CloseBackend)
-			}
-		}
-	}
-}
-
 // firstChecksWait bounds how long start waits for the first checks: they
 // start within a second, but a check's timeout may be long.
 const firstChecksWait = 5 * time.Second
@@ -119,13 +198,14 @@ const firstChecksWait = 5 * time.Second
 // or so) for every backend's first check, so that serving starts with
 // their states known. Meanwhile clients wait in the accept queue.
 func (c *checks) start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
-	for _, p := range c.pools {
-		c.wg.Go(func() { p.Run(ctx) })
+	c.mu.Lock()
+	c.started = true
+	for p := range c.runs {
+		c.launch(p)
 	}
+	c.mu.Unlock()
 	c.monitor.Start()
-	wait, cancelWait := context.WithTimeout(ctx, firstChecksWait)
+	wait, cancelWait := context.WithTimeout(context.Background(), firstChecksWait)
 	defer cancelWait()
 	c.monitor.WaitFirst(wait)
 }
@@ -133,9 +213,13 @@ func (c *checks) start() {
 // stop stops and joins everything start started.
 func (c *checks) stop() {
 	c.monitor.Stop()
-	if c.cancel != nil {
-		c.cancel()
+	c.mu.Lock()
+	for _, cancel := range c.runs {
+		if cancel != nil {
+			cancel()
+		}
 	}
+	c.mu.Unlock()
 	c.wg.Wait()
 }
 

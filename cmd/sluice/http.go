@@ -1,31 +1,44 @@
 package main
 
 import (
-	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 
 	"sluice/config"
-	"sluice/internal/listen"
+	"sluice/internal/certs"
 	"sluice/internal/pool"
 	"sluice/l7"
 	"sluice/l7/route"
 )
 
-// openHTTP opens an HTTP listener's sockets and builds its reverse proxy
-// over the shared pools.
-func openHTTP(cfg *config.Config, lc config.Listener, pools map[string]*pool.Pool, log *slog.Logger) (opened, error) {
+// httpTLS is what an HTTP listener reads from files: its certificates
+// and its pools' client certificates and CAs. A reload reads them before
+// it changes anything, so that a missing file fails it whole.
+type httpTLS struct {
+	config *tls.Config
+	store  *certs.Store
+}
+
+// prepareHTTP reads lc's certificates and checks its pools' TLS files.
+func prepareHTTP(cfg *config.Config, lc config.Listener, log *slog.Logger) (httpTLS, error) {
 	tlsConfig, certStore, err := listenerTLS(lc, log)
 	if err != nil {
-		return opened{}, err
+		return httpTLS{}, err
 	}
-	lns, err := listen.TCP(context.Background(), lc.Bind, lc.Sockets)
-	if err != nil {
-		return opened{}, err
+	if _, err := upstreams(cfg, lc, nil); err != nil {
+		return httpTLS{}, err
 	}
+	return httpTLS{tlsConfig, certStore}, nil
+}
+
+// openHTTP builds an HTTP listener's reverse proxy on lns over the shared
+// pools, with t from prepareHTTP.
+func openHTTP(cfg *config.Config, lc config.Listener, lns []*net.TCPListener, t httpTLS, pools map[string]*pool.Pool, log *slog.Logger) (opened, error) {
+	tlsConfig, certStore := t.config, t.store
 	ups, err := upstreams(cfg, lc, pools)
 	if err != nil {
-		closeAll(lns)
 		return opened{}, err
 	}
 	h := lc.HTTP
@@ -63,7 +76,7 @@ func openHTTP(cfg *config.Config, lc config.Listener, pools map[string]*pool.Poo
 		}
 	}
 	return opened{srv: srv, serve: serve, close: func() { closeAll(lns) },
-		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns)}, nil
+		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns), tcp: lns}, nil
 }
 
 // upstreams returns the pools an HTTP listener forwards to: its default

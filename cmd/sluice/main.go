@@ -3,6 +3,7 @@
 //
 //	sluice -c sluice.toml          run (same as: sluice run -c sluice.toml)
 //	sluice check -c sluice.toml    check the file, print every error, exit 0 or 1
+//	sluice reload -c sluice.toml   make the running sluice reload the file
 //	sluice demo                    run a demo with three built-in backends
 //	sluice ctl COMMAND             call a running sluice's admin API
 //	sluice explain -c FILE ...     which backend a client would get, from the file
@@ -27,6 +28,10 @@ Usage:
   sluice -c FILE            run with the configuration in FILE
   sluice run -c FILE        the same
   sluice check -c FILE      check FILE; print every error and exit 1, or exit 0
+  sluice reload -c FILE     check FILE, then make the sluice running it
+                            reload it: through the admin API ([admin];
+                            prints the result) or with SIGHUP to the pid
+                            in pid_file
   sluice demo               run a demo: three backends on 127.0.0.1:7101-7103
                             balanced behind 127.0.0.1:7000 (TCP) and
                             127.0.0.1:7001 (UDP), web servers behind
@@ -45,8 +50,8 @@ Usage:
 
 Signals: SIGTERM or SIGINT stops accepting (UDP: stops opening sessions), lets
 connections and sessions finish for drain_timeout, then closes them; a second
-signal closes them at once. SIGHUP is logged and otherwise ignored: reloading
-the configuration is not supported yet.
+signal closes them at once. SIGHUP reloads the configuration file: with any
+error, the running configuration stays and the errors are logged.
 `
 
 func main() {
@@ -70,6 +75,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		err = checkCommand(args, stdout, stderr)
 	case "demo":
 		err = demoCommand(args, stdout, stderr)
+	case "reload":
+		err = reloadCommand(args, stdout, stderr)
 	case "ctl":
 		err = ctlCommand(args, stdout, stderr)
 	case "explain":

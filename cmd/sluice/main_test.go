@@ -343,7 +343,8 @@ func TestBindFailureIsReported(t *testing.T) {
 }
 
 // SIGHUP is sent out of habit by operators and log-rotation scripts; its
-// default action would kill sluice and reset every connection.
+// default action would kill sluice and reset every connection. It reloads
+// the (unchanged) file.
 func TestSIGHUPKeepsServing(t *testing.T) {
 	addr := freePort(t)
 	p := startSluice(t, nil, "-c", writeFile(t, simpleConfig(addr, echoBackend(t), "1s")))
@@ -351,7 +352,7 @@ func TestSIGHUPKeepsServing(t *testing.T) {
 	c, r, _ := dialLine(t, addr)
 	defer c.Close()
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	p.waitOutput(t, "SIGHUP ignored")
+	p.waitOutput(t, "configuration reloaded")
 	fmt.Fprintln(c, "after hup")
 	if echo, err := r.ReadString('\n'); err != nil || echo != "after hup\n" {
 		t.Fatalf("echo after SIGHUP %q, %v; output:\n%s", echo, err, p.out)

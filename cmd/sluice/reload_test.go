@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// nameBackend answers each connection with its name, then echoes. It is
+// closed when the test ends.
+func nameBackend(t *testing.T, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Go(func() {
+				defer func() {
+					c.Close()
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+				}()
+				io.WriteString(c, name+"\n")
+				io.Copy(c, c)
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// reloadConfig is a configuration of the reload tests: listener t on
+// addr to pool p with backends bs, balanced by balance, its idle timeout
+// idle (a change of it makes a new proxy on the same sockets).
+func reloadConfig(addr, balance, idle string, extra string, bs ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "drain_timeout = \"20s\"\n%s\n[listeners.t]\nbind = %q\npool = \"p\"\nsockets = 2\nidle_timeout = %q\n",
+		extra, addr, idle)
+	fmt.Fprintf(&b, "[pools.p]\nbalance = %q\n", balance)
+	for _, a := range bs {
+		fmt.Fprintf(&b, "[[pools.p.backends]]\naddress = %q\n", a)
+	}
+	return b.String()
+}
+
+// stream keeps one connection busy with random bytes and checks that
+// every byte comes back, in order.
+type stream struct {
+	sent, got atomic.Int64
+	err       error
+}
+
+func runStream(addr string, stop <-chan struct{}) *stream {
+	s := &stream{}
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		s.err = err
+		return s
+	}
+	defer c.Close()
+	greeting := make([]byte, 0, 16)
+	one := make([]byte, 1)
+	for {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, one); err != nil {
+			s.err = fmt.Errorf("reading greeting: %w", err)
+			return s
+		}
+		if one[0] == '\n' {
+			break
+		}
+		greeting = append(greeting, one[0])
+	}
+	hs, hr := sha256.New(), sha256.New()
+	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
+	buf, in := make([]byte, 4096), make([]byte, 4096)
+	for {
+		select {
+		case <-stop:
+			if hr, hs := hr.Sum(nil), hs.Sum(nil); !bytes.Equal(hr, hs) {
+				s.err = fmt.Errorf("checksums differ after %d bytes", s.got.Load())
+			}
+			return s
+		default:
+		}
+		n := 1 + rng.IntN(len(buf))
+		for i := range n {
+			buf[i] = byte(rng.Uint32())
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(buf[:n]); err != nil {
+			s.err = fmt.Errorf("writing after %d bytes: %w", s.sent.Load(), err)
+			return s
+		}
+		hs.Write(buf[:n])
+		s.sent.Add(int64(n))
+		if _, err := io.ReadFull(c, in[:n]); err != nil {
+			s.err = fmt.Errorf("reading after %d bytes: %w", s.got.Load(), err)
+			return s
+		}
+		hr.Write(in[:n])
+		s.got.Add(int64(n))
+	}
+}
+
+// churn opens new connections one after another until stop closes, each
+// with one echoed line, and counts those that fail.
+func churn(addr string, stop <-chan struct{}, ok, failed *atomic.Int64, firstErr *atomic.Value) {
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if err := oneExchange(addr, i); err != nil {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, err.Error())
+		} else {
+			ok.Add(1)
+		}
+	}
+}
+
+func oneExchange(addr string, i int) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := fmt.Sprintf("ping %d\n", i)
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	got := make([]byte, 0, 32)
+	one := make([]byte, 1)
+	lines := 0
+	for lines < 2 { // the greeting, then the echo
+		if _, err := io.ReadFull(c, one); err != nil {
+			return fmt.Errorf("connection %d: %w after %q", i, err, got)
+		}
+		got = append(got, one[0])
+		if one[0] == '\n' {
+			lines++
+		}
+	}
+	if !strings.HasSuffix(string(got), msg) {
+		return fmt.Errorf("connection %d: got %q", i, got)
+	}
+	return nil
+}
+
+// waitCount waits until s appears n times in p's output.
+func (p *process) waitCount(t *testing.T, s string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for strings.Count(p.out.String(), s) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q printed %d times, want %d; output:\n%s", s, strings.Count(p.out.String(), s), n, p.out)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Reloads under continuous new connections and long-lived streams: not
+// one connection fails, not one stream is reset or loses a byte. The
+// reloads alternate between files that change the pool's balance, its
+// backends and the listener's idle timeout (a new proxy on the same
+// sockets).
+func TestReloadsUnderLoadLoseNothing(t *testing.T) {
+	a, b := nameBackend(t, "a"), nameBackend(t, "b")
+	addr := freePort(t)
+	files := []string{
+		reloadConfig(addr, "round_robin", "10m", "", a),
+		reloadConfig(addr, "least_conn", "9m", "", a, b),
+		reloadConfig(addr, "round_robin", "8m", "", b),
+		reloadConfig(addr, "least_conn", "8m", "", a, b),
+	}
+	path := writeFile(t, files[0])
+	p := startSluice(t, nil, "-c", path)
+	p.waitOutput(t, "listening")
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var streams []*stream
+	var mu sync.Mutex
+	for range 6 {
+		wg.Go(func() {
+			s := runStream(addr, stop)
+			mu.Lock()
+			streams = append(streams, s)
+			mu.Unlock()
+		})
+	}
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	for range 4 {
+		wg.Go(func() { churn(addr, stop, &ok, &failed, &firstErr) })
+	}
+	const reloads = 200
+	for i := 1; i <= reloads; i++ {
+		if err := os.WriteFile(path, []byte(files[i%len(files)]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		p.waitCount(t, "configuration reloaded", i)
+		time.Sleep(time.Duration(rand.IntN(50)) * time.Millisecond) // spread reloads over the load, not a wait
+	}
+	close(stop)
+	wg.Wait()
+	var streamed int64
+	for _, s := range streams {
+		if s.err != nil {
+			t.Errorf("stream: %v", s.err)
+		}
+		if s.sent.Load() != s.got.Load() {
+			t.Errorf("stream sent %d bytes, got back %d", s.sent.Load(), s.got.Load())
+		}
+		streamed += s.got.Load()
+	}
+	t.Logf("%d reloads: %d new connections (%d failed), %d streams carried %d bytes", reloads, ok.Load(), failed.Load(), len(streams), streamed)
+	if failed.Load() > 0 {
+		t.Errorf("%d of %d new connections failed; first: %v", failed.Load(), failed.Load()+ok.Load(), firstErr.Load())
+	}
+	if ok.Load() == 0 || streamed == 0 {
+		t.Errorf("no traffic moved")
+	}
+	if strings.Contains(p.out.String(), "reload failed") {
+		t.Errorf("a reload failed:\n%s", p.out)
+	}
+}
+
+// A file with errors changes nothing: every error is logged with its
+// line, the traffic goes on, and the next good file is applied.
+func TestReloadWithErrorsKeepsRunning(t *testing.T) {
+	a, b := nameBackend(t, "a"), nameBackend(t, "b")
+	addr := freePort(t)
+	pid := t.TempDir() + "/sluice.pid"
+	good := reloadConfig(addr, "round_robin", "10m", fmt.Sprintf("pid_file = %q", pid), a)
+	path := writeFile(t, good)
+	p := startSluice(t, nil, "-c", path)
+	p.waitOutput(t, "listening")
+	c, r, greeting := dialLine(t, addr)
+	if greeting != "a" {
+		t.Fatalf("greeting %q", greeting)
+	}
+	// Two errors: an unknown key and a pool that does not exist.
+	bad := strings.Replace(good, `pool = "p"`, "pool = \"nope\"\nbogus = 1", 1)
+	bad = strings.Replace(bad, a, b, 1)
+	os.WriteFile(path, []byte(bad), 0o644)
+	out, code := runSluice(t, "reload", "-c", path)
+	if code != 1 || !strings.Contains(out, "nope") || !strings.Contains(out, "bogus") {
+		t.Fatalf("sluice reload of a bad file exited %d:\n%s", code, out)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitOutput(t, "reload failed")
+	log := p.out.String()
+	for _, want := range []string{path + ":5:", "bogus", `\"nope\"`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	fmt.Fprintln(c, "still there")
+	if echo, err := r.ReadString('\n'); err != nil || echo != "still there\n" {
+		t.Fatalf("echo after a failed reload %q, %v", echo, err)
+	}
+	if _, _, g := dialLine(t, addr); g != "a" {
+		t.Fatalf("after a failed reload a new connection reached %q, want a (unchanged)", g)
+	}
+	// The good file, with backend b instead of a, through pid_file.
+	os.WriteFile(path, []byte(strings.Replace(good, a, b, 1)), 0o644)
+	if out, code := runSluice(t, "reload", "-c", path); code != 0 || !strings.Contains(out, "SIGHUP") {
+		t.Fatalf("sluice reload exited %d:\n%s", code, out)
+	}
+	p.waitOutput(t, "configuration reloaded")
+	if _, _, g := dialLine(t, addr); g != "b" {
+		t.Fatalf("after the reload a new connection reached %q, want b", g)
+	}
+	// The connection to a, removed, goes on until the drain timeout.
+	fmt.Fprintln(c, "draining")
+	if echo, err := r.ReadString('\n'); err != nil || echo != "draining\n" {
+		t.Fatalf("echo on a removed backend %q, %v", echo, err)
+	}
+}
