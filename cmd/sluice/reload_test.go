@@ -2,18 +2,25 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"sluice/config"
+	"sluice/internal/admin"
 )
 
 // nameBackend answers each connection with its name, then echoes. It is
@@ -311,5 +318,159 @@ func TestReloadWithErrorsKeepsRunning(t *testing.T) {
 	fmt.Fprintln(c, "draining")
 	if echo, err := r.ReadString('\n'); err != nil || echo != "draining\n" {
 		t.Fatalf("echo on a removed backend %q, %v", echo, err)
+	}
+}
+
+// inProcessReload runs the file at path in the test process, reloadable,
+// until the test ends.
+func inProcessReload(t *testing.T, path string) *daemon {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &lockedBuffer{}
+	d, err := start(cfg, newLogger(cfg.Log, log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.load = func() (*config.Config, error) { return config.Load(path) }
+	t.Cleanup(func() {
+		// Short: a UDP session would keep the drain going for its
+		// whole timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		d.shutdown(ctx)
+		if t.Failed() {
+			t.Logf("sluice log:\n%s", log)
+		}
+	})
+	return d
+}
+
+// greetingsOf opens n connections to addr and counts the backends that
+// greeted them.
+func greetingsOf(t *testing.T, addr string, n int) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	for range n {
+		c, _, g := dialLine(t, addr)
+		c.Close()
+		seen[g]++
+	}
+	return seen
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
+}
+
+// A reload adds and removes backends and listeners and changes a pool's
+// balance; UDP sessions and TCP connections go on through it; the admin
+// API reloads and counts; and reloads leak neither goroutines nor file
+// descriptors.
+func TestReloadChangesBackendsListenersAndBalance(t *testing.T) {
+	a, b := nameBackend(t, "a"), nameBackend(t, "b")
+	echo := udpEcho(t)
+	t1, t2, uaddr, adm := freePort(t), freePort(t), freePort(t), freePort(t)
+	common := fmt.Sprintf(`[admin]
+bind = %q
+[listeners.u]
+bind = %q
+protocol = "udp"
+pool = "q"
+[pools.q]
+[[pools.q.backends]]
+address = %q
+`, adm, uaddr, echo)
+	first := reloadConfig(t1, "round_robin", "10m", common, a)
+	second := reloadConfig(t1, "least_conn", "9m", common, a, b) + fmt.Sprintf("[listeners.t2]\nbind = %q\npool = \"p\"\n", t2)
+	third := reloadConfig(t1, "round_robin", "9m", common, b)
+	path := writeFile(t, first)
+	d := inProcessReload(t, path)
+	api := adminClient{t: t, base: "http://" + adm}
+	udpc := dialUDP(t, uaddr)
+	if got := exchange(t, udpc, "one"); got != "one" {
+		t.Fatalf("udp reply %q", got)
+	}
+	held, hr, g := dialLine(t, t1)
+	if g != "a" {
+		t.Fatalf("greeting %q", g)
+	}
+
+	os.WriteFile(path, []byte(second), 0o644)
+	if code, body := api.do(http.MethodPost, "/api/v1/reload", ""); code != http.StatusOK {
+		t.Fatalf("POST /api/v1/reload: %d %s", code, body)
+	}
+	if seen := greetingsOf(t, t2, 6); seen["a"] == 0 || seen["b"] == 0 {
+		t.Fatalf("the added listener's connections reached %v, want a and b", seen)
+	}
+	var pj admin.PoolJSON
+	api.get("/api/v1/pools/p", &pj)
+	if pj.Balance != "least_conn" || len(pj.Backends) != 2 {
+		t.Fatalf("pool p after the reload: %+v", pj)
+	}
+	if got := exchange(t, udpc, "two"); got != "two" {
+		t.Fatalf("udp reply after a reload %q", got)
+	}
+
+	// Errors: nothing changes, the API says what they are.
+	os.WriteFile(path, []byte(second+"bogus = 1\n"), 0o644)
+	code, body := api.do(http.MethodPost, "/api/v1/reload", "")
+	var rj admin.ReloadJSON
+	if json.Unmarshal(body, &rj); code != http.StatusUnprocessableEntity || rj.Result != "failed" ||
+		len(rj.Errors) != 1 || !strings.Contains(rj.Errors[0], "bogus") {
+		t.Fatalf("reload of a bad file: %d %s", code, body)
+	}
+	if m := api.get("/metrics", nil); metric(m, "sluice_reloads_total", "result", "failed") != 1 ||
+		metric(m, "sluice_reloads_total", "result", "ok") != 1 {
+		t.Fatalf("reload counts:\n%s", m)
+	}
+
+	os.WriteFile(path, []byte(third), 0o644)
+	if err := d.reload(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.DialTimeout("tcp", t2, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("removed listener %s still accepts", t2)
+	}
+	if seen := greetingsOf(t, t1, 4); seen["b"] != 4 {
+		t.Fatalf("after removing backend a, connections reached %v", seen)
+	}
+	// Started on a before any reload: still on it (until drain_timeout).
+	fmt.Fprintln(held, "held")
+	if line, err := hr.ReadString('\n'); err != nil || line != "held\n" {
+		t.Fatalf("held connection: %q, %v", line, err)
+	}
+	held.Close()
+
+	// Leaks: back and forth, then compare with what one round left.
+	http.DefaultClient.CloseIdleConnections()
+	baseG, baseFD := runtime.NumGoroutine(), countFDs(t)
+	for i := range 20 {
+		os.WriteFile(path, []byte([]string{second, third}[i%2]), 0o644)
+		if err := d.reload(); err != nil {
+			t.Fatal(err)
+		}
+		greetingsOf(t, t1, 1)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g, fds := runtime.NumGoroutine(), countFDs(t)
+		if g <= baseG && fds <= baseFD {
+			break
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("after 20 reloads: %d goroutines (was %d), %d fds (was %d)\n%s",
+				g, baseG, fds, baseFD, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
