@@ -24,7 +24,8 @@ import (
 type adminSide struct {
 	cfg     *config.Admin
 	metrics *admin.Metrics
-	opts    admin.Options // what open found to serve
+	names   admin.PoolNames // the pools the metrics label lines with, once serving
+	opts    admin.Options   // what open found to serve
 	srv     *admin.Server
 	ln      net.Listener
 	done    chan error
@@ -52,10 +53,8 @@ func newAdmin(cfg *config.Config, log *slog.Logger, m *admin.Metrics) (*adminSid
 	}
 	if m == nil {
 		m = admin.NewMetrics(names, buildVersion())
-	} else {
-		m.SetPoolNames(names)
 	}
-	return &adminSide{cfg: cfg.Admin, metrics: m, log: log}, slog.New(m.LogHandler(log.Handler()))
+	return &adminSide{cfg: cfg.Admin, metrics: m, names: names, log: log}, slog.New(m.LogHandler(log.Handler()))
 }
 
 // prober wraps a backend's prober so that its checks are counted and the
@@ -171,6 +170,8 @@ func (a *adminSide) serve(ed admin.Editor, reload func() error) {
 	}
 	a.opts.Editor = ed
 	a.opts.Reload = reload
+	// Only now: a reload that fails before this keeps the names.
+	a.metrics.SetPoolNames(a.names)
 	a.srv = admin.New(a.opts)
 	a.done = make(chan error, 1)
 	go func() { a.done <- a.srv.Serve(a.ln) }()

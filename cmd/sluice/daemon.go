@@ -359,17 +359,22 @@ func (d *daemon) shutdown(ctx context.Context) error {
 	// The backend sets stay as they are through the drain.
 	in.disc.stop()
 	d.later.stop()
-	errs := make(chan error, len(in.lns))
-	for _, l := range in.lns {
-		go func() { errs <- l.srv.Shutdown(ctx) }()
-	}
+	var mu sync.Mutex
 	var err error
-	for range in.lns {
-		err = errors.Join(err, <-errs)
+	for _, l := range in.lns {
+		d.serving.Go(func() {
+			e := l.srv.Shutdown(ctx)
+			mu.Lock()
+			err = errors.Join(err, e)
+			mu.Unlock()
+		})
 	}
-	// What reloads retired drains as long as the rest.
-	d.stopRetire()
+	// What reloads retired drains as long as the rest: until its
+	// connections end or ctx does.
+	stop := context.AfterFunc(ctx, d.stopRetire)
 	d.serving.Wait()
+	stop()
+	d.stopRetire()
 	in.admin.shutdown()
 	// Checks run through the drain: a backend going down still moves
 	// (or, with on_down close, ends) what is left.

@@ -478,3 +478,50 @@ address = %q
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A connection left on a proxy that a reload replaced drains at shutdown
+// like the others: it goes on until it ends or the drain timeout does,
+// even when the current proxies have nothing left to drain.
+func TestShutdownDrainsWhatAReloadReplaced(t *testing.T) {
+	a := nameBackend(t, "a")
+	addr := freePort(t)
+	path := writeFile(t, reloadConfig(addr, "round_robin", "10m", "", a))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := start(cfg, newLogger(cfg.Log, io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.load = func() (*config.Config, error) { return config.Load(path) }
+	c, r, _ := dialLine(t, addr)
+	os.WriteFile(path, []byte(reloadConfig(addr, "round_robin", "9m", "", a)), 0o644)
+	if err := d.reload(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.shutdown(ctx) }()
+	waitFor(t, 5*time.Second, "the listener to refuse", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	fmt.Fprintln(c, "draining")
+	if line, err := r.ReadString('\n'); err != nil || line != "draining\n" {
+		t.Fatalf("the connection on the replaced proxy during the drain: %q, %v", line, err)
+	}
+	c.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("shutdown still draining after its last connection ended")
+	}
+}
