@@ -291,7 +291,7 @@ func TestReloadWithErrorsKeepsRunning(t *testing.T) {
 		t.Fatalf("sluice reload of a bad file exited %d:\n%s", code, out)
 	}
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	p.waitOutput(t, "reload failed")
+	p.waitCount(t, "reload failed", 2) // one line per error
 	log := p.out.String()
 	for _, want := range []string{path + ":5:", "bogus", `\"nope\"`} {
 		if !strings.Contains(log, want) {
