@@ -32,6 +32,7 @@ type daemon struct {
 	base  *slog.Logger                   // before the admin metrics' tap
 	load  func() (*config.Config, error) // reads and checks the file; nil: no reloads
 	fdCap *l4.Limiter
+	sd    notifier // systemd's notify socket, if any
 
 	mu      sync.Mutex // serialises reloads and the shutdown
 	in      *instance
@@ -186,10 +187,13 @@ func (d *daemon) reload() error {
 		return errors.New("reloading: this sluice runs no configuration file")
 	}
 	d.base.Info("reloading the configuration")
+	d.notify(reloading())
 	cfg, err := d.load()
 	if err == nil {
 		err = d.apply(cfg)
 	}
+	// Ready again either way: the old configuration serves on.
+	d.notify("READY=1")
 	if d.metrics != nil {
 		d.metrics.Reloaded(err == nil)
 	}
@@ -201,6 +205,13 @@ func (d *daemon) reload() error {
 	}
 	d.base.Info("configuration reloaded", slog.String("file", cfg.File))
 	return nil
+}
+
+// notify sends state to systemd; a failure is logged, nothing more.
+func (d *daemon) notify(state string) {
+	if err := d.sd.send(state); err != nil {
+		d.base.Warn("systemd notification", slog.String("error", err.Error()))
+	}
 }
 
 // adminSide returns in's admin listener, nil for no instance.
@@ -355,6 +366,7 @@ func (d *daemon) shutdown(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.closed = true
+	d.notify("STOPPING=1")
 	in := d.in
 	// The backend sets stay as they are through the drain.
 	in.disc.stop()

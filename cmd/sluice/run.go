@@ -169,6 +169,8 @@ func serve(cfg *config.Config, log *slog.Logger, ready func(), load func() (*con
 		return err
 	}
 	d.load = load
+	d.sd = newNotifier()
+	d.notify("READY=1")
 	if err := writePIDFile(cfg.PIDFile); err != nil {
 		log.Error("writing the pid file", slog.String("error", err.Error()))
 	}
