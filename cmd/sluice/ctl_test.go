@@ -212,6 +212,22 @@ address = %q
 		!strings.Contains(string(body), "last backend") {
 		t.Errorf("remove the last backend: %d %s", code, body)
 	}
+
+	// A reload starts again from the file, and says which edits it drops.
+	if code, body := api.do(http.MethodPost, "/api/v1/reload", ""); code != http.StatusOK {
+		t.Fatalf("reload: %d %s", code, body)
+	}
+	for _, want := range []string{
+		"backend=" + c.addr + " change=added",
+		"backend=" + a.addr + " change=removed",
+		"backend=" + b.addr + " change=removed",
+	} {
+		p.waitOutput(t, `msg="reload dropped a change made at run time" pool=p `+want)
+	}
+	api.get("/api/v1/pools/p", &pj)
+	if len(pj.Backends) != 2 || pj.Backends[0].Address != a.addr || pj.Backends[1].Address != b.addr {
+		t.Fatalf("pool after the reload: %+v, want the file's a and b", pj.Backends)
+	}
 }
 
 // TestAdminBindFailureStopsStart: an admin address that cannot be bound

@@ -250,12 +250,17 @@ func (d *daemon) updatePools(cfg *config.Config, disc *discovery, log *slog.Logg
 			d.downs.watch(np)
 			p = np
 		} else {
+			dropped := d.droppedEdits(pc, p)
 			ch, err := p.Update(o)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("pool %s: %w", pc.Name, err))
 				continue
 			}
 			removed[pc.Name] = ch.Removed
+			for _, e := range dropped {
+				log.Warn("reload dropped a change made at run time", slog.String("pool", pc.Name),
+					slog.String("backend", e.backend.String()), slog.String("change", e.what))
+			}
 		}
 		d.downs.closeOnDown(p, pc.OnDown == config.OnDownClose)
 		pools[pc.Name] = p
@@ -265,6 +270,20 @@ func (d *daemon) updatePools(cfg *config.Config, disc *discovery, log *slog.Logg
 	}
 	d.pools = pools
 	return removed, nil
+}
+
+// droppedEdits returns the run-time changes to pool p that reloading it
+// as pc undoes: none for a pool whose backends come from DNS, whose
+// changes are not edits.
+func (d *daemon) droppedEdits(pc config.Pool, p *pool.Pool) []droppedEdit {
+	if d.in == nil || pc.Discover != nil || d.in.discovered(pc.Name) {
+		return nil
+	}
+	old := d.in.cfg.Pool(pc.Name)
+	if old == nil {
+		return nil
+	}
+	return droppedEdits(old.Backends, pc.Backends, p.Backends())
 }
 
 // discovered says whether in's pool name takes its backends from DNS.
