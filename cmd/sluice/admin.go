@@ -13,6 +13,7 @@ import (
 	"sluice/config"
 	"sluice/health"
 	"sluice/internal/admin"
+	"sluice/internal/certs"
 	"sluice/internal/pool"
 	"sluice/l4/udp"
 )
@@ -123,6 +124,9 @@ func (a *adminSide) open(cfg *config.Config, pools map[string]*pool.Pool, all []
 		if s, ok := o.srv.(*udp.Server); ok {
 			l.UDP = s.Stats
 		}
+		if o.certs != nil {
+			l.Certificates = certificatesOf(o.certs)
+		}
 		ls = append(ls, l)
 	}
 	var ps []admin.Pool
@@ -197,5 +201,18 @@ func (a *adminSide) shutdown() {
 func logWarnings(cfg *config.Config, log *slog.Logger) {
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration warning", slog.String("warning", w.Error()))
+	}
+}
+
+// certificatesOf reads store's certificates for the admin metrics, at each
+// scrape, so that a renewal shows at once.
+func certificatesOf(store *certs.Store) func() []admin.Certificate {
+	return func() []admin.Certificate {
+		es := store.Expiries()
+		out := make([]admin.Certificate, len(es))
+		for i, e := range es {
+			out[i] = admin.Certificate{File: e.CertFile, NotAfter: e.NotAfter}
+		}
+		return out
 	}
 }

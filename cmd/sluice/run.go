@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"sluice/config"
+	"sluice/internal/certs"
 	"sluice/internal/pool"
 	"sluice/l4"
 	"sluice/l4/udp"
@@ -82,6 +83,9 @@ type opened struct {
 	// proxy of the same listener (one of the two is nil).
 	tcp []*net.TCPListener
 	udp []*net.UDPConn
+	// certs is the listener's certificate store, nil without TLS, for
+	// the admin metrics' expiry gauge.
+	certs *certs.Store
 }
 
 // openTCP builds a TCP listener's proxy on lns.
@@ -112,7 +116,7 @@ func openTCP(lc config.Listener, lns []*net.TCPListener, pc *config.Pool, pools 
 		}
 	}
 	return opened{srv: srv, serve: serve, close: func() { closeAll(lns) },
-		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns), tcp: lns}, nil
+		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns), tcp: lns, certs: store}, nil
 }
 
 // openUDP opens a UDP listener's sockets and builds its proxy.

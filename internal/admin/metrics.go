@@ -238,6 +238,8 @@ var (
 		"UDP datagrams moved, by listener and direction: from_clients, to_backends, from_backends, to_clients.", []string{"listener", "direction"}, nil)
 	descUDPDropped = prometheus.NewDesc("sluice_udp_dropped_datagrams_total",
 		"UDP datagrams dropped, by listener and reason: session_cap, no_backend, socket (no socket to the backend), draining, send_failed.", []string{"listener", "reason"}, nil)
+	descCertExpiry = prometheus.NewDesc("sluice_certificate_expiry_timestamp_seconds",
+		"When each certificate a TLS listener serves expires, in seconds since the epoch (alert on this minus time()).", []string{"listener", "cert_file"}, nil)
 	descUDPEvicted = prometheus.NewDesc("sluice_udp_evicted_sessions_total",
 		"UDP sessions ended to make room for a new flow at max_sessions (end=evicted).", []string{"listener"}, nil)
 )
@@ -263,6 +265,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for _, l := range c.listeners {
+		if l.Certificates != nil {
+			for _, cert := range l.Certificates() {
+				ch <- prometheus.MustNewConstMetric(descCertExpiry, gauge, float64(cert.NotAfter.Unix()), l.Name, cert.File)
+			}
+		}
 		if l.UDP == nil {
 			continue
 		}

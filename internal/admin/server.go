@@ -32,6 +32,17 @@ type Listener struct {
 	Name, Protocol, Bind, Pool string
 	// UDP returns a UDP listener's counters; nil for a TCP listener.
 	UDP func() udp.Stats
+	// Certificates returns the certificates a TLS listener serves, read
+	// at each scrape; nil for a listener without TLS.
+	Certificates func() []Certificate
+}
+
+// Certificate is one certificate a listener serves, for its expiry gauge.
+type Certificate struct {
+	// File is the certificate's file, as configured.
+	File string
+	// NotAfter is when the certificate (its leaf) expires.
+	NotAfter time.Time
 }
 
 // Pool is one of sluice's pools with what the API says about its
