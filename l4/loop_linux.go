@@ -5,12 +5,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/internal/epollpark"
 )
 
 // Epoll events carry a key in their Fd field: a connection's slot in
@@ -64,12 +64,7 @@ type loop struct {
 	acceptAt   time.Duration // no accept before this, after an accept error
 	backoff    time.Duration
 
-	epf    *os.File // ep in Go's poller, for parking (see wait)
-	erc    syscall.RawConn
-	poll   func(uintptr) bool // l.pollOnce, bound once
-	nready int
-	perr   error
-	armed  time.Time // epf's read deadline
+	park epollpark.Set // ep parked in Go's poller (see wait); owns ep once open
 
 	base time.Time
 	now  time.Duration // since base, read once per wake-up
@@ -109,7 +104,7 @@ func newLoop(s *Server, ln *net.TCPListener) (*loop, error) {
 	if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("creating epoll: %w", err)
 	}
-	if err := l.pollable(); err != nil {
+	if err := l.park.Open(l.ep, l.events); err != nil {
 		unix.Close(l.ep)
 		return nil, err
 	}
@@ -293,9 +288,9 @@ func (l *loop) closeFDs() {
 		l.efd = -1
 	}
 	switch {
-	case l.epf != nil:
-		l.epf.Close()
-		l.epf, l.ep = nil, -1
+	case l.park.Opened():
+		l.park.Close()
+		l.ep = -1
 	case l.ep >= 0:
 		unix.Close(l.ep)
 		l.ep = -1

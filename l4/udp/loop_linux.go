@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/internal/epollpark"
 )
 
 // Epoll events carry a slot in their Fd field: a session's index in
@@ -31,20 +31,14 @@ const (
 // loop's one goroutine wakes for all of them.
 type loop struct {
 	s       *Server
-	conn    *net.UDPConn // closed by close, when the loop ends
-	fd      int          // conn's socket, used directly while conn is open
-	family  int          // conn's address family
-	pktinfo bool         // datagrams carry their destination (wildcard bind)
-	ep      int          // epoll, owned by epf
-	epf     *os.File     // ep in Go's poller, for parking (see wait)
-	erc     syscall.RawConn
-	efd     int  // eventfd the Server wakes the loop with
-	closed  bool // efd is closed; guarded by s.mu
-
-	poll   func(uintptr) bool // l.pollOnce, bound once
-	nready int                // what poll found
-	perr   error
-	armed  time.Time // epf's read deadline
+	conn    *net.UDPConn  // closed by close, when the loop ends
+	fd      int           // conn's socket, used directly while conn is open
+	family  int           // conn's address family
+	pktinfo bool          // datagrams carry their destination (wildcard bind)
+	ep      int           // epoll, owned by park once open
+	park    epollpark.Set // ep parked in Go's poller (see wait)
+	efd     int           // eventfd the Server wakes the loop with
+	closed  bool          // efd is closed; guarded by s.mu
 
 	events  []unix.EpollEvent
 	in      *batch                    // datagrams from clients
@@ -108,7 +102,7 @@ func (l *loop) openEpoll() error {
 	if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return fmt.Errorf("creating epoll: %w", err)
 	}
-	if err := l.pollable(); err != nil {
+	if err := l.park.Open(l.ep, l.events); err != nil {
 		return err
 	}
 	if l.efd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
@@ -220,8 +214,8 @@ func (l *loop) closeFDs() {
 		unix.Close(l.efd)
 	}
 	switch {
-	case l.epf != nil:
-		l.epf.Close()
+	case l.park.Opened():
+		l.park.Close()
 	case l.ep >= 0:
 		unix.Close(l.ep)
 	}
