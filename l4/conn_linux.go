@@ -339,6 +339,23 @@ func (l *loop) closeBackend(b *pool.Backend) {
 	}
 }
 
+// closeOne ends one connection to b (any, for nil b) for the drain, and
+// reports whether there was one. The search goes on from where the last
+// one stopped, so a paced drain does not rescan closed slots each time.
+func (l *loop) closeOne(b *pool.Backend) bool {
+	n := len(l.conns)
+	for i := range n {
+		k := (l.drainAt + i) % n
+		c := l.conns[k]
+		if c != nil && c.fd[sideClient] >= 0 && (b == nil || c.be == b) {
+			l.drainAt = k + 1
+			l.drop(c, EndDrain, nil)
+			return true
+		}
+	}
+	return false
+}
+
 // drop ends c for e from outside its data path (drain): a connection not
 // yet given a backend is reset, as one that cannot be given one is.
 func (l *loop) drop(c *conn, e End, err error) {

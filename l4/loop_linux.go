@@ -52,11 +52,12 @@ type loop struct {
 	slabs  [][]byte // spare pending-write buffers
 	pipes  []*pipe  // spare empty pipes
 
-	conns []*conn // by slot; nil when free
-	free  []int32 // free slots
-	live  int
-	lists [nLists]connList
-	again []queued // connections with work left after their turn
+	conns   []*conn // by slot; nil when free
+	free    []int32 // free slots
+	live    int
+	drainAt int // where closeOne looks first
+	lists   [nLists]connList
+	again   []queued // connections with work left after their turn
 
 	listening  bool
 	acceptMore bool          // the accept queue may hold connections

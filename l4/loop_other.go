@@ -23,13 +23,15 @@ func newLoop(s *Server, ln *net.TCPListener) (*loop, error) {
 	return nil, errNeedsLinux
 }
 
-func (l *loop) run()                         {}
-func (l *loop) wake()                        {}
-func (l *loop) post(f func(*loop)) bool      { return false }
-func (l *loop) closeBackend(b *pool.Backend) {}
+func (l *loop) run()                          {}
+func (l *loop) wake()                         {}
+func (l *loop) post(f func(*loop)) bool       { return false }
+func (l *loop) closeBackend(b *pool.Backend)  {}
+func (l *loop) closeOne(b *pool.Backend) bool { return false }
 
 // termSet is empty where Serve cannot run.
 type termSet struct{}
 
-func (termSet) closeAll(End)               {}
-func (termSet) closeBackend(*pool.Backend) {}
+func (termSet) closeAll(End)                {}
+func (termSet) closeBackend(*pool.Backend)  {}
+func (termSet) closeOne(*pool.Backend) bool { return false }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,10 @@ type Server struct {
 	// connections the process's file descriptor limit allows. A connection
 	// must have a slot of both MaxConnections and Limiter.
 	Limiter *Limiter
+	// DrainPacer, if paced, spaces out the closes of a drain: those of the
+	// connections Shutdown's deadline leaves, and DrainBackend's. Share
+	// one between the Servers over a pool. Nil: they are closed at once.
+	DrainPacer *Pacer
 	// Logger receives one line per connection at close, at level Info, and
 	// accept errors. Nil means slog.Default().
 	Logger *slog.Logger
@@ -97,6 +102,7 @@ type Server struct {
 	initOnce sync.Once
 	state    atomic.Int32 // running, draining or closing
 	slots    *Limiter
+	force    chan struct{} // closed on entering closing
 
 	mu      sync.Mutex
 	stopped bool // Shutdown or Close was called
@@ -116,6 +122,7 @@ const (
 func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.slots = NewLimiter(s.MaxConnections)
+		s.force = make(chan struct{})
 	})
 }
 
@@ -190,7 +197,8 @@ func closeAll[T io.Closer](cs []T) {
 
 // Shutdown stops accepting, then waits for live connections to finish. When
 // ctx ends first, it closes the remaining connections (logged as "drain"),
-// waits for them and returns ctx's error.
+// at DrainPacer's pace if it has one (until they are all closed, or Close
+// is called), waits for them and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.setState(draining)
@@ -203,6 +211,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		if s.DrainPacer.Paced() {
+			s.closePaced(context.Background(), nil)
+		}
 		s.setState(closing)
 		<-done
 		return ctx.Err()
@@ -225,6 +236,9 @@ func (s *Server) setState(st int32) {
 	s.stopped = true
 	if s.state.Load() < st {
 		s.state.Store(st)
+		if st == closing {
+			close(s.force)
+		}
 	}
 	for _, l := range s.loops {
 		l.wake()
@@ -246,6 +260,50 @@ func (s *Server) CloseBackend(b *pool.Backend) {
 		l.post(func(l *loop) { l.closeBackend(b) })
 	}
 	s.terms.closeBackend(b)
+}
+
+// DrainBackend closes the live connections to b (a backend drained by
+// hand or removed from its pool) at DrainPacer's pace, all at once
+// without one, until none is left, ctx ends or the server closes. It
+// returns how many it closed. They end as at the drain deadline: with a
+// FIN (a reset for one not yet connected), logged with end=drain. It
+// blocks: the caller owns the drain and stops it with ctx.
+func (s *Server) DrainBackend(ctx context.Context, b *pool.Backend) int {
+	s.init()
+	return s.closePaced(ctx, b)
+}
+
+// closePaced closes the connections to b (every connection, for nil b)
+// one at a time at DrainPacer's pace.
+func (s *Server) closePaced(ctx context.Context, b *pool.Backend) int {
+	n := 0
+	for s.DrainPacer.wait(ctx, s.force) {
+		if !s.closeOne(b) {
+			break
+		}
+		s.DrainPacer.done()
+		n++
+	}
+	return n
+}
+
+// closeOne ends one connection to b (any, for nil b), with end=drain, and
+// reports whether there was one. The loops are asked in turn, each on its
+// own goroutine; then the connections run on goroutines.
+func (s *Server) closeOne(b *pool.Backend) bool {
+	s.mu.Lock()
+	loops := slices.Clone(s.loops)
+	s.mu.Unlock()
+	for _, l := range loops {
+		found := make(chan bool, 1)
+		if !l.post(func(l *loop) { found <- l.closeOne(b) }) {
+			continue
+		}
+		if <-found {
+			return true
+		}
+	}
+	return s.terms.closeOne(b)
 }
 
 // onLoops runs f on every live loop, on the loop's goroutine, and waits

@@ -55,3 +55,17 @@ func (ts *termSet) closeBackend(b *pool.Backend) {
 		}
 	}
 }
+
+// closeOne ends one connection to b (any, for nil b) that is not ending
+// already, for the drain, and reports whether there was one.
+func (ts *termSet) closeOne(b *pool.Backend) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for c := range ts.conns {
+		if End(c.end.Load()) == EndNone && (b == nil || c.backend() == b) {
+			c.abort(EndDrain)
+			return true
+		}
+	}
+	return false
+}
