@@ -18,6 +18,9 @@ type Config struct {
 	// DrainTimeout is how long live connections may finish after SIGTERM
 	// or SIGINT before they are closed; zero closes them at once.
 	DrainTimeout time.Duration
+	// DrainRate is drain_rate, every pool's default (Pool.DrainRate has
+	// it filled in); zero closes at once.
+	DrainRate access.Rate
 	// PIDFile, if not empty, is where sluice run writes its process id,
 	// for sluice reload to signal it; "" writes none.
 	PIDFile string
@@ -272,6 +275,12 @@ type Pool struct {
 	// TLS, if not nil, speaks TLS to the backends (HTTP listeners, and
 	// the pool's https and tls checks, which share it).
 	TLS *PoolTLS
+	// DrainRate bounds how fast a drain closes the pool's TCP
+	// connections: those left on a backend drained by hand or removed
+	// once the drain timeout has passed, and those left at shutdown.
+	// Zero closes them at once (and a backend drained by hand keeps its
+	// connections until they end).
+	DrainRate access.Rate
 }
 
 // Backend is one [[pools.NAME.backends]] entry.

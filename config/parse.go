@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"sluice/internal/access"
 )
 
 // Load reads the file at path and parses it with Parse.
@@ -61,6 +63,8 @@ type decoder struct {
 
 	sendsV1 map[string]bool // pools with send_proxy = "v1", for UDP listeners' checks
 
+	drainRate access.Rate // the file's drain_rate, every pool's default
+
 	host    func() (hostAddrs, error)
 	hostErr error
 	hosts   *hostAddrs // set once host has been called
@@ -97,8 +101,10 @@ func (d *decoder) config() *Config {
 	d.root = scanLines(d.text, md.Keys())
 	cfg := defaultConfig(d.file)
 	t := &table{d: d, keys: top, node: d.root}
-	t.allow("drain_timeout", "pid_file", "log", "listeners", "pools", "admin")
+	t.allow("drain_timeout", "drain_rate", "pid_file", "log", "listeners", "pools", "admin")
 	t.duration("drain_timeout", &cfg.DrainTimeout, false)
+	t.drainRate("drain_rate", &cfg.DrainRate)
+	d.drainRate = cfg.DrainRate
 	if s, ok := t.str("pid_file"); ok {
 		if s == "" {
 			t.errorf("pid_file", "must not be empty")

@@ -52,8 +52,11 @@ func (d *decoder) pools(top *table) []Pool {
 func (d *decoder) pool(t *table) Pool {
 	p := defaultPool(t.name)
 	t.allow("balance", "hash_key", "table_size", "retries", "backends",
-		"on_down", "slow_start", "passive_failures", "passive_backoff", "health", "discover", "send_proxy", "h2c", "tls")
+		"on_down", "slow_start", "passive_failures", "passive_backoff", "health", "discover", "send_proxy", "h2c", "tls",
+		"drain_rate")
 	t.boolean("h2c", &p.H2C)
+	p.DrainRate = d.drainRate
+	t.drainRate("drain_rate", &p.DrainRate)
 	d.poolTLS(t, &p)
 	balanceOK := t.text("balance", &p.Balance) || !t.has("balance")
 	t.integer("retries", 0, maxRetries, &p.Retries)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"sluice/config"
@@ -42,6 +43,8 @@ type daemon struct {
 	later   *laterCloses
 	metrics *admin.Metrics // nil until a configuration has [admin]
 	closed  bool
+
+	drainWait atomic.Int64 // the drain timeout in force, for OnAdmin callbacks (no d.mu)
 
 	// retire ends when the process shuts down: the proxies a reload
 	// replaced drain their connections until then, or until they end.
@@ -160,13 +163,14 @@ func (d *daemon) apply(cfg *config.Config) error {
 	d.swap(prev, in)
 	disc.start(d.pools, d.downs, d.checks)
 	for name, bs := range removed {
-		d.later.after(cfg.DrainTimeout, name, bs, d.downs.closer(d.pools[name]))
+		d.later.after(cfg.DrainTimeout, name, bs, msgRemoved, (*pool.Backend).Removed, d.downs.closer(d.pools[name]))
 	}
 	adm.serve(newEdits(cfg, d.pools, d.downs, d.checks, disc, log), d.reload)
 	if adm != nil {
 		d.metrics = adm.metrics
 	}
 	d.in = in
+	d.drainWait.Store(int64(cfg.DrainTimeout))
 	return nil
 }
 
@@ -248,6 +252,7 @@ func (d *daemon) updatePools(cfg *config.Config, disc *discovery, log *slog.Logg
 				continue
 			}
 			d.downs.watch(np)
+			np.OnAdmin(func(b *pool.Backend, a pool.Admin) { d.drainedByHand(np, b, a) })
 			p = np
 		} else {
 			dropped := d.droppedEdits(pc, p)
@@ -263,6 +268,7 @@ func (d *daemon) updatePools(cfg *config.Config, disc *discovery, log *slog.Logg
 			}
 		}
 		d.downs.closeOnDown(p, pc.OnDown == config.OnDownClose)
+		d.downs.setRate(p, pc.DrainRate)
 		pools[pc.Name] = p
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -270,6 +276,21 @@ func (d *daemon) updatePools(cfg *config.Config, disc *discovery, log *slog.Logg
 	}
 	d.pools = pools
 	return removed, nil
+}
+
+// drainedByHand closes, after the drain timeout, the connections left on
+// b, set to drain by hand (the admin API), at its pool's drain_rate.
+// Without a drain_rate they go on until they end, as a drain always did;
+// a backend enabled again (or removed, which has its own close) before
+// then keeps them.
+func (d *daemon) drainedByHand(p *pool.Pool, b *pool.Backend, a pool.Admin) {
+	if a != pool.Drain || !d.downs.pacer(p).Paced() {
+		return
+	}
+	still := func(b *pool.Backend) bool {
+		return b.State() == pool.StateDraining && !b.Removed() && d.downs.pacer(p).Paced()
+	}
+	d.later.after(time.Duration(d.drainWait.Load()), p.Name(), []*pool.Backend{b}, msgDrained, still, d.downs.closer(p))
 }
 
 // droppedEdits returns the run-time changes to pool p that reloading it
@@ -314,7 +335,7 @@ func (d *daemon) build(cfg *config.Config, lc config.Listener, socks *sockets, l
 	case config.HTTP:
 		l.opened, err = openHTTP(cfg, lc, socks.tcp[key], socks.tls[key], d.pools, log)
 	default:
-		l.opened, err = openTCP(lc, socks.tcp[key], pc, d.pools, d.fdCap, log)
+		l.opened, err = openTCP(lc, socks.tcp[key], pc, d.pools, d.fdCap, d.downs.pacer(p), log)
 	}
 	return l, err
 }
@@ -371,6 +392,13 @@ func (d *daemon) drain(l *live, cfg *config.Config) {
 	ctx, cancel := context.WithTimeout(d.retire, cfg.DrainTimeout)
 	defer cancel()
 	l.srv.Shutdown(ctx)
+}
+
+// closeNow ends the drain at once: every TCP proxy's connections, however
+// paced, are closed (a second signal). It takes no lock: shutdown holds
+// d.mu while it drains.
+func (d *daemon) closeNow() {
+	d.downs.closeAll()
 }
 
 // drainTimeout is the drain timeout of the configuration in force.

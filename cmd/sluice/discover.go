@@ -35,7 +35,7 @@ type discovered struct {
 	cfg     config.Pool
 	watcher *discover.Watcher
 	pool    *pool.Pool
-	closer  func(*pool.Backend) // closes a backend's connections on every TCP server over the pool
+	closer  func(context.Context, *pool.Backend) // closes a backend's connections on every TCP server over the pool
 }
 
 // newDiscovery builds a watcher for each pool of cfg with a [discover]
@@ -112,8 +112,14 @@ func (d *discovery) apply(dp *discovered, bs []pool.BackendOptions, c *checks) {
 // closeLater closes the connections still on the removed backends bs once
 // the drain timeout has passed, as a shutdown does with its own.
 func (d *discovery) closeLater(dp *discovered, bs []*pool.Backend) {
-	d.later.after(d.drain, dp.cfg.Name, bs, dp.closer)
+	d.later.after(d.drain, dp.cfg.Name, bs, msgRemoved, (*pool.Backend).Removed, dp.closer)
 }
+
+// The log lines of laterCloses.
+const (
+	msgRemoved = "closing the connections of a removed backend"
+	msgDrained = "closing the connections of a backend drained by hand"
+)
 
 // stop stops the watchers and waits for them.
 func (d *discovery) stop() {
@@ -123,13 +129,16 @@ func (d *discovery) stop() {
 	d.wg.Wait()
 }
 
-// laterCloses closes the connections left on removed backends once the
-// drain timeout has passed: one timer per change, whichever configuration
-// made it, so that a reload does not forget the closes its predecessor
-// scheduled. stop stops and joins them.
+// laterCloses closes the connections left on removed backends (and on
+// backends drained by hand, with a drain_rate) once the drain timeout has
+// passed: one timer per change, whichever configuration made it, so that
+// a reload does not forget the closes its predecessor scheduled. stop
+// stops them, ends the paced closes under way, and joins them.
 type laterCloses struct {
 	log *slog.Logger
 
+	ctx     context.Context // ends at stop: the paced closes under way stop
+	cancel  context.CancelFunc
 	wg      sync.WaitGroup // the running close timers
 	mu      sync.Mutex
 	timers  map[*time.Timer]bool // pending closes
@@ -137,12 +146,14 @@ type laterCloses struct {
 }
 
 func newLaterCloses(log *slog.Logger) *laterCloses {
-	return &laterCloses{log: log, timers: map[*time.Timer]bool{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &laterCloses{log: log, ctx: ctx, cancel: cancel, timers: map[*time.Timer]bool{}}
 }
 
 // after closes, after drain, the connections close finds on those of bs
-// that are still removed (pool names them in the log).
-func (lc *laterCloses) after(drain time.Duration, pool string, bs []*pool.Backend, close func(*pool.Backend)) {
+// for which still holds then, logging msg (pool names them in the log).
+func (lc *laterCloses) after(drain time.Duration, pool string, bs []*pool.Backend, msg string,
+	still func(*pool.Backend) bool, close func(context.Context, *pool.Backend)) {
 	if len(bs) == 0 || close == nil {
 		return
 	}
@@ -159,14 +170,15 @@ func (lc *laterCloses) after(drain time.Duration, pool string, bs []*pool.Backen
 		delete(lc.timers, t)
 		lc.mu.Unlock()
 		for _, b := range bs {
-			// A backend added back since is no longer draining.
-			if !b.Removed() || b.Active() == 0 {
+			// A backend added back (or enabled) since is no
+			// longer draining.
+			if !still(b) || b.Active() == 0 {
 				continue
 			}
-			lc.log.Info("closing the connections of a removed backend", slog.String("pool", pool),
+			lc.log.Info(msg, slog.String("pool", pool),
 				slog.String("backend", b.String()), slog.Int64("connections", b.Active()),
 				slog.Duration("drain_timeout", drain))
-			close(b)
+			close(lc.ctx, b)
 		}
 	})
 	lc.timers[t] = true
@@ -174,6 +186,7 @@ func (lc *laterCloses) after(drain time.Duration, pool string, bs []*pool.Backen
 
 // stop stops the pending closes and waits for those running.
 func (lc *laterCloses) stop() {
+	lc.cancel()
 	lc.mu.Lock()
 	lc.stopped = true
 	for t := range lc.timers {

@@ -35,7 +35,14 @@ type inProcess struct {
 // startInProcess loads text as sluice run would and serves it until the test ends.
 func startInProcess(t *testing.T, text string) *inProcess {
 	t.Helper()
-	cfg, err := config.Load(writeFile(t, "[log]\nformat = \"json\"\n\n"+text))
+	return startInProcessFile(t, "[log]\nformat = \"json\"\n\n"+text)
+}
+
+// startInProcessFile is startInProcess for a text with its own [log] table, which
+// must say format = "json".
+func startInProcessFile(t *testing.T, text string) *inProcess {
+	t.Helper()
+	cfg, err := config.Load(writeFile(t, text))
 	if err != nil {
 		t.Fatal(err)
 	}

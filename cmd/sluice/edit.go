@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -29,8 +30,8 @@ type edits struct {
 type editable struct {
 	cfg      config.Pool
 	pool     *pool.Pool
-	backends []pool.BackendOptions // the set the pool was last given
-	closer   func(*pool.Backend)   // closes a backend's connections on every TCP server over the pool
+	backends []pool.BackendOptions                // the set the pool was last given
+	closer   func(context.Context, *pool.Backend) // closes a backend's connections on every TCP server over the pool
 }
 
 var _ admin.Editor = (*edits)(nil)

@@ -89,8 +89,10 @@ type opened struct {
 }
 
 // openTCP builds a TCP listener's proxy on lns.
-func openTCP(lc config.Listener, lns []*net.TCPListener, pc *config.Pool, pools map[string]*pool.Pool, fdCap *l4.Limiter, log *slog.Logger) (opened, error) {
+func openTCP(lc config.Listener, lns []*net.TCPListener, pc *config.Pool, pools map[string]*pool.Pool, fdCap *l4.Limiter,
+	pace *l4.Pacer, log *slog.Logger) (opened, error) {
 	srv := &l4.Server{
+		DrainPacer:        pace,
 		Name:              lc.Name,
 		Pool:              pools[lc.Pool],
 		MaxConnections:    lc.MaxConnections,
@@ -205,15 +207,24 @@ func serve(cfg *config.Config, log *slog.Logger, ready func(), load func() (*con
 	log.Info("shutting down", slog.String("signal", sig.String()), slog.Duration("drain_timeout", drain))
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
+	// Watched until the drain is over, not only until its timeout: what
+	// is left then is closed at drain_rate, which may take a while.
+	stopped := make(chan struct{})
+	second := make(chan struct{})
 	go func() {
+		defer close(second)
 		select {
 		case <-sigs:
 			log.Warn("second signal: closing connections now")
 			cancel()
-		case <-ctx.Done():
+			d.closeNow()
+		case <-stopped:
 		}
 	}()
-	if err := d.shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+	err = d.shutdown(ctx)
+	close(stopped)
+	<-second
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	log.Info("stopped")

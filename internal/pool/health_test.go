@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -245,5 +246,31 @@ func TestAdminText(t *testing.T) {
 	}
 	if StateDraining.String() != "draining" || State(9).String() != "State(9)" {
 		t.Error("State names")
+	}
+}
+
+// OnAdmin callbacks see every change SetAdmin makes, after it is made
+// (the callback may read the new state), and none for a change that is
+// no change.
+func TestOnAdmin(t *testing.T) {
+	p := mustNew(t, Options{Backends: backends(1, 1)})
+	a := p.Backends()[0]
+	type call struct {
+		admin Admin
+		state State
+	}
+	var calls []call
+	p.OnAdmin(func(b *Backend, ad Admin) {
+		if b != a {
+			t.Errorf("callback for %v, want %v", b, a)
+		}
+		calls = append(calls, call{ad, b.State()})
+	})
+	p.SetAdmin(a, Drain)
+	p.SetAdmin(a, Drain)
+	p.SetAdmin(a, Enabled)
+	want := []call{{Drain, StateDraining}, {Enabled, StateUp}}
+	if !slices.Equal(calls, want) {
+		t.Errorf("calls %v, want %v", calls, want)
 	}
 }

@@ -231,6 +231,7 @@ type Pool struct {
 	// Backend back, so least_conn still counts them.
 	gone    map[netip.AddrPort]*Backend
 	onDown  []func(*Backend)
+	onAdmin []func(*Backend, Admin)
 	anyUp   bool // the last selection had a backend to pick
 	backups bool // ... and it was made of backups
 }

@@ -234,20 +234,37 @@ func (p *Pool) SetHealth(b *Backend, up bool, reason string) {
 func (p *Pool) SetUp(b *Backend, up bool) { p.SetHealth(b, up, "") }
 
 // SetAdmin sets b's administrative state. Draining and maintenance stop new
-// connections to b at once; its existing connections go on. The state
-// outlives an Update that leaves b's configured Admin as it was; one that
-// changes it replaces it. A backend Update removed stays removed.
+// connections to b at once; its existing connections go on (unless an
+// OnAdmin callback ends them). The state outlives an Update that leaves
+// b's configured Admin as it was; one that changes it replaces it. A
+// backend Update removed stays removed.
 func (p *Pool) SetAdmin(b *Backend, a Admin) {
 	p.mine(b, "SetAdmin")
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if b.st.admin == a || b.st.removed {
+		p.mu.Unlock()
 		return
 	}
 	b.st.admin = a
 	p.cfg.log.Info("backend admin state", slog.String("pool", p.name), slog.String("backend", b.id),
 		slog.String("admin", a.String()))
 	p.apply(time.Now())
+	callbacks := p.onAdmin
+	p.mu.Unlock()
+	for _, f := range callbacks {
+		f(b, a)
+	}
+}
+
+// OnAdmin registers f to be called after SetAdmin has changed a backend's
+// administrative state, such as a proxy's drain of a backend set to Drain
+// by hand. f runs on SetAdmin's goroutine, after the pool's lock is
+// released; it must not block.
+func (p *Pool) OnAdmin(f func(*Backend, Admin)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// Copied on write: SetAdmin calls the slice it read under the lock.
+	p.onAdmin = append(p.onAdmin[:len(p.onAdmin):len(p.onAdmin)], f)
 }
 
 // OnDown registers f to be called when a health check marks a backend down
