@@ -18,6 +18,7 @@ import (
 	"sluice/internal/pool"
 	"sluice/internal/proxyheader"
 	"sluice/l4"
+	"sluice/l4/udp"
 )
 
 // daemon is sluice running: the configuration in force (an instance) and
@@ -155,6 +156,11 @@ func (d *daemon) apply(cfg *config.Config) error {
 		}
 		in.lns[keyOf(lc)] = l
 		all = append(all, l.opened)
+	}
+	for _, lc := range cfg.Listeners {
+		if socks.retune[keyOf(lc)] {
+			d.retune(lc, cfg.Pool(lc.Pool), in.lns[keyOf(lc)], log)
+		}
 	}
 	adm.open(cfg, d.pools, all, adminLn)
 	if prev == nil {
@@ -340,6 +346,24 @@ func (d *daemon) build(cfg *config.Config, lc config.Listener, socks *sockets, l
 	return l, err
 }
 
+// retune puts the settings cfg gives l, a running UDP proxy kept by a
+// reload, in force: its listener's (timeouts, limits, PROXY, ACLs, pool)
+// and its pool's hooks. Live sessions stay on their backends.
+func (d *daemon) retune(lc config.Listener, pc *config.Pool, l *live, log *slog.Logger) {
+	srv, ok := l.srv.(*udp.Server)
+	if !ok {
+		return
+	}
+	hooks := &udp.Server{}
+	udpHooks(hooks, lc, pc)
+	p := d.pools[lc.Pool]
+	srv.Reconfigure(udp.Settings{Pool: p, SessionTimeout: lc.SessionTimeout, Responses: lc.Responses,
+		MaxSessions: lc.MaxSessions, Preamble: hooks.Preamble, Admit: hooks.Admit, BackendPreamble: hooks.BackendPreamble})
+	lc.Sockets = l.lc.Sockets // what it runs with, for the next reload to compare
+	l.lc, l.hooks, l.pool = lc, hooksOf(pc), p
+	log.Info("listener settings applied", slog.String("listener", lc.Name))
+}
+
 // swap starts serving in's new proxies, then retires the proxies of prev
 // that in does not keep: those of removed listeners drain for the drain
 // timeout; those replaced by a new proxy on the same sockets stop
@@ -449,6 +473,7 @@ type sockets struct {
 	tcp    map[listenerKey][]*net.TCPListener
 	udp    map[listenerKey][]*net.UDPConn
 	tls    map[listenerKey]httpTLS // HTTP listeners' files, read before anything changes
+	retune map[listenerKey]bool    // kept UDP proxies whose settings change
 	opened []func()                // closes what was opened or shared, if the reload fails
 }
 
@@ -465,7 +490,7 @@ func (s *sockets) close() {
 // listener opens new ones.
 func (d *daemon) sockets(cfg *config.Config, prev *instance, log *slog.Logger) (*sockets, error) {
 	s := &sockets{kept: map[listenerKey]*live{}, tcp: map[listenerKey][]*net.TCPListener{},
-		udp: map[listenerKey][]*net.UDPConn{}, tls: map[listenerKey]httpTLS{}}
+		udp: map[listenerKey][]*net.UDPConn{}, tls: map[listenerKey]httpTLS{}, retune: map[listenerKey]bool{}}
 	for _, lc := range cfg.Listeners {
 		key := keyOf(lc)
 		var old *live
@@ -503,12 +528,17 @@ func (s *sockets) get(cfg *config.Config, lc config.Listener, old *live, pools m
 		}
 	}
 	switch {
-	case lc.Protocol == config.UDP && old != nil:
+	case lc.Protocol == config.UDP && old != nil && len(old.udp) == lc.Sockets:
 		// Two proxies reading one UDP socket would split a client's
-		// datagrams between two sessions; the running one stays.
-		log.Warn("listener kept as it was: a UDP listener's own settings change on restart",
-			slog.String("listener", lc.Name))
+		// datagrams between two sessions: the running one stays, and
+		// takes the new settings (retune).
 		s.kept[key] = old
+		s.retune[key] = true
+	case lc.Protocol == config.UDP && old != nil:
+		log.Warn("a UDP listener's number of sockets changes on restart; its other settings are applied",
+			slog.String("listener", lc.Name), slog.Int("sockets", len(old.udp)))
+		s.kept[key] = old
+		s.retune[key] = true
 	case lc.Protocol == config.UDP:
 		conns, err := listen.UDP(context.Background(), lc.Bind, lc.Sockets)
 		if err != nil {

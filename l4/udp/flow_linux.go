@@ -50,7 +50,7 @@ func (l *loop) assign(n int) {
 	for i := range n {
 		k, ifindex, ok := parseKey(l.in, i, l.pktinfo)
 		l.off[i] = 0
-		if ok && l.s.Preamble != nil {
+		if ok && l.cf.Preamble != nil {
 			ok = l.strip(&k, i)
 		}
 		switch {
@@ -149,7 +149,7 @@ func (l *loop) gone(s *session) bool {
 // open picks a backend for flow k and opens the session's socket to it.
 // It returns nil, nil if the pool has no backend up.
 func (l *loop) open(k flowKey, ifindex uint32, i int) (*session, error) {
-	be := l.s.Pool.Pick(k.clientAddr(), nil)
+	be := l.cf.Pool.Pick(k.clientAddr(), nil)
 	if be == nil {
 		return nil, nil
 	}
@@ -164,7 +164,7 @@ func (l *loop) open(k flowKey, ifindex uint32, i int) (*session, error) {
 	}
 	s := &session{key: k, be: be, fd: fd, start: l.now,
 		name: l.in.names[i], namelen: l.in.hs[i].hdr.Namelen}
-	if bp := l.s.BackendPreamble; bp != nil {
+	if bp := l.cf.BackendPreamble; bp != nil {
 		c := l.client(k, i)
 		s.pre = bp.AppendBackendPreamble(nil, &c)
 	}
@@ -228,7 +228,13 @@ func (l *loop) readReplies(s *session) {
 			l.flush()
 		}
 		from, to := l.out.used, batchSize
-		if r := l.s.Responses; r > 0 {
+		if r := l.cf.Responses; r > 0 {
+			if s.replies >= r {
+				// A reload lowered Responses below what the
+				// session has had already.
+				l.end(s, EndResponses, nil)
+				return
+			}
 			to = min(to, from+r-s.replies)
 		}
 		l.out.forReceive(from, to, false, false)
@@ -260,7 +266,7 @@ func (l *loop) readReplies(s *session) {
 		l.out.used = from + n
 		s.replies += n
 		l.idle.touch(s, l.now)
-		if l.s.Responses > 0 && s.replies >= l.s.Responses {
+		if l.cf.Responses > 0 && s.replies >= l.cf.Responses {
 			// The replies stay queued: they point at the session,
 			// which nothing reuses.
 			l.end(s, EndResponses, nil)
@@ -385,7 +391,7 @@ func (l *loop) strip(k *flowKey, i int) bool {
 	c := &l.client1
 	*c = Client{Addr: k.clientAddr(), Local: l.localOf(k)}
 	sender := c.Addr
-	n, err := l.s.Preamble.StripDatagram(l.in.data(i), c)
+	n, err := l.cf.Preamble.StripDatagram(l.in.data(i), c)
 	if err != nil {
 		l.stats.droppedPreamble.Add(1)
 		// slog.Any keeps err as it is: its text is made only for the
@@ -413,7 +419,7 @@ func (l *loop) localOf(k *flowKey) netip.AddrPort {
 // client is the Client of flow k, as datagram i (its first) showed it.
 func (l *loop) client(k flowKey, i int) Client {
 	c := Client{Addr: k.clientAddr(), Via: k.viaAddr(), Local: l.localOf(&k)}
-	if l.s.Preamble != nil && l.toward[i].IsValid() {
+	if l.cf.Preamble != nil && l.toward[i].IsValid() {
 		c.Local = l.toward[i]
 	}
 	return c
@@ -422,11 +428,11 @@ func (l *loop) client(k flowKey, i int) Client {
 // admit asks the Admitter, if any, whether new flow k (of datagram i) may
 // have a session.
 func (l *loop) admit(k flowKey, i int) bool {
-	if l.s.Admit == nil {
+	if l.cf.Admit == nil {
 		return true
 	}
 	c := l.client(k, i)
-	if err := l.s.Admit.AdmitFlow(&c); err != nil {
+	if err := l.cf.Admit.AdmitFlow(&c); err != nil {
 		l.stats.droppedRefused.Add(1)
 		l.refusals.warn(l, "udp new flow refused", slog.Any("error", err))
 		return false

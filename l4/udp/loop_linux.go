@@ -64,12 +64,14 @@ type loop struct {
 	badPre    warnLimit // datagrams the Preamble refused
 	refusals  warnLimit // new flows the Admitter refused
 
+	cf *Settings // the Server's settings, loaded once per wake-up
+
 	stats counters
 }
 
 // newLoop prepares the loop for conn. It does not close conn on failure.
 func newLoop(s *Server, conn *net.UDPConn) (*loop, error) {
-	l := &loop{s: s, conn: conn, ep: -1, efd: -1, flows: make(map[flowKey]*session),
+	l := &loop{s: s, cf: s.settings(), conn: conn, ep: -1, efd: -1, flows: make(map[flowKey]*session),
 		events: make([]unix.EpollEvent, 128), base: time.Now()}
 	l.drops = warnLimit{also: "also_dropped", last: -time.Hour}
 	l.evictions = warnLimit{also: "also_evicted", last: -time.Hour}
@@ -144,6 +146,7 @@ func (l *loop) run() {
 			return
 		}
 		l.now = time.Since(l.base)
+		l.cf = l.s.settings()
 		for _, ev := range l.events[:n] {
 			switch ev.Fd {
 			case slotWake:

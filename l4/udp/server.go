@@ -88,6 +88,10 @@ type Server struct {
 	// to a backend.
 	BackendPreamble BackendPreamble
 
+	// conf is the settings in force: the fields above until
+	// Reconfigure replaces them. Loops load it once per wake-up.
+	conf atomic.Pointer[Settings]
+
 	// state is running, draining or closing; it only moves forward.
 	// Loops read it when woken, never per datagram.
 	state atomic.Int32
@@ -110,27 +114,70 @@ const (
 	closing
 )
 
-func (s *Server) sessionTimeout() time.Duration {
-	if s.SessionTimeout <= 0 {
-		return DefaultSessionTimeout
+// Settings are what Reconfigure changes on a running Server (a reload
+// that changes the listener's settings or its pool). Each field means what
+// the Server's field of the same name means.
+type Settings struct {
+	Pool            Picker
+	SessionTimeout  time.Duration
+	Responses       int
+	MaxSessions     int
+	EvictIdle       time.Duration
+	Preamble        Preamble
+	Admit           Admitter
+	BackendPreamble BackendPreamble
+}
+
+// settings returns the settings in force, the Server's fields until
+// Reconfigure has been called.
+func (s *Server) settings() *Settings {
+	if c := s.conf.Load(); c != nil {
+		return c
 	}
-	return s.SessionTimeout
+	s.conf.CompareAndSwap(nil, &Settings{Pool: s.Pool, SessionTimeout: s.SessionTimeout, Responses: s.Responses,
+		MaxSessions: s.MaxSessions, EvictIdle: s.EvictIdle, Preamble: s.Preamble, Admit: s.Admit,
+		BackendPreamble: s.BackendPreamble})
+	return s.conf.Load()
+}
+
+// Reconfigure puts st in force while the Server runs, without a datagram
+// lost or a session moved: the sockets and the live sessions stay with
+// their backends (a second proxy on the same sockets would split a flow's
+// datagrams between two sessions). New flows are admitted, stripped and
+// picked by st's hooks and Pool; the timeouts, Responses and MaxSessions
+// apply to every session from the loops' next wake-up, the live ones
+// too; a live session keeps the BackendPreamble it started with.
+func (s *Server) Reconfigure(st Settings) {
+	s.conf.Store(&st)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A shorter session timeout may make the idle lists' fronts due now.
+	for _, l := range s.loops {
+		l.wake()
+	}
+}
+
+func (s *Server) sessionTimeout() time.Duration {
+	if t := s.settings().SessionTimeout; t > 0 {
+		return t
+	}
+	return DefaultSessionTimeout
 }
 
 func (s *Server) maxSessions() int64 {
-	if s.MaxSessions <= 0 {
-		return DefaultMaxSessions
+	if m := s.settings().MaxSessions; m > 0 {
+		return int64(m)
 	}
-	return int64(s.MaxSessions)
+	return DefaultMaxSessions
 }
 
 // evictIdle returns the idle floor for eviction, or a negative duration
 // if sessions are never evicted.
 func (s *Server) evictIdle() time.Duration {
-	if s.EvictIdle == 0 {
-		return DefaultEvictIdle
+	if e := s.settings().EvictIdle; e != 0 {
+		return e
 	}
-	return s.EvictIdle
+	return DefaultEvictIdle
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -151,6 +198,7 @@ func (s *Server) Serve(conns []*net.UDPConn) error {
 		closeConns(conns)
 		return ErrServerClosed
 	}
+	s.settings() // the fields, read once, before the loops start
 	var loops []*loop
 	for i, c := range conns {
 		l, err := newLoop(s, c)
