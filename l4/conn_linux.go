@@ -54,10 +54,12 @@ type conn struct {
 	start      time.Duration // accepted, on the loop's clock
 
 	client   Client
-	peer     netip.AddrPort // the socket's peer
-	admitted bool           // Admit.Done is due
-	check    bool           // the client's first bytes go to Preamble before they go on
-	be       *pool.Backend  // acquired; nil until connecting
+	peer     netip.AddrPort   // the socket's peer
+	admitted bool             // Admit.Done is due
+	check    bool             // the client's first bytes go to Preamble before they go on
+	be       *pool.Backend    // acquired; nil until connecting
+	connAt   time.Duration    // the last connect attempt began, on the loop's clock
+	bc       *BackendCounters // be's counters, once connected (nil without Counters)
 	tried    []*pool.Backend
 	triedBuf [4]*pool.Backend
 	lastErr  error // why the last connect attempt failed
@@ -88,6 +90,7 @@ func (l *loop) open(fd int, peer netip.AddrPort) {
 		l.s.handOff(fd, peer)
 		return
 	}
+	l.s.Counters.accepted()
 	c := l.alloc()
 	c.fd = [2]int{fd, -1}
 	c.ready = [2]uint8{canWrite, 0}
@@ -233,6 +236,7 @@ func (l *loop) connect(c *conn) {
 				return
 			}
 			c.be, c.fd[sideBackend], c.ready[sideBackend] = b, fd, 0
+			c.connAt = l.now
 			l.setList(c, listConnect)
 			return
 		}
@@ -280,6 +284,7 @@ func (l *loop) connected(c *conn) {
 	// read SO_ERROR.
 	c.phase = phaseProxying
 	l.setList(c, listOpen)
+	c.bc = l.s.Counters.connected(c.be.Addr, l.now-c.connAt)
 	if c.be.Closing() {
 		// The backend went down, in a pool that closes its
 		// connections, after Pick: CloseBackend may have passed this
@@ -391,8 +396,9 @@ func (l *loop) finish(c *conn, e End, rst int, err error) {
 	}
 	l.setList(c, listNone)
 	backend := ""
+	var addr netip.AddrPort
 	if c.be != nil {
-		backend = c.be.String()
+		backend, addr = c.be.String(), c.be.Addr
 		c.be.Release()
 		if e == EndBackendReset {
 			c.be.ReportFailure(errBackendReset)
@@ -412,7 +418,9 @@ func (l *loop) finish(c *conn, e End, rst int, err error) {
 	// bytes_in started below zero by a BackendPreamble, which goes
 	// before any of the client's bytes: short of it, none went.
 	in := max(c.dirs[0].n, 0)
-	l.s.logEnd(&c.client, backend, e, in, c.dirs[1].n, time.Since(l.base)-c.start, retries, err)
+	d := time.Since(l.base) - c.start
+	l.s.Counters.ended(c.bc, addr, e, in, c.dirs[1].n, d, retries)
+	l.s.logEnd(&c.client, backend, e, in, c.dirs[1].n, d, retries, err)
 	*c = conn{slot: c.slot, gen: c.gen + 1, fd: [2]int{-1, -1}, list: listNone}
 	l.free = append(l.free, c.slot)
 	l.live--

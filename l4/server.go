@@ -67,6 +67,9 @@ type Server struct {
 	// connections Shutdown's deadline leaves, and DrainBackend's. Share
 	// one between the Servers over a pool. Nil: they are closed at once.
 	DrainPacer *Pacer
+	// Counters, if not nil, count the connections for metrics (share one
+	// between the Servers over one listener). Nil counts nothing.
+	Counters *Counters
 	// Logger receives one line per connection at close, at level Info, and
 	// accept errors. Nil means slog.Default().
 	Logger *slog.Logger

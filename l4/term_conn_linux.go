@@ -27,9 +27,11 @@ type termConn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu  sync.Mutex // guards be and raw[sideBackend] against abort
-	be  *pool.Backend
-	end atomic.Uint32 // an End forced by abort; EndNone if none
+	mu   sync.Mutex // guards be and raw[sideBackend] against abort
+	be   *pool.Backend
+	end  atomic.Uint32    // an End forced by abort; EndNone if none
+	bc   *BackendCounters // be's counters, once connected (the owner's alone)
+	took time.Duration    // the successful connect's dial
 
 	last       atomic.Int64 // time of the last byte moved, since start
 	halfClosed atomic.Bool
@@ -52,6 +54,7 @@ func (s *Server) handOff(fd int, peer netip.AddrPort) {
 		s.logger().Warn("accept failed", slog.String("listener", s.Name), slog.String("error", err.Error()))
 		return
 	}
+	s.Counters.accepted()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &termConn{s: s, cl: Client{Addr: peer}, start: time.Now(), ctx: ctx, cancel: cancel}
 	c.raw[sideClient] = nc.(*net.TCPConn)
@@ -130,10 +133,12 @@ func (c *termConn) connect() (End, error) {
 		p = c.cl.Pool
 	}
 	b, retries, err := pick.Try(c.ctx, p, c.cl.Addr, func(b *pool.Backend) error {
+		t0 := time.Now()
 		bc, err := pick.Connect(c.ctx, &d, b.String())
 		if err != nil {
 			return err
 		}
+		c.took = time.Since(t0)
 		st := net.Conn(bc)
 		if bs := s.BackendStart; bs != nil {
 			bc.SetDeadline(time.Now().Add(s.connectTimeout()))
@@ -158,6 +163,7 @@ func (c *termConn) connect() (End, error) {
 	c.mu.Lock()
 	c.be = b
 	c.mu.Unlock()
+	c.bc = s.Counters.connected(b.Addr, c.took)
 	if e := End(c.end.Load()); e != EndNone {
 		return e, nil // aborted while connecting
 	}
@@ -217,8 +223,9 @@ func (c *termConn) finish(e End, rst int, err error) {
 	}
 	c.cancel()
 	backend := ""
+	var addr netip.AddrPort
 	if c.be != nil {
-		backend = c.be.String()
+		backend, addr = c.be.String(), c.be.Addr
 		c.be.Release()
 		if e == EndBackendReset {
 			c.be.ReportFailure(errBackendReset)
@@ -229,5 +236,7 @@ func (c *termConn) finish(e End, rst int, err error) {
 	}
 	s.Limiter.release()
 	s.slots.release()
-	s.logEnd(&c.cl, backend, e, c.n[sideClient], c.n[sideBackend], time.Since(c.start), c.retries, err)
+	d := time.Since(c.start)
+	s.Counters.ended(c.bc, addr, e, c.n[sideClient], c.n[sideBackend], d, c.retries)
+	s.logEnd(&c.cl, backend, e, c.n[sideClient], c.n[sideBackend], d, c.retries, err)
 }
