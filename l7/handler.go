@@ -23,6 +23,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex.start, ex.peer = time.Now(), peerOf(r)
 	ex.client = s.realClient(ex.peer, r.Header)
 	ex.id = requestID(r.Header.Get(requestIDHeader))
+	s.Counters.started()
 	defer s.finish(rec, r)
 	if s.refuse(s.limit, rec, ex.client.Addr()) {
 		return

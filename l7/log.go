@@ -205,17 +205,28 @@ func (s *Server) finish(rec *recorder, r *http.Request) {
 			ex.end = EndClientAborted
 		}
 	}
+	s.count(rec)
 	s.logRequest(rec, r)
 	if p != nil {
 		panic(p)
 	}
 }
 
-func (s *Server) logRequest(rec *recorder, r *http.Request) {
-	log := s.logger()
-	if !log.Enabled(context.Background(), slog.LevelInfo) {
+// count adds the request to the listener's Counters.
+func (s *Server) count(rec *recorder) {
+	if s.Counters == nil {
 		return
 	}
+	ex := rec.ex
+	k := RequestKey{Route: ex.route, Status: statusOf(rec), End: ex.end}
+	if ex.backend != nil {
+		k.Backend = ex.backend.Addr
+	}
+	s.Counters.ended(k, ex.bytesIn(), rec.bytes, ex.retries, time.Since(ex.start))
+}
+
+// statusOf returns the status logged for rec's request.
+func statusOf(rec *recorder) int {
 	ex := rec.ex
 	status := rec.status
 	if status == 0 && ex.upgraded {
@@ -225,6 +236,16 @@ func (s *Server) logRequest(rec *recorder, r *http.Request) {
 		// nginx's 499: the client closed before any answer.
 		status = 499
 	}
+	return status
+}
+
+func (s *Server) logRequest(rec *recorder, r *http.Request) {
+	log := s.logger()
+	if !log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	ex := rec.ex
+	status := statusOf(rec)
 	attrs := make([]slog.Attr, 0, 22)
 	attrs = append(attrs,
 		slog.String("listener", s.Name),

@@ -123,6 +123,9 @@ type Server struct {
 	// subject of the client's verified certificate, and removed from
 	// requests without one so that no client can forge it; "" sets none.
 	ClientCertHeader string
+	// Counters, if not nil, count requests for metrics (share one between
+	// the Servers over one listener). Nil counts nothing.
+	Counters *Counters
 	// Logger receives the access log ("request" records) and errors; nil
 	// means slog.Default(). Requests are logged while it is enabled at
 	// Info.

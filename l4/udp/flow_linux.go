@@ -186,6 +186,7 @@ func (l *loop) open(k flowKey, ifindex uint32, i int) (*session, error) {
 	l.flows[k] = s
 	l.idle.pushBack(s)
 	be.Acquire()
+	s.bc = l.s.Counters.opened(be.Addr)
 	return s, nil
 }
 
@@ -319,6 +320,7 @@ func (l *loop) end(s *session, e End, err error) {
 		// Once per session, as TCP reports once per connection.
 		s.be.ReportFailure(err)
 	}
+	l.s.Counters.ended(s.bc, e, s.in, s.out, l.now-s.start)
 	log := l.s.logger()
 	if !log.Enabled(context.Background(), slog.LevelInfo) {
 		return

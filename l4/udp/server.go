@@ -71,6 +71,9 @@ type Server struct {
 	// table ends it for a new flow. Zero means DefaultEvictIdle (1s);
 	// negative means never: new flows wait for sessions to end.
 	EvictIdle time.Duration
+	// Counters, if not nil, count sessions for metrics (share one between
+	// the Servers over one listener). Nil counts nothing.
+	Counters *Counters
 	// Logger receives one line per session when it ends, at level Info,
 	// and a warning when datagrams of new flows are dropped because of
 	// MaxSessions or because no socket could be opened, and when sessions

@@ -46,10 +46,11 @@ func (k *flowKey) viaAddr() netip.AddrPort {
 type session struct {
 	key  flowKey
 	be   *pool.Backend
-	fd   int    // socket connected to be
-	pre  []byte // BackendPreamble, sent before each datagram
-	slot int32  // index in loop.slots, carried by its epoll events
-	gen  uint32 // the slot's generation when this session took it
+	bc   *BackendCounters // be's counters (nil without Counters)
+	fd   int              // socket connected to be
+	pre  []byte           // BackendPreamble, sent before each datagram
+	slot int32            // index in loop.slots, carried by its epoll events
+	gen  uint32           // the slot's generation when this session took it
 
 	// name is the client's address as received, the destination of
 	// replies; oob, if ooblen > 0, holds the IP_PKTINFO or IPV6_PKTINFO
