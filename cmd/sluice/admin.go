@@ -15,7 +15,9 @@ import (
 	"sluice/internal/admin"
 	"sluice/internal/certs"
 	"sluice/internal/pool"
+	"sluice/l4"
 	"sluice/l4/udp"
+	"sluice/l7"
 )
 
 // adminSide is the [admin] listener of one running configuration: its
@@ -34,8 +36,9 @@ type adminSide struct {
 }
 
 // newAdmin builds the metrics of cfg, if it has an [admin] table, and
-// returns the logger the proxies must use: it counts their connection
-// and session lines.
+// returns the logger the proxies must use (log: the proxies count their
+// connections themselves, see count, so nothing is built for the metrics
+// at a level the log leaves out).
 //
 // The metrics m of the running configuration, if not nil, go on (their
 // counters carry across a reload), naming the new configuration's pools.
@@ -55,7 +58,23 @@ func newAdmin(cfg *config.Config, log *slog.Logger, m *admin.Metrics) (*adminSid
 	if m == nil {
 		m = admin.NewMetrics(names, buildVersion())
 	}
-	return &adminSide{cfg: cfg.Admin, metrics: m, names: names, log: log}, slog.New(m.LogHandler(log.Handler()))
+	return &adminSide{cfg: cfg.Admin, metrics: m, names: names, log: log}, log
+}
+
+// count gives srv, listener name's new proxy, the listener's counters,
+// which the proxies a reload puts on it share.
+func (a *adminSide) count(srv server, name string) {
+	if a == nil {
+		return
+	}
+	switch s := srv.(type) {
+	case *l4.Server:
+		s.Counters = a.metrics.TCPCounters(name)
+	case *udp.Server:
+		s.Counters = a.metrics.UDPCounters(name)
+	case *l7.Server:
+		s.Counters = a.metrics.HTTPCounters(name)
+	}
 }
 
 // prober wraps a backend's prober so that its checks are counted and the

@@ -144,7 +144,9 @@ func (d *daemon) apply(cfg *config.Config) error {
 	for _, lc := range cfg.Listeners {
 		l := socks.kept[keyOf(lc)]
 		if l == nil {
-			if l, err = d.build(cfg, lc, socks, log); err != nil {
+			if l, err = d.build(cfg, lc, socks, log); err == nil {
+				adm.count(l.srv, lc.Name)
+			} else {
 				// Read files were checked before the pools changed:
 				// this is not expected.
 				socks.close()

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"sluice/internal/pool"
+	"sluice/l4"
+	"sluice/l4/udp"
+	"sluice/l7"
 )
 
 // StatusJSON is GET /api/v1/status: everything the status page shows.
@@ -352,15 +355,56 @@ func (s *Server) backendJSON(p Pool, b *pool.Backend, ends map[poolBackend]map[s
 // counts is one key's counters, read.
 type counts struct{ ends, in, out, retries uint64 }
 
-// snapshot reads every key's counters.
+// snapshot reads every listener's counters into series by key. A
+// backend's bytes and retries go with one of its ends' keys: they are
+// summed per backend, never per end.
 func (m *Metrics) snapshot() map[endKey]counts {
 	out := map[endKey]counts{}
-	if all := m.ends.m.Load(); all != nil {
-		for k, c := range *all {
-			out[k] = counts{c.ends.Load(), c.in.Load(), c.out.Load(), c.retries.Load()}
-		}
+	add := func(k endKey, c counts) {
+		o := out[k]
+		out[k] = counts{o.ends + c.ends, o.in + c.in, o.out + c.out, o.retries + c.retries}
 	}
+	m.tcp.each(func(name string, c *l4.Counters) {
+		c.Backends(func(addr netip.AddrPort, b *l4.BackendCounters) {
+			in, out := b.Bytes()
+			rest := counts{in: in, out: out, retries: b.Retries()}
+			b.Ends(func(e l4.End, n uint64) {
+				add(endKey{kind: kindTCP, listener: name, backend: backendLabel(addr), end: e.String()}, counts{ends: n}.with(rest))
+				rest = counts{}
+			})
+		})
+	})
+	m.udp.each(func(name string, c *udp.Counters) {
+		c.Backends(func(addr netip.AddrPort, b *udp.BackendCounters) {
+			in, out := b.Bytes()
+			rest := counts{in: in, out: out}
+			b.Ends(func(e udp.End, n uint64) {
+				add(endKey{kind: kindUDP, listener: name, backend: backendLabel(addr), end: e.String()}, counts{ends: n}.with(rest))
+				rest = counts{}
+			})
+		})
+	})
+	m.http.each(func(name string, c *l7.Counters) {
+		c.Requests(func(k l7.RequestKey, n, in, out, retries uint64) {
+			add(endKey{kind: kindHTTP, listener: name, backend: backendLabel(k.Backend), end: k.End.String(),
+				route: k.Route, status: int64(k.Status)}, counts{n, in, out, retries})
+		})
+	})
 	return out
+}
+
+// with returns c plus the bytes and retries of o.
+func (c counts) with(o counts) counts {
+	c.in, c.out, c.retries = c.in+o.in, c.out+o.out, c.retries+o.retries
+	return c
+}
+
+// backendLabel is a backend's label: its address, "" for none.
+func backendLabel(addr netip.AddrPort) string {
+	if !addr.IsValid() {
+		return ""
+	}
+	return addr.String()
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

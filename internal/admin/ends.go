@@ -1,12 +1,18 @@
 package admin
 
 import (
+	"net/netip"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"sluice/internal/tally"
+	"sluice/l4"
+	"sluice/l4/udp"
+	"sluice/l7"
 )
 
-// The counters of the log lines, by kind: ended, received and sent bytes,
+// The counters of ended connections, sessions and requests, by kind: ended, received and sent bytes,
 // retries (nil: the kind has none).
 var endDescs = [kinds]struct{ ends, in, out, retries *prometheus.Desc }{
 	kindTCP: {
@@ -39,9 +45,10 @@ var endDescs = [kinds]struct{ ends, in, out, retries *prometheus.Desc }{
 	},
 }
 
-// endCollector writes the counters the log lines added up, summing the
-// byte and retry counts of a listener and backend (and route) over the
-// ways their connections, sessions or requests ended.
+// endCollector writes the listeners' counters: the ended connections,
+// sessions and requests by key (summing the byte and retry counts of a
+// listener and backend, and route, over the ways they ended), the
+// duration and connect-time histograms, and the live gauges.
 type endCollector struct{ m *Metrics }
 
 // Describe sends nothing: the collector is unchecked, its series appear
@@ -55,24 +62,21 @@ type sumKey struct {
 
 // Collect implements prometheus.Collector.
 func (c *endCollector) Collect(ch chan<- prometheus.Metric) {
-	m := c.m.ends.m.Load()
-	if m == nil {
-		return
-	}
 	type sums struct {
 		pool             string
 		in, out, retries uint64
 	}
+	names := c.m.pools.Load()
 	total := map[sumKey]*sums{}
 	counter := prometheus.CounterValue
-	for k, e := range *m {
+	for k, e := range c.m.snapshot() {
 		d := endDescs[k.kind]
-		pool := c.m.pools.Load().of(k)
+		pool := names.of(k)
 		if k.kind == kindHTTP {
-			ch <- prometheus.MustNewConstMetric(d.ends, counter, float64(e.ends.Load()), k.listener, k.route, pool, k.backend,
+			ch <- prometheus.MustNewConstMetric(d.ends, counter, float64(e.ends), k.listener, k.route, pool, k.backend,
 				strconv.FormatInt(k.status, 10), k.end)
 		} else {
-			ch <- prometheus.MustNewConstMetric(d.ends, counter, float64(e.ends.Load()), k.listener, pool, k.backend, k.end)
+			ch <- prometheus.MustNewConstMetric(d.ends, counter, float64(e.ends), k.listener, pool, k.backend, k.end)
 		}
 		sk := sumKey{k.kind, k.listener, k.route, k.backend}
 		s := total[sk]
@@ -80,9 +84,9 @@ func (c *endCollector) Collect(ch chan<- prometheus.Metric) {
 			s = &sums{pool: pool}
 			total[sk] = s
 		}
-		s.in += e.in.Load()
-		s.out += e.out.Load()
-		s.retries += e.retries.Load()
+		s.in += e.in
+		s.out += e.out
+		s.retries += e.retries
 	}
 	for k, s := range total {
 		d := endDescs[k.kind]
@@ -96,4 +100,60 @@ func (c *endCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(d.retries, counter, float64(s.retries), labels...)
 		}
 	}
+	c.live(ch, names)
+}
+
+var (
+	descTCPDuration = prometheus.NewDesc("sluice_tcp_connection_duration_seconds",
+		"How long TCP connections lasted, from accept to close.", []string{"listener"}, nil)
+	descTCPConnect = prometheus.NewDesc("sluice_tcp_connect_duration_seconds",
+		"How long successful connects to backends took, from the connect call until the socket was writable.", []string{"listener"}, nil)
+	descTCPCurrent = prometheus.NewDesc("sluice_tcp_connections_current",
+		"Live TCP connections of each listener: accepted and not yet ended.", []string{"listener"}, nil)
+	descTCPBackendCurrent = prometheus.NewDesc("sluice_tcp_backend_connections_current",
+		"Live TCP connections established to each backend through each listener.", []string{"listener", "pool", "backend"}, nil)
+	descUDPDuration = prometheus.NewDesc("sluice_udp_session_duration_seconds",
+		"How long UDP sessions lasted.", []string{"listener"}, nil)
+	descUDPBackendCurrent = prometheus.NewDesc("sluice_udp_backend_sessions_current",
+		"Live UDP sessions with each backend through each listener.", []string{"listener", "pool", "backend"}, nil)
+	descHTTPDuration = prometheus.NewDesc("sluice_http_request_duration_seconds",
+		"How long HTTP requests took, from their first byte to the response's last.", []string{"listener"}, nil)
+	descHTTPCurrent = prometheus.NewDesc("sluice_http_requests_current",
+		"HTTP requests in flight on each listener.", []string{"listener"}, nil)
+)
+
+// live writes the histograms and the live gauges of every listener.
+func (c *endCollector) live(ch chan<- prometheus.Metric, names *PoolNames) {
+	gauge := prometheus.GaugeValue
+	c.m.tcp.each(func(name string, t *l4.Counters) {
+		ch <- histogram(descTCPDuration, t.Duration(), name)
+		ch <- histogram(descTCPConnect, t.ConnectTime(), name)
+		ch <- prometheus.MustNewConstMetric(descTCPCurrent, gauge, float64(t.Live()), name)
+		pool := names.of(endKey{kind: kindTCP, listener: name})
+		t.Backends(func(addr netip.AddrPort, b *l4.BackendCounters) {
+			if addr.IsValid() {
+				ch <- prometheus.MustNewConstMetric(descTCPBackendCurrent, gauge, float64(b.Live()), name, pool, addr.String())
+			}
+		})
+	})
+	c.m.udp.each(func(name string, u *udp.Counters) {
+		ch <- histogram(descUDPDuration, u.Duration(), name)
+		pool := names.of(endKey{kind: kindUDP, listener: name})
+		u.Backends(func(addr netip.AddrPort, b *udp.BackendCounters) {
+			ch <- prometheus.MustNewConstMetric(descUDPBackendCurrent, gauge, float64(b.Live()), name, pool, addr.String())
+		})
+	})
+	c.m.http.each(func(name string, h *l7.Counters) {
+		ch <- histogram(descHTTPDuration, h.Duration(), name)
+		ch <- prometheus.MustNewConstMetric(descHTTPCurrent, gauge, float64(h.Current()), name)
+	})
+}
+
+// histogram makes a Prometheus histogram of s.
+func histogram(d *prometheus.Desc, s tally.Snapshot, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(s.Bounds))
+	for i, b := range s.Bounds {
+		buckets[b.Seconds()] = s.Cumulative[i]
+	}
+	return prometheus.MustNewConstHistogram(d, s.Count, s.Sum.Seconds(), buckets, labels...)
 }

@@ -10,23 +10,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"sluice/internal/pool"
+	"sluice/l4"
 	"sluice/l4/udp"
+	"sluice/l7"
 )
 
-// Metrics holds a running configuration's Prometheus metrics: counters fed
-// by the per-connection and per-session log lines (LogHandler) and by
-// health checks (Prober), and gauges read from the pools and the UDP
-// servers when /metrics is scraped. Build it with NewMetrics; nothing is
-// global, so two configurations have two registries.
+// Metrics holds a running configuration's Prometheus metrics: the typed
+// counters each listener's proxies keep (TCP, UDP, HTTP: made here, one
+// per listener name, so they outlive the proxies a reload replaces), the
+// health checks' (Prober), and gauges read from the pools and the UDP
+// servers, all read when /metrics is scraped. Build it with NewMetrics;
+// nothing is global, so two configurations have two registries.
 type Metrics struct {
 	reg *prometheus.Registry
 
-	durations [kinds]*prometheus.HistogramVec
 	checks    *prometheus.CounterVec
 	checkTime *prometheus.HistogramVec
 
 	pools   atomic.Pointer[PoolNames] // replaced by a reload (SetPoolNames)
-	ends    cache[endKey, *endCounters]
+	tcp     cache[string, *l4.Counters]
+	udp     cache[string, *udp.Counters]
+	http    cache[string, *l7.Counters]
 	state   atomic.Pointer[stateCollector] // the running configuration's
 	stateMu sync.Mutex                     // guards registering state's collector once
 	stateOn bool
@@ -57,8 +61,9 @@ func kindOf(protocol string) kind {
 	return kindTCP
 }
 
-// endKey names the counters one log line adds to. Route and status are
-// an HTTP request's; zero for the others.
+// endKey names a series of the ended connections, sessions or requests,
+// by their log lines' keys. Route and status are an HTTP request's; zero
+// for the others.
 type endKey struct {
 	kind              kind
 	listener, backend string
@@ -67,24 +72,13 @@ type endKey struct {
 	status            int64
 }
 
-// endCounters are what the log lines of one key add up to: atomic adds
-// only. The collector reads them at scrape time, and the API too.
-type endCounters struct {
-	ends, in, out, retries atomic.Uint64
-	duration               prometheus.Observer
-}
+// Buckets of the health checks' duration histogram, in seconds: from half
+// a millisecond to their timeouts. The proxies' histograms have theirs in
+// package tally.
+var checkBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
 
-// Buckets of the duration histograms, in seconds: connections last from a
-// millisecond (a refused one) to hours (a database pool's); requests and
-// checks from half a millisecond to their timeouts.
-var (
-	connectionBuckets = []float64{.001, .005, .025, .1, .5, 1, 5, 30, 120, 600, 3600}
-	requestBuckets    = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
-	checkBuckets      = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
-)
-
-// PoolNames says which pool a log line's connection, session or request
-// went to, for the pool label of the counters.
+// PoolNames says which pool a connection, session or request went to,
+// for the pool label of the counters.
 type PoolNames struct {
 	// Listener maps a listener's name to its pool's (an HTTP listener's
 	// default pool, if it has one).
@@ -110,9 +104,6 @@ func NewMetrics(pools PoolNames, version string) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry(), last: make(map[*pool.Backend]*atomic.Pointer[Check])}
 	m.pools.Store(&pools)
 	m.reloads = m.counter("sluice_reloads_total", "Configuration reloads, by result (ok or failed).", []string{"result"})
-	m.durations[kindTCP] = m.histogram("sluice_tcp_connection_duration_seconds", "How long TCP connections lasted, from accept to close.", []string{"listener"}, connectionBuckets)
-	m.durations[kindUDP] = m.histogram("sluice_udp_session_duration_seconds", "How long UDP sessions lasted.", []string{"listener"}, connectionBuckets)
-	m.durations[kindHTTP] = m.histogram("sluice_http_request_duration_seconds", "How long HTTP requests took, from their first byte to the response's last.", []string{"listener"}, requestBuckets)
 	m.checks = m.counter("sluice_health_checks_total", "Active health checks run, by pool, backend and result (pass or fail).", []string{"pool", "backend", "result"})
 	m.checkTime = m.histogram("sluice_health_check_duration_seconds", "How long active health checks took, passing or failing.", []string{"pool", "backend"}, checkBuckets)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_build_info", Help: "Always 1; its labels say which sluice is running."}, []string{"version", "goversion"})
@@ -178,11 +169,22 @@ func (f stateFollower) Collect(ch chan<- prometheus.Metric) {
 // embedding sluice's metrics elsewhere.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// counters returns the counters a line with key k adds to.
-func (m *Metrics) counters(k endKey) *endCounters {
-	return m.ends.get(k, func() *endCounters {
-		return &endCounters{duration: m.durations[k.kind].WithLabelValues(k.listener)}
-	})
+// TCPCounters returns the counters of TCP listener name, made the first
+// time: every l4.Server over that listener shares them.
+func (m *Metrics) TCPCounters(name string) *l4.Counters {
+	return m.tcp.get(name, l4.NewCounters)
+}
+
+// UDPCounters returns the counters of UDP listener name, made the first
+// time.
+func (m *Metrics) UDPCounters(name string) *udp.Counters {
+	return m.udp.get(name, udp.NewCounters)
+}
+
+// HTTPCounters returns the counters of HTTP listener name, made the first
+// time.
+func (m *Metrics) HTTPCounters(name string) *l7.Counters {
+	return m.http.get(name, l7.NewCounters)
 }
 
 // cache maps keys to values made once, for readers that must not take a
@@ -213,6 +215,15 @@ func (c *cache[K, V]) get(k K, build func() V) V {
 	next[k] = v
 	c.m.Store(&next)
 	return v
+}
+
+// each calls f with every key and value, in no order.
+func (c *cache[K, V]) each(f func(K, V)) {
+	if m := c.m.Load(); m != nil {
+		for k, v := range *m {
+			f(k, v)
+		}
+	}
 }
 
 // stateCollector reads the gauges and the UDP servers' counters at

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -13,16 +12,25 @@ import (
 	"testing"
 
 	"sluice/internal/pool"
+	"sluice/l4"
 )
 
-// testServer serves two pools that share a backend address, each behind
-// a listener, and returns it with a logger counting into its metrics.
-func testServer(t *testing.T, token string, balance pool.Balance) (*httptest.Server, *slog.Logger) {
+// testServer serves two pools that share their backend addresses (first
+// and second: 10.0.0.1:80, 10.0.0.2:80 if not given), each behind a
+// listener, and returns it with its metrics and pools.
+func testServer(t *testing.T, token string, balance pool.Balance, addrs ...string) (*httptest.Server, *Metrics, []Pool) {
 	t.Helper()
+	if len(addrs) == 0 {
+		addrs = []string{"10.0.0.1:80", "10.0.0.2:80"}
+	}
+	var bs []pool.BackendOptions
+	for _, a := range addrs {
+		bs = append(bs, pool.BackendOptions{Addr: netip.MustParseAddrPort(a)})
+	}
 	var ps []Pool
 	for _, name := range []string{"one", "two"} {
 		p, err := pool.New(pool.Options{Name: name, Balance: balance, TableSize: 1009, Logger: slog.New(slog.DiscardHandler),
-			Backends: []pool.BackendOptions{{Addr: netip.MustParseAddrPort("10.0.0.1:80")}, {Addr: netip.MustParseAddrPort("10.0.0.2:80")}}})
+			Backends: bs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -33,7 +41,7 @@ func testServer(t *testing.T, token string, balance pool.Balance) (*httptest.Ser
 		Listeners: []Listener{{Name: "l1", Protocol: "tcp", Pool: "one"}, {Name: "l2", Protocol: "tcp", Pool: "two"}}})
 	hs := httptest.NewServer(s.Handler())
 	t.Cleanup(hs.Close)
-	return hs, slog.New(m.LogHandler(slog.DiscardHandler))
+	return hs, m, ps
 }
 
 func get(t *testing.T, url string, header ...string) (int, string) {
@@ -52,7 +60,7 @@ func get(t *testing.T, url string, header ...string) (int, string) {
 }
 
 func TestAuth(t *testing.T) {
-	hs, _ := testServer(t, "tok", pool.RoundRobin)
+	hs, _, _ := testServer(t, "tok", pool.RoundRobin)
 	basic := func(user, pass string) string {
 		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 	}
@@ -82,9 +90,9 @@ func TestAuth(t *testing.T) {
 // TestEndsPerPool: connections counted on one pool's backend do not show
 // on another pool's backend of the same address.
 func TestEndsPerPool(t *testing.T) {
-	hs, log := testServer(t, "", pool.RoundRobin)
-	log.LogAttrs(context.Background(), slog.LevelInfo, "connection", slog.String("listener", "l1"),
-		slog.String("backend", "10.0.0.1:80"), slog.String("end", "client_closed"))
+	be := echoBackend(t)
+	hs, m, ps := testServer(t, "", pool.RoundRobin, be)
+	proxyOnce(t, &l4.Server{Name: "l1", Pool: ps[0].Pool, Counters: m.TCPCounters("l1")})
 	var pools []PoolJSON
 	_, body := get(t, hs.URL+"/api/v1/pools")
 	if err := json.Unmarshal([]byte(body), &pools); err != nil {
@@ -99,7 +107,7 @@ func TestEndsPerPool(t *testing.T) {
 }
 
 func TestNoEditor(t *testing.T) {
-	hs, _ := testServer(t, "", pool.RoundRobin)
+	hs, _, _ := testServer(t, "", pool.RoundRobin)
 	req, _ := http.NewRequest(http.MethodPut, hs.URL+"/api/v1/pools/one/backends/10.0.0.1:80/weight", strings.NewReader(`{"weight":2}`))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -116,7 +124,7 @@ func TestNoEditor(t *testing.T) {
 // depends on more than the client.
 func TestExplainNotDeterministic(t *testing.T) {
 	for _, b := range []pool.Balance{pool.LeastConn, pool.Random, pool.RoundRobin} {
-		hs, _ := testServer(t, "", b)
+		hs, _, _ := testServer(t, "", b)
 		var e ExplainJSON
 		_, body := get(t, hs.URL+"/api/v1/pools/one/explain?client=10.9.9.9")
 		if err := json.Unmarshal([]byte(body), &e); err != nil {
