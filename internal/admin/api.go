@@ -62,8 +62,12 @@ type BackendJSON struct {
 	State  string `json:"state"`
 	Weight int    `json:"weight"`
 	Backup bool   `json:"backup,omitempty"`
-	// Active is its live TCP connections and UDP sessions.
+	// Active is what its pool counts as live: TCP connections
+	// (connecting too), UDP sessions and HTTP requests in flight.
 	Active int64 `json:"active"`
+	// Live is its established TCP connections and UDP sessions, from the
+	// proxies' counters, over every listener of its pool.
+	Live int64 `json:"live"`
 	// Ended counts its connections and sessions that ended, by end.
 	Ended map[string]uint64 `json:"ended"`
 	// LastCheck is its last active health check; absent if none yet.
@@ -348,7 +352,7 @@ func (s *Server) backendJSON(p Pool, b *pool.Backend, ends map[poolBackend]map[s
 	}
 	return BackendJSON{
 		Address: b.String(), State: b.State().String(), Weight: backendWeight(b), Backup: backendBackup(b),
-		Active: b.Active(), Ended: e, LastCheck: s.o.Metrics.LastCheck(b),
+		Active: b.Active(), Live: s.o.Metrics.live(p.Name(), b.Addr), Ended: e, LastCheck: s.o.Metrics.LastCheck(b),
 	}
 }
 
@@ -391,6 +395,32 @@ func (m *Metrics) snapshot() map[endKey]counts {
 		})
 	})
 	return out
+}
+
+// live returns the established TCP connections and UDP sessions to addr
+// over the listeners of pool name.
+func (m *Metrics) live(name string, addr netip.AddrPort) int64 {
+	names := m.pools.Load()
+	var n int64
+	m.tcp.each(func(l string, c *l4.Counters) {
+		if names.Listener[l] == name {
+			c.Backends(func(a netip.AddrPort, b *l4.BackendCounters) {
+				if a == addr {
+					n += b.Live()
+				}
+			})
+		}
+	})
+	m.udp.each(func(l string, c *udp.Counters) {
+		if names.Listener[l] == name {
+			c.Backends(func(a netip.AddrPort, b *udp.BackendCounters) {
+				if a == addr {
+					n += b.Live()
+				}
+			})
+		}
+	})
+	return n
 }
 
 // with returns c plus the bytes and retries of o.

@@ -50,6 +50,21 @@ func echoBackend(t *testing.T) string {
 // when the test ends.
 func proxyOnce(t *testing.T, s *l4.Server) {
 	t.Helper()
+	c := proxyHeld(t, s)
+	c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Counters.Live() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection never ended")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// proxyHeld serves s on loopback and returns one connection through it
+// that has sent "hi" and read it back. s is shut down when the test ends.
+func proxyHeld(t *testing.T, s *l4.Server) net.Conn {
+	t.Helper()
 	lns, err := listen.TCP(context.Background(), netip.MustParseAddrPort("127.0.0.1:0"), 1)
 	if err != nil {
 		t.Fatal(err)
@@ -73,14 +88,8 @@ func proxyOnce(t *testing.T, s *l4.Server) {
 	if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
 		t.Fatal(err)
 	}
-	c.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Counters.Live() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the connection never ended")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // A TCP connection's end shows in /metrics from the l4 counters: the

@@ -106,6 +106,23 @@ func TestEndsPerPool(t *testing.T) {
 	}
 }
 
+// TestLivePerBackend: the API's live count comes from the listeners'
+// counters of the backend's pool.
+func TestLivePerBackend(t *testing.T) {
+	be := echoBackend(t)
+	hs, m, ps := testServer(t, "", pool.RoundRobin, be)
+	c := proxyHeld(t, &l4.Server{Name: "l1", Pool: ps[0].Pool, Counters: m.TCPCounters("l1")})
+	var pools []PoolJSON
+	_, body := get(t, hs.URL+"/api/v1/pools")
+	if err := json.Unmarshal([]byte(body), &pools); err != nil {
+		t.Fatal(err)
+	}
+	if pools[0].Backends[0].Live != 1 || pools[1].Backends[0].Live != 0 {
+		t.Errorf("live %d and %d, want 1 on pool one, 0 on two", pools[0].Backends[0].Live, pools[1].Backends[0].Live)
+	}
+	c.Close()
+}
+
 func TestNoEditor(t *testing.T) {
 	hs, _, _ := testServer(t, "", pool.RoundRobin)
 	req, _ := http.NewRequest(http.MethodPut, hs.URL+"/api/v1/pools/one/backends/10.0.0.1:80/weight", strings.NewReader(`{"weight":2}`))
