@@ -2,13 +2,16 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"sluice/config"
 	"sluice/internal/pool"
 )
 
@@ -134,5 +137,62 @@ func TestShutdownAtDrainRateAndSecondSignal(t *testing.T) {
 	}
 	if got := strings.Count(p.out.String(), "end=drain"); got != n {
 		t.Errorf("%d end=drain lines, want %d; output:\n%s", got, n, p.out)
+	}
+}
+
+// A backend a reload removes has its connections closed after the drain
+// timeout at the pool's drain_rate.
+func TestReloadRemovedBackendAtDrainRate(t *testing.T) {
+	const n = 5 // per backend
+	b1, b2 := echoBackend(t), echoBackend(t)
+	addr := freePort(t)
+	conf := func(backends ...string) string {
+		text := fmt.Sprintf("drain_timeout = \"100ms\"\n[log]\nformat = \"json\"\n[listeners.t]\nbind = %q\npool = \"p\"\n[pools.p]\ndrain_rate = \"20/s\"\n", addr)
+		for _, b := range backends {
+			text += fmt.Sprintf("[[pools.p.backends]]\naddress = %q\n", b)
+		}
+		return text
+	}
+	path := writeFile(t, conf(b1, b2))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &lockedBuffer{}
+	d, err := start(cfg, newLogger(cfg.Log, log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.load = func() (*config.Config, error) { return config.Load(path) }
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		d.shutdown(ctx)
+		if t.Failed() {
+			t.Logf("sluice log:\n%s", log)
+		}
+	})
+	openLines(t, addr, 2*n)
+	var gone *pool.Backend
+	for _, b := range d.pools["p"].Backends() {
+		if b.String() == b1 {
+			gone = b
+		}
+	}
+	os.WriteFile(path, []byte(conf(b2)), 0o644)
+	start := time.Now()
+	if err := d.reload(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the removed backend's connections to close", func() bool { return gone.Active() == 0 })
+	// 100ms of drain timeout, then 4 gaps of 50ms.
+	if took := time.Since(start); took < 280*time.Millisecond {
+		t.Errorf("%d connections closed %v after the reload, want at least 300ms at 20/s", n, took)
+	}
+	if got := strings.Count(log.String(), `"end":"drain"`); got != n {
+		t.Errorf("%d end=drain lines, want %d", got, n)
+	}
+	if !strings.Contains(log.String(), msgRemoved) {
+		t.Errorf("no %q line", msgRemoved)
 	}
 }
