@@ -2,7 +2,10 @@ package l4
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"io"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -211,5 +214,40 @@ func TestPacerSpacing(t *testing.T) {
 				t.Errorf("5 unpaced closes took %v", d)
 			}
 		})
+	}
+}
+
+// Connections that end TLS (run on goroutines) are paced too, one at a
+// time: 6 at 20/s take at least 250ms.
+func TestTLSPacedDrain(t *testing.T) {
+	const n, rate = 6, 20
+	be := startBackend(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	p, cfg := startTLSProxy(t, &Server{Name: "t", Pool: newPool(t, pool.RoundRobin, 0, be.addr), DrainPacer: NewPacer(rate, time.Second)})
+	var cs []*tls.Conn
+	for range n {
+		c := dialTLS(t, p.addr, cfg)
+		c.Write([]byte("x"))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d < time.Duration(n-1)*time.Second/rate {
+		t.Errorf("%d TLS connections closed in %v, faster than %d/s", n, d, rate)
+	}
+	for _, c := range cs {
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("a TLS connection outlived the drain")
+		}
+	}
+	if got := len(p.log.conns()); got != n {
+		t.Errorf("%d connection lines, want %d", got, n)
 	}
 }
