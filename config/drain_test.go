@@ -51,3 +51,24 @@ func TestBadDrainRate(t *testing.T) {
 		})
 	}
 }
+
+// A pool's own drain_rate that no TCP listener uses is a warning: HTTP
+// and UDP listeners do not pace.
+func TestDrainRateUnusedWarns(t *testing.T) {
+	udp := `[listeners.u]
+bind = "127.0.0.1:5353"
+protocol = "udp"
+pool = "dns"
+[pools.dns]
+drain_rate = "10/s"
+[[pools.dns.backends]]
+address = "10.0.0.5:53"
+`
+	cfg, err := parseFake(poolWith(`drain_rate = "10/s"`) + udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0].Error(), `pools.dns.drain_rate: no TCP listener uses pool "dns"`) {
+		t.Errorf("warnings %v, want one for pool dns", cfg.Warnings)
+	}
+}

@@ -63,7 +63,8 @@ type decoder struct {
 
 	sendsV1 map[string]bool // pools with send_proxy = "v1", for UDP listeners' checks
 
-	drainRate access.Rate // the file's drain_rate, every pool's default
+	drainRate  access.Rate   // the file's drain_rate, every pool's default
+	drainRates []drainRateAt // pools that set their own
 
 	host    func() (hostAddrs, error)
 	hostErr error
@@ -125,6 +126,7 @@ func (d *decoder) config() *Config {
 		pools, _ = v.(map[string]any)
 	}
 	cfg.Listeners = d.listeners(t, sortedKeys(pools))
+	d.unpacedDrainRates(cfg.Listeners)
 	return cfg
 }
 

@@ -55,8 +55,7 @@ func (d *decoder) pool(t *table) Pool {
 		"on_down", "slow_start", "passive_failures", "passive_backoff", "health", "discover", "send_proxy", "h2c", "tls",
 		"drain_rate")
 	t.boolean("h2c", &p.H2C)
-	p.DrainRate = d.drainRate
-	t.drainRate("drain_rate", &p.DrainRate)
+	d.poolDrainRate(t, &p)
 	d.poolTLS(t, &p)
 	balanceOK := t.text("balance", &p.Balance) || !t.has("balance")
 	t.integer("retries", 0, maxRetries, &p.Retries)
