@@ -67,11 +67,11 @@ function draw(st) {
         ", " + (c.duration_ns / 1e6).toFixed(1) + " ms)" : "";
       return el("tr", {class: b.state, "data-backend": b.address},
         el("td", {}, b.address), el("td", {class: "state"}, b.state), num(b.weight),
-        el("td", {}, b.backup ? "backup" : ""), num(b.live), num(sum(b.ended)),
+        el("td", {}, b.backup ? "backup" : ""), num(b.live), num(b.active), num(sum(b.ended)),
         num(rate(sum(b.ended), pb && sum(pb.ended), seconds)),
         el("td", {}, check), el("td", {}, ends(b.ended)));
     });
-    const head = el("tr", {}, ...["backend", "state", "weight", "", "live", "ended", "rate /s", "last check", "ends"].map(h => el("th", {}, h)));
+    const head = el("tr", {}, ...["backend", "state", "weight", "", "live", "active", "ended", "rate /s", "last check", "ends"].map(h => el("th", {}, h)));
     const title = "Pool " + p.name + " (" + p.balance + (p.hash_key ? " on " + p.hash_key : "") + ")";
     return el("section", {"data-pool": p.name},
       el("h2", {}, title),
