@@ -38,6 +38,10 @@ type ListenerJSON struct {
 	ReceivedBytes uint64 `json:"received_bytes"`
 	SentBytes     uint64 `json:"sent_bytes"`
 	Retries       uint64 `json:"retries,omitempty"`
+	// Live is a TCP listener's live connections (accepted, not yet
+	// ended) or an HTTP listener's requests in flight, from the proxies'
+	// counters; absent without them.
+	Live *int64 `json:"live,omitempty"`
 	// UDP listeners only: live sessions and datagram counters.
 	Sessions  *int64            `json:"sessions,omitempty"`
 	Datagrams map[string]uint64 `json:"datagrams,omitempty"`
@@ -297,6 +301,7 @@ func (s *Server) listenerList() []ListenerJSON {
 			lj.SentBytes += c.out
 			lj.Retries += c.retries
 		}
+		lj.Live = s.o.Metrics.listenerLive(l.Name, kindOf(l.Protocol))
 		if l.UDP != nil {
 			st := l.UDP()
 			lj.Sessions, lj.Evicted = &st.Sessions, &st.Evicted
@@ -395,6 +400,30 @@ func (m *Metrics) snapshot() map[endKey]counts {
 		})
 	})
 	return out
+}
+
+// listenerLive returns listener name's live connections (TCP) or
+// requests in flight (HTTP), nil if it has no counters (or is UDP: its
+// Stats say).
+func (m *Metrics) listenerLive(name string, k kind) *int64 {
+	var n int64
+	switch k {
+	case kindTCP:
+		c, ok := m.tcp.lookup(name)
+		if !ok {
+			return nil
+		}
+		n = c.Live()
+	case kindHTTP:
+		c, ok := m.http.lookup(name)
+		if !ok {
+			return nil
+		}
+		n = c.Current()
+	default:
+		return nil
+	}
+	return &n
 }
 
 // live returns the established TCP connections and UDP sessions to addr

@@ -217,6 +217,16 @@ func (c *cache[K, V]) get(k K, build func() V) V {
 	return v
 }
 
+// lookup returns k's value if it has been made.
+func (c *cache[K, V]) lookup(k K) (V, bool) {
+	if m := c.m.Load(); m != nil {
+		v, ok := (*m)[k]
+		return v, ok
+	}
+	var zero V
+	return zero, false
+}
+
 // each calls f with every key and value, in no order.
 func (c *cache[K, V]) each(f func(K, V)) {
 	if m := c.m.Load(); m != nil {

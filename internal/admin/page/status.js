@@ -50,7 +50,7 @@ function draw(st) {
     const p = prevL[l.name];
     return el("tr", {"data-listener": l.name},
       el("td", {}, l.name), el("td", {}, l.protocol), el("td", {}, l.bind), el("td", {}, l.pool),
-      num(l.sessions !== undefined ? l.sessions : "-"), num(ended),
+      num(l.live !== undefined ? l.live : l.sessions !== undefined ? l.sessions : "-"), num(ended),
       num(rate(ended, p && sum(p.ended), seconds)),
       num(bytes(l.received_bytes)), num(bytes(l.sent_bytes)), el("td", {}, ends(l.ended)));
   }));
