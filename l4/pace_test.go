@@ -101,21 +101,31 @@ func TestShutdownClosesAtDrainRate(t *testing.T) {
 	if took > 20*time.Second {
 		t.Errorf("Shutdown took %v for %d connections at %d/s", took, n, rate)
 	}
-	// The proxy spaces its closes by at least 1/rate; the clients see
-	// them a little later each, by varying delays on a loaded machine,
-	// which may bring two a few milliseconds closer: 2% for that.
-	if most := maxInWindow(at, time.Second); most > rate+rate/50 {
-		t.Errorf("%d closes seen within one second, want at most %d (+2%%)", most, rate)
-	}
-	t.Logf("%d closes over %v (Shutdown %v), at most %d in any 1 s window", n, spread, took, maxInWindow(at, time.Second))
-	if got := len(p.log.conns()); got != n {
-		t.Errorf("%d connection lines, want %d", got, n)
-	}
+	// The proxy's closes, as its log lines time them (each written
+	// right after its close, and the next close not begun until 1/rate
+	// after the last one was done): never more than rate in a second.
+	var closed []time.Time
 	for _, r := range p.log.conns() {
 		if r["end"] != EndDrain.String() {
 			t.Fatalf("connection ended %v, want %s", r["end"], EndDrain)
 		}
+		at, err := time.Parse(time.RFC3339Nano, r["time"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed = append(closed, at)
 	}
+	if len(closed) != n {
+		t.Errorf("%d connection lines, want %d", len(closed), n)
+	}
+	slices.SortFunc(closed, func(a, b time.Time) int { return a.Compare(b) })
+	if most := maxInWindow(closed, time.Second); most > rate {
+		t.Errorf("%d closes within one second, want at most %d", most, rate)
+	}
+	// The clients see them a little later each, by delays that vary on
+	// a loaded machine: logged, not checked.
+	t.Logf("%d closes over %v (Shutdown %v), at most %d in any 1 s window (%d as the clients saw them)",
+		n, spread, took, maxInWindow(closed, time.Second), maxInWindow(at, time.Second))
 }
 
 // Close during a paced drain ends it at once: a second signal must not
