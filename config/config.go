@@ -181,6 +181,9 @@ type Listener struct {
 	// HalfClosedTimeout (TCP) closes a connection after this long with no
 	// bytes once one side has sent FIN; > 0.
 	HalfClosedTimeout time.Duration
+	// KeepAlive (TCP) is the keep-alive probes sent to clients; the zero
+	// value sends none.
+	KeepAlive KeepAlive
 	// SessionTimeout (UDP) ends a session after this long with no
 	// datagram either way; > 0.
 	SessionTimeout time.Duration
@@ -269,6 +272,9 @@ type Pool struct {
 	// every connection and health check (proxyheader.V1 or V2); zero
 	// sends none.
 	SendProxy proxyheader.Versions
+	// KeepAlive is the keep-alive probes TCP listeners send to this
+	// pool's backends; the zero value sends none.
+	KeepAlive KeepAlive
 	// H2C makes HTTP listeners speak HTTP/2 over cleartext to this pool's
 	// backends (gRPC servers); false is HTTP/1.1.
 	H2C bool

@@ -62,6 +62,13 @@ const (
 	// picks up a renewal well before the old certificate runs out.
 	defaultTLSReload     = 10 * time.Second
 	defaultExpiryWarning = 30 * 24 * time.Hour // certbot renews at 30 days left
+	// TCP keep-alive probes, once keepalive_idle turns them on: an orphan
+	// (a client whose flow a router moved elsewhere) is gone within idle
+	// + 30 s, while one lost probe is not enough to end a connection.
+	defaultKeepAliveInterval = 10 * time.Second
+	defaultKeepAliveCount    = 3
+	maxKeepAliveTime         = 32767 * time.Second // MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL
+	maxKeepAliveCount        = 127                 // MAX_TCP_KEEPCNT
 	// A ClientHello comes in the client's first flight: 5 s is the
 	// PROXY header's allowance, for the same slowloris reason.
 	defaultClientHelloTimeout = 5 * time.Second

@@ -53,7 +53,8 @@ func (d *decoder) pool(t *table) Pool {
 	p := defaultPool(t.name)
 	t.allow("balance", "hash_key", "table_size", "retries", "backends",
 		"on_down", "slow_start", "passive_failures", "passive_backoff", "health", "discover", "send_proxy", "h2c", "tls",
-		"drain_rate")
+		"drain_rate", "keepalive_idle", "keepalive_interval", "keepalive_count")
+	t.keepAlive(&p.KeepAlive)
 	t.boolean("h2c", &p.H2C)
 	d.poolDrainRate(t, &p)
 	d.poolTLS(t, &p)
@@ -259,6 +260,7 @@ func (d *decoder) listener(t *table, pools []string) Listener {
 	t.duration("connect_timeout", &l.ConnectTimeout, true)
 	t.duration("idle_timeout", &l.IdleTimeout, true)
 	t.duration("half_closed_timeout", &l.HalfClosedTimeout, true)
+	t.keepAlive(&l.KeepAlive)
 	d.sniKeys(t, &l, pools)
 	d.tcpListenerTLS(t, &l)
 	return l

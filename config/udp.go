@@ -12,7 +12,8 @@ var (
 	protocolKeys = [...][]string{
 		TCP: {"max_connections", "sockets", "connect_timeout", "idle_timeout", "half_closed_timeout",
 			"proxy_protocol", "proxy_protocol_from", "proxy_protocol_timeout", "allow", "deny",
-			"max_connections_per_client", "new_connections_per_client", "sni_routes", "client_hello_timeout", "tls"},
+			"max_connections_per_client", "new_connections_per_client", "sni_routes", "client_hello_timeout", "tls",
+			"keepalive_idle", "keepalive_interval", "keepalive_count"},
 		UDP: {"sockets", "session_timeout", "responses", "max_sessions",
 			"proxy_protocol", "proxy_protocol_from", "allow", "deny", "new_connections_per_client"},
 		HTTP: httpListenerKeys,

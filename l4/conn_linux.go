@@ -226,7 +226,7 @@ func (l *loop) connect(c *conn) {
 			return
 		}
 		b.Acquire()
-		fd, e := connectRaw(b.Addr)
+		fd, e := connectRaw(b.Addr, l.s.BackendKeepAlive)
 		if e == 0 || e == unix.EINPROGRESS {
 			const events = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 			if err := l.add(fd, c.slot<<1|sideBackend, c.gen, events); err != nil {

@@ -102,6 +102,11 @@ func newLoop(s *Server, ln *net.TCPListener) (*loop, error) {
 	if e := setInt(l.lnfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); e != 0 {
 		return nil, fmt.Errorf("setting TCP_NODELAY on the listening socket: %w", e)
 	}
+	// Keep-alive probes are inherited the same way; cleared when off, as
+	// the socket may come from a configuration that had them.
+	if e := setKeepAlive(l.lnfd, s.ClientKeepAlive, true); e != 0 {
+		return nil, fmt.Errorf("setting keep-alive probes on the listening socket: %w", e)
+	}
 	if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("creating epoll: %w", err)
 	}

@@ -59,6 +59,13 @@ type Server struct {
 	// HalfClosedTimeout replaces IdleTimeout once one side has sent FIN,
 	// so half-closed connections do not linger. Zero means 1m.
 	HalfClosedTimeout time.Duration
+	// ClientKeepAlive sends TCP keep-alive probes to clients (set once on
+	// the listening sockets, inherited by accepted ones); the zero value
+	// sends none.
+	ClientKeepAlive KeepAlive
+	// BackendKeepAlive sends TCP keep-alive probes to backends; the zero
+	// value sends none.
+	BackendKeepAlive KeepAlive
 	// Limiter, if not nil, is a cap shared with other servers, such as the
 	// connections the process's file descriptor limit allows. A connection
 	// must have a slot of both MaxConnections and Limiter.

@@ -130,10 +130,10 @@ func addrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// connectRaw opens a non-blocking TCP socket with TCP_NODELAY and starts
-// connecting it to addr. It returns the socket and 0 or EINPROGRESS; on any
-// other error the socket is closed.
-func connectRaw(addr netip.AddrPort) (int, unix.Errno) {
+// connectRaw opens a non-blocking TCP socket with TCP_NODELAY (and ka's
+// keep-alive probes, when on) and starts connecting it to addr. It returns
+// the socket and 0 or EINPROGRESS; on any other error the socket is closed.
+func connectRaw(addr netip.AddrPort, ka KeepAlive) (int, unix.Errno) {
 	family := unix.AF_INET6
 	if addr.Addr().Is4() {
 		family = unix.AF_INET
@@ -146,6 +146,10 @@ func connectRaw(addr netip.AddrPort) (int, unix.Errno) {
 	// Small requests and answers go out at once, as on the client side
 	// (the listening socket's TCP_NODELAY is inherited by accepted ones).
 	if e := setInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); e != 0 {
+		closeRaw(int(fd))
+		return -1, e
+	}
+	if e := setKeepAlive(int(fd), ka, false); e != 0 {
 		closeRaw(int(fd))
 		return -1, e
 	}

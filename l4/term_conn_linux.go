@@ -127,7 +127,7 @@ func (c *termConn) open() (End, error) {
 // passive checks, as the loop does), and starts it.
 func (c *termConn) connect() (End, error) {
 	s := c.s
-	d := net.Dialer{Timeout: s.connectTimeout(), KeepAlive: -1}
+	d := net.Dialer{Timeout: s.connectTimeout(), KeepAlive: -1, KeepAliveConfig: s.BackendKeepAlive.dialerConfig()}
 	var p pick.Picker = s.Pool
 	if c.cl.Pool != nil {
 		p = c.cl.Pool

@@ -99,8 +99,12 @@ func openTCP(lc config.Listener, lns []*net.TCPListener, pc *config.Pool, pools 
 		ConnectTimeout:    lc.ConnectTimeout,
 		IdleTimeout:       lc.IdleTimeout,
 		HalfClosedTimeout: lc.HalfClosedTimeout,
+		ClientKeepAlive:   l4.KeepAlive(lc.KeepAlive),
 		Limiter:           fdCap,
 		Logger:            log,
+	}
+	if pc != nil {
+		srv.BackendKeepAlive = l4.KeepAlive(pc.KeepAlive)
 	}
 	tcpHooks(srv, lc, pc)
 	sniHooks(srv, lc, pools)
