@@ -1,0 +1,161 @@
+package bgp
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/server"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// router is a second GoBGP, listening on loopback, standing in for a
+// router: it accepts the Speaker's session and shows what it learnt.
+type router struct {
+	srv  *server.BgpServer
+	port uint16
+}
+
+func startRouter(t *testing.T, peerAS uint32) *router {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	r := &router{srv: server.NewBgpServer(server.LoggerOption(logger{discard()})), port: port}
+	go r.srv.Serve()
+	ctx := context.Background()
+	if err := r.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: 65000, RouterId: "192.0.2.254",
+		ListenPort: int32(port), ListenAddresses: []string{"127.0.0.1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.srv.StopBgp(context.Background(), &api.StopBgpRequest{}) })
+	if err := r.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
+		Conf:      &api.PeerConf{NeighborAddress: "127.0.0.1", PeerAsn: peerAS},
+		Transport: &api.Transport{PassiveMode: true},
+		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// learnt returns the IPv4 prefixes in the router's table with their MEDs
+// and communities.
+func (r *router) learnt(t *testing.T) map[netip.Prefix]string {
+	t.Helper()
+	out := map[netip.Prefix]string{}
+	err := r.srv.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL,
+		Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}}, func(d *api.Destination) {
+		p := netip.MustParsePrefix(d.Prefix)
+		for _, path := range d.Paths {
+			desc := ""
+			for _, a := range path.Pattrs {
+				m, _ := anypb.UnmarshalNew(a, proto.UnmarshalOptions{})
+				switch v := m.(type) {
+				case *api.MultiExitDiscAttribute:
+					desc += " med=" + strconv.FormatUint(uint64(v.Med), 10)
+				case *api.CommunitiesAttribute:
+					for _, c := range v.Communities {
+						desc += " community=" + strconv.Itoa(int(c>>16)) + ":" + strconv.Itoa(int(c&0xffff))
+					}
+				}
+			}
+			out[p] = desc
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSpeakerAnnouncesAndWithdraws(t *testing.T) {
+	r := startRouter(t, 65001)
+	c, _ := Community("65001:42")
+	s, err := New(Options{LocalAS: 65001, RouterID: netip.MustParseAddr("192.0.2.1"),
+		Peers:       []Peer{{Addr: netip.MustParseAddr("127.0.0.1"), Port: r.port, AS: 65000, HoldTime: 9 * time.Second, ConnectRetry: time.Second}},
+		Communities: []uint32{c}, MED: 7, SendMED: true, Interval: 20 * time.Millisecond, Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	vip, other := netip.MustParsePrefix("198.51.100.10/32"), netip.MustParsePrefix("198.51.100.11/32")
+	var webUp, dbUp atomic.Bool
+	webUp.Store(true)
+	s.SetRoutes([]Route{
+		{Listener: "web", Prefix: vip, Ready: webUp.Load},
+		{Listener: "tls", Prefix: vip, Ready: func() bool { return true }},
+		{Listener: "db", Prefix: other, Ready: dbUp.Load},
+	})
+	eventually(t, "session established", func() bool { return s.Status().Peers[0].State == "established" })
+	has := func(want ...netip.Prefix) func() bool {
+		return func() bool {
+			got := r.learnt(t)
+			if len(got) != len(want) {
+				return false
+			}
+			for _, p := range want {
+				if _, ok := got[p]; !ok {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	eventually(t, "the ready prefix announced, the other not", has(vip))
+	if got := r.learnt(t)[vip]; got != " med=7 community=65001:42" {
+		t.Errorf("attributes at the router: %q, want med 7 and community 65001:42", got)
+	}
+	dbUp.Store(true)
+	eventually(t, "the second prefix once its pool has a backend", has(vip, other))
+	webUp.Store(false)
+	eventually(t, "a prefix withdrawn when one of its listeners is not ready", has(other))
+	webUp.Store(true)
+	eventually(t, "announced again", has(vip, other))
+
+	s.SetDrained(true)
+	eventually(t, "everything withdrawn while drained", has())
+	st := s.Status()
+	if !st.Drained || slices.ContainsFunc(st.Routes, func(r RouteStatus) bool { return r.Announced }) {
+		t.Errorf("status while drained: %+v", st)
+	}
+	s.SetDrained(false)
+	eventually(t, "announced again after the drain", has(vip, other))
+	s.WithdrawAll()
+	eventually(t, "everything withdrawn at shutdown", has())
+	if st := s.Status(); st.Peers[0].State != "established" || !st.Withdrawn {
+		t.Errorf("after WithdrawAll the session should stay up (the router must hear the withdraws): %+v", st)
+	}
+	dbUp.Store(true)
+	s.sync()
+	if got := r.learnt(t); len(got) != 0 {
+		t.Errorf("announced after WithdrawAll: %v", got)
+	}
+}
