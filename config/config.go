@@ -33,6 +33,8 @@ type Config struct {
 	Pools []Pool
 	// Admin is the [admin] table; nil without one (no admin listener).
 	Admin *Admin
+	// BGP is the [bgp] table; nil without one (nothing announced).
+	BGP *BGP
 	// Warnings are problems that do not stop sluice from running, such
 	// as an admin listener open to the network without a token, sorted
 	// by line. sluice check prints them; run logs them.
@@ -227,6 +229,9 @@ type Listener struct {
 	// ClientHelloTimeout (TCP, with SNIRoutes) bounds the wait for a
 	// whole ClientHello; > 0, else zero.
 	ClientHelloTimeout time.Duration
+	// Announce are the prefixes announced over BGP while the listener is
+	// up and its pool has a backend up; nil announces nothing.
+	Announce []netip.Prefix
 	// TLS, if not nil, terminates TLS on the listener's sockets (HTTP
 	// listeners only so far).
 	TLS *ListenerTLS

@@ -69,6 +69,15 @@ const (
 	defaultKeepAliveCount    = 3
 	maxKeepAliveTime         = 32767 * time.Second // MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL
 	maxKeepAliveCount        = 127                 // MAX_TCP_KEEPCNT
+	// BGP. Withdrawing first and waiting gives the routers time to stop
+	// sending new connections here before the listeners close; a second
+	// or two is typical for a router to act on a withdraw.
+	defaultWithdrawDelay   = 5 * time.Second
+	defaultBGPPort         = 179
+	defaultBGPHoldTime     = 90 * time.Second // RFC 4271 section 10
+	defaultBGPConnectRetry = 5 * time.Second
+	minBGPHoldTime         = 3 * time.Second // RFC 4271 section 4.2 (or 0, which we refuse)
+	maxBGPHoldTime         = 65535 * time.Second
 	// A ClientHello comes in the client's first flight: 5 s is the
 	// PROXY header's allowance, for the same slowloris reason.
 	defaultClientHelloTimeout = 5 * time.Second

@@ -62,6 +62,7 @@ type decoder struct {
 	warnings Errors
 
 	sendsV1 map[string]bool // pools with send_proxy = "v1", for UDP listeners' checks
+	hasBGP  bool            // a [bgp] table, for listeners' announce
 
 	drainRate  access.Rate   // the file's drain_rate, every pool's default
 	drainRates []drainRateAt // pools that set their own
@@ -102,7 +103,7 @@ func (d *decoder) config() *Config {
 	d.root = scanLines(d.text, md.Keys())
 	cfg := defaultConfig(d.file)
 	t := &table{d: d, keys: top, node: d.root}
-	t.allow("drain_timeout", "drain_rate", "pid_file", "log", "listeners", "pools", "admin")
+	t.allow("drain_timeout", "drain_rate", "pid_file", "log", "listeners", "pools", "admin", "bgp")
 	t.duration("drain_timeout", &cfg.DrainTimeout, false)
 	t.drainRate("drain_rate", &cfg.DrainRate)
 	d.drainRate = cfg.DrainRate
@@ -121,6 +122,8 @@ func (d *decoder) config() *Config {
 	cfg.Pools = d.pools(t)
 	d.parsed = cfg.Pools
 	cfg.Admin = d.admin(t)
+	cfg.BGP = d.bgp(t)
+	d.hasBGP = cfg.BGP != nil
 	var pools map[string]any
 	if v, ok := t.value("pools"); ok {
 		pools, _ = v.(map[string]any)

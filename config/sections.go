@@ -245,6 +245,7 @@ func (d *decoder) listener(t *table, pools []string) Listener {
 		l.Sockets = defaultSockets()
 	}
 	t.clientKeys(&l)
+	d.announce(t, &l)
 	if proto == UDP {
 		t.udpKeys(&l)
 		if d.sendsV1[l.Pool] {

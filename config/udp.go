@@ -9,7 +9,9 @@ import (
 // own, in the order errors list them.
 var (
 	listenerKeys = []string{"bind", "protocol", "pool"}
-	protocolKeys = [...][]string{
+	// listenerTailKeys every protocol has too, listed after its own.
+	listenerTailKeys = []string{"announce"}
+	protocolKeys     = [...][]string{
 		TCP: {"max_connections", "sockets", "connect_timeout", "idle_timeout", "half_closed_timeout",
 			"proxy_protocol", "proxy_protocol_from", "proxy_protocol_timeout", "allow", "deny",
 			"max_connections_per_client", "new_connections_per_client", "sni_routes", "client_hello_timeout", "tls",
@@ -26,7 +28,7 @@ var (
 // false), only keys of no protocol are reported, so the errors do not echo
 // the bad protocol.
 func (t *table) allowListener(p Protocol, known bool) {
-	own := slices.Concat(listenerKeys, protocolKeys[p])
+	own := slices.Concat(listenerKeys, protocolKeys[p], listenerTailKeys)
 	if !known {
 		for _, keys := range protocolKeys {
 			own = append(own, keys...)
