@@ -185,6 +185,13 @@ func listenAdmin(c *config.Admin) (net.Listener, error) {
 	return ln, nil
 }
 
+// setBGP gives the admin interface the host's BGP speaker (nil: none).
+func (a *adminSide) setBGP(b admin.BGP) {
+	if a != nil {
+		a.opts.BGP = b
+	}
+}
+
 // serve starts serving the admin interface, with ed carrying out its
 // changes to backend sets and reload its reloads.
 func (a *adminSide) serve(ed admin.Editor, reload func() error) {

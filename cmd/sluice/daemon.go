@@ -14,6 +14,7 @@ import (
 
 	"sluice/config"
 	"sluice/internal/admin"
+	"sluice/internal/bgp"
 	"sluice/internal/listen"
 	"sluice/internal/pool"
 	"sluice/internal/proxyheader"
@@ -44,6 +45,8 @@ type daemon struct {
 	later   *laterCloses
 	metrics *admin.Metrics // nil until a configuration has [admin]
 	closed  bool
+	bgp     *bgp.Speaker // nil until a configuration has [bgp]
+	bgpCfg  *config.BGP  // the [bgp] it was started with
 
 	drainWait atomic.Int64 // the drain timeout in force, for OnAdmin callbacks (no d.mu)
 
@@ -173,6 +176,12 @@ func (d *daemon) apply(cfg *config.Config) error {
 	for name, bs := range removed {
 		d.later.after(cfg.DrainTimeout, name, bs, msgRemoved, (*pool.Backend).Removed, d.downs.closer(d.pools[name]))
 	}
+	if err := d.announce(cfg, in, log); err != nil {
+		// Serving on without BGP announces nothing, so the routers
+		// send this host no traffic: safe, and said loudly.
+		log.Error("starting bgp", slog.String("error", err.Error()))
+	}
+	adm.setBGP(d.adminBGP())
 	adm.serve(newEdits(cfg, d.pools, d.downs, d.checks, disc, log), d.reload)
 	if adm != nil {
 		d.metrics = adm.metrics

@@ -207,6 +207,10 @@ func serve(cfg *config.Config, log *slog.Logger, ready func(), load func() (*con
 			d.reload()
 		}
 	}
+	// With BGP, the routers are told first and given time to move new
+	// connections elsewhere while the listeners still accept.
+	hurry := d.withdrawFirst(sigs, log)
+	defer d.stopBGP()
 	drain := d.drainTimeout()
 	log.Info("shutting down", slog.String("signal", sig.String()), slog.Duration("drain_timeout", drain))
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
@@ -215,6 +219,11 @@ func serve(cfg *config.Config, log *slog.Logger, ready func(), load func() (*con
 	// is left then is closed at drain_rate, which may take a while.
 	stopped := make(chan struct{})
 	second := make(chan struct{})
+	if hurry {
+		// A second signal came during withdraw_delay: as below.
+		cancel()
+		d.closeNow()
+	}
 	go func() {
 		defer close(second)
 		select {

@@ -34,6 +34,7 @@ type Metrics struct {
 	state   atomic.Pointer[stateCollector] // the running configuration's
 	stateMu sync.Mutex                     // guards registering state's collector once
 	stateOn bool
+	bgpOn   bool // the BGP collector is registered (under stateMu too)
 	reloads *prometheus.CounterVec
 
 	lastMu sync.Mutex // guards last; taken per check and per API read, never per connection

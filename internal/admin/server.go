@@ -75,6 +75,9 @@ type Options struct {
 	// /api/v1/reload and returns its errors; nil answers 501 Not
 	// Implemented.
 	Reload func() error
+	// BGP, if not nil, is the host's BGP speaker: its status in the API
+	// and metrics, the host drain; nil answers those routes 404.
+	BGP BGP
 	// Version is the running build's, shown by the API and the page.
 	Version string
 	// Logger receives errors serving the admin listener. Nil means
@@ -104,6 +107,9 @@ func New(o Options) *Server {
 		ps = append(ps, p.Pool)
 	}
 	o.Metrics.setState(o.Listeners, ps)
+	if o.BGP != nil {
+		o.Metrics.setBGP(o.BGP)
+	}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -130,6 +136,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/pools/{pool}/backends/{backend}", s.removeBackend)
 	mux.HandleFunc("GET /api/v1/pools/{pool}/explain", s.explain)
 	mux.HandleFunc("POST /api/v1/reload", s.reload)
+	mux.HandleFunc("GET /api/v1/bgp", s.bgpStatus)
+	mux.HandleFunc("POST /api/v1/host/drain", s.hostDrain(true))
+	mux.HandleFunc("POST /api/v1/host/enable", s.hostDrain(false))
 	mux.HandleFunc("GET /{$}", s.page)
 	mux.HandleFunc("GET /status.js", s.script)
 	return s.auth(mux)
