@@ -12,7 +12,9 @@ GO ?= go
 # system services these packages may start. promtool (from Debian's
 # prometheus, whose service the tests never start) checks the admin
 # listener's /metrics; chromium, driven by npm's puppeteer-core (installed
-# from its lock file, no browser download), loads its status page.
+# from its lock file, no browser download), loads its status page. The
+# BGP/ECMP test builds network namespaces (ip, sysctl) around a BIRD 2
+# router (bird2, whose service the tests never start).
 TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base promtool:prometheus \
 	chromium:chromium node:nodejs npm:npm \
 	redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools \
@@ -21,7 +23,8 @@ TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base promtool:promet
 	/usr/lib/postgresql/*/bin/pg_basebackup:postgresql-client \
 	mariadbd:mariadb-server mariadb-install-db:mariadb-server mariadb:mariadb-client \
 	haproxy:haproxy nginx:nginx /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream \
-	curl:curl h2load:nghttp2-client
+	curl:curl h2load:nghttp2-client \
+	ip:iproute2 sysctl:procps bird:bird2
 
 # The status page's browser test and its npm lock file.
 BROWSER_TEST := cmd/sluice/testdata/browser
