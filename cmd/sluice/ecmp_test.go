@@ -166,8 +166,9 @@ func closeFlows(fs []*flow) {
 }
 
 // rollingRestart restarts the three hosts one at a time under about 200
-// new connections a second: each withdraws first, waits withdraw_delay,
-// then drains; no client may be refused.
+// new connections a second, each with connections of its own to drain:
+// each withdraws first, waits withdraw_delay, then drains; no client may
+// be refused.
 func (e *ecmp) rollingRestart(t *testing.T) {
 	const rate, workers = 200, 16
 	stop := make(chan struct{})
@@ -218,7 +219,13 @@ func (e *ecmp) rollingRestart(t *testing.T) {
 	})
 	begin := time.Now()
 	for _, h := range e.hosts[:3] {
+		// Long connections keep the stopping host draining (up to
+		// drain_timeout, 3 s) after its listener has closed: without
+		// the withdraw first, the route would still send it new ones,
+		// and it would refuse them.
+		held := e.openFlows(t, 30, 500+30*h.n)
 		e.stop(h)
+		closeFlows(held)
 		e.start(h)
 		e.waitNexthops([]int{1, 2, 3}, 20*time.Second)
 	}
