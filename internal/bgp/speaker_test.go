@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,9 +27,13 @@ type router struct {
 	port uint16
 }
 
-func startRouter(t *testing.T, peerAS uint32) *router {
+func startRouter(t *testing.T, peerAS uint32) *router { return startRouterOn(t, "127.0.0.1", peerAS) }
+
+// startRouterOn starts the router on loopback address addr, peering with
+// the same address.
+func startRouterOn(t *testing.T, addr string, peerAS uint32) *router {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,12 +43,16 @@ func startRouter(t *testing.T, peerAS uint32) *router {
 	go r.srv.Serve()
 	ctx := context.Background()
 	if err := r.srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: 65000, RouterId: "192.0.2.254",
-		ListenPort: int32(port), ListenAddresses: []string{"127.0.0.1"}}}); err != nil {
+		ListenPort: int32(port), ListenAddresses: []string{addr}}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.srv.StopBgp(context.Background(), &api.StopBgpRequest{}) })
 	if err := r.srv.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
-		Conf:      &api.PeerConf{NeighborAddress: "127.0.0.1", PeerAsn: peerAS},
+		Conf: &api.PeerConf{NeighborAddress: addr, PeerAsn: peerAS},
+		AfiSafis: []*api.AfiSafi{
+			{Config: &api.AfiSafiConfig{Enabled: true, Family: family(netip.MustParsePrefix("0.0.0.0/0"))}},
+			{Config: &api.AfiSafiConfig{Enabled: true, Family: family(netip.MustParsePrefix("::/0"))}},
+		},
 		Transport: &api.Transport{PassiveMode: true},
 		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3}},
 	}}); err != nil {
@@ -55,10 +64,16 @@ func startRouter(t *testing.T, peerAS uint32) *router {
 // learnt returns the IPv4 prefixes in the router's table with their MEDs
 // and communities.
 func (r *router) learnt(t *testing.T) map[netip.Prefix]string {
+	return r.learntIn(t, family(netip.MustParsePrefix("0.0.0.0/0")))
+}
+
+// learntIn returns the prefixes of family f in the router's table, with
+// their attributes (MED, communities, and an IPv6 route's next hop).
+func (r *router) learntIn(t *testing.T, f *api.Family) map[netip.Prefix]string {
 	t.Helper()
 	out := map[netip.Prefix]string{}
 	err := r.srv.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL,
-		Family: &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}}, func(d *api.Destination) {
+		Family: f}, func(d *api.Destination) {
 		p := netip.MustParsePrefix(d.Prefix)
 		for _, path := range d.Paths {
 			desc := ""
@@ -67,6 +82,8 @@ func (r *router) learnt(t *testing.T) map[netip.Prefix]string {
 				switch v := m.(type) {
 				case *api.MultiExitDiscAttribute:
 					desc += " med=" + strconv.FormatUint(uint64(v.Med), 10)
+				case *api.MpReachNLRIAttribute:
+					desc += " nexthop=" + strings.Join(v.NextHops, ",")
 				case *api.CommunitiesAttribute:
 					for _, c := range v.Communities {
 						desc += " community=" + strconv.Itoa(int(c>>16)) + ":" + strconv.Itoa(int(c&0xffff))
@@ -158,4 +175,29 @@ func TestSpeakerAnnouncesAndWithdraws(t *testing.T) {
 	if got := r.learnt(t); len(got) != 0 {
 		t.Errorf("announced after WithdrawAll: %v", got)
 	}
+}
+
+// TestSpeakerAnnouncesIPv6 announces a /128 over an IPv6 session: the
+// next hop is the session's own address, put in by GoBGP for "::".
+func TestSpeakerAnnouncesIPv6(t *testing.T) {
+	r := startRouterOn(t, "::1", 65001)
+	s, err := New(Options{LocalAS: 65001, RouterID: netip.MustParseAddr("192.0.2.1"), Interval: 20 * time.Millisecond,
+		Peers:  []Peer{{Addr: netip.MustParseAddr("::1"), Port: r.port, AS: 65000, ConnectRetry: time.Second}},
+		Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	vip := netip.MustParsePrefix("2001:db8::10/128")
+	s.SetRoutes([]Route{{Listener: "web", Prefix: vip}})
+	v6 := family(vip)
+	eventually(t, "the IPv6 prefix at the router", func() bool { return r.learntIn(t, v6)[vip] != "" })
+	if got := r.learntIn(t, v6)[vip]; got != " nexthop=::1" {
+		t.Errorf("IPv6 route's attributes at the router: %q, want next hop ::1", got)
+	}
+	s.WithdrawAll()
+	eventually(t, "the IPv6 prefix withdrawn", func() bool { return len(r.learntIn(t, v6)) == 0 })
 }
