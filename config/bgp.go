@@ -225,3 +225,33 @@ func (d *decoder) announce(t *table, l *Listener) {
 		t.errorf("announce", "no prefix contains the listener's bind address %s: announce it, or bind to the virtual address", a)
 	}
 }
+
+// bgpWarnings warns of a [bgp] that announces nothing, and of IPv6
+// prefixes with no IPv6 session to carry them (their next hop is the
+// session's own address, so an IPv4 session cannot give them one).
+func (d *decoder) bgpWarnings(top *table, cfg *Config) {
+	if cfg.BGP == nil {
+		return
+	}
+	var any4, any6 bool
+	for _, l := range cfg.Listeners {
+		for _, p := range l.Announce {
+			any4 = any4 || p.Addr().Is4()
+			any6 = any6 || p.Addr().Is6()
+		}
+	}
+	var peer6 bool
+	for _, p := range cfg.BGP.Peers {
+		peer6 = peer6 || p.Address.Is6()
+	}
+	line := top.node.key("bgp").lineNo()
+	warn := func(msg string) {
+		d.warnings = append(d.warnings, &Error{File: d.file, Line: line, Key: "bgp", Msg: msg})
+	}
+	switch {
+	case !any4 && !any6:
+		warn("no listener has announce: nothing will be announced")
+	case any6 && !peer6:
+		warn("IPv6 prefixes are announced but no peer has an IPv6 address: they need an IPv6 session for their next hop")
+	}
+}

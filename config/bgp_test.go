@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -110,6 +111,32 @@ func TestParseBGPBad(t *testing.T) {
 				t.Fatal("parsed; want an error")
 			}
 			wantContains(t, err.Error(), tc.want...)
+		})
+	}
+}
+
+func TestParseBGPWarnings(t *testing.T) {
+	top := "[bgp]\nlocal_as = 65001\nrouter_id = \"10.0.0.1\"\n" + bgpPeer
+	for _, tc := range []struct {
+		name, toml, want string
+	}{
+		{"nothing announced", top + listenerPG + poolDB, "t.toml:1: bgp: no listener has announce"},
+		{"IPv6 over IPv4 only", top + "[listeners.pg]\nbind = \":80\"\npool = \"db\"\nannounce = [\"2001:db8::10\"]\n" + poolDB,
+			"t.toml:1: bgp: IPv6 prefixes are announced but no peer has an IPv6 address"},
+		{"none", top + "[listeners.pg]\nbind = \":80\"\npool = \"db\"\nannounce = [\"192.0.2.10\"]\n" + poolDB, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseFake(tc.toml)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := cfg.Warnings.Error()
+			if len(cfg.Warnings) == 0 {
+				got = ""
+			}
+			if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+				t.Errorf("warnings %q, want %q", got, tc.want)
+			}
 		})
 	}
 }

@@ -130,6 +130,7 @@ func (d *decoder) config() *Config {
 	}
 	cfg.Listeners = d.listeners(t, sortedKeys(pools))
 	d.unpacedDrainRates(cfg.Listeners)
+	d.bgpWarnings(t, cfg)
 	return cfg
 }
 
