@@ -42,6 +42,9 @@ Commands:
   remove POOL BACKEND          remove a backend: it drains, and its connections
                                are closed after drain_timeout
   explain POOL CLIENT          which backend CLIENT (IP:port) would get, and why
+  bgp                          BGP sessions and what is announced
+  drain-host                   withdraw this host's BGP announcements
+  enable-host                  announce them again
   metrics                      the Prometheus metrics
 `
 
@@ -118,7 +121,8 @@ func newCtlClient(file, addr, token, tokenFile string) (*ctlClient, error) {
 func (c *ctlClient) run(args []string, asJSON bool, stdout, stderr io.Writer) error {
 	cmd, args := args[0], args[1:]
 	want := map[string]int{"status": 0, "pools": 0, "listeners": 0, "metrics": 0, "pool": 1,
-		"drain": 2, "maintenance": 2, "enable": 2, "explain": 2, "weight": 3, "add": 2, "remove": 2}
+		"drain": 2, "maintenance": 2, "enable": 2, "explain": 2, "weight": 3, "add": 2, "remove": 2,
+		"bgp": 0, "drain-host": 0, "enable-host": 0}
 	n, ok := want[cmd]
 	if cmd == "add" && len(args) == 3 {
 		n = 3 // with a weight
@@ -145,6 +149,8 @@ func (c *ctlClient) run(args []string, asJSON bool, stdout, stderr io.Writer) er
 		return c.show(path, asJSON, stdout, func(b []byte) error { return printStatus(stdout, cmd, b) })
 	case "listeners":
 		return c.show("/api/v1/listeners", asJSON, stdout, func(b []byte) error { return printStatus(stdout, cmd, b) })
+	case "bgp", "drain-host", "enable-host":
+		return c.bgp(cmd, asJSON, stdout)
 	case "explain":
 		path := "/api/v1/pools/" + url.PathEscape(args[0]) + "/explain?client=" + url.QueryEscape(args[1])
 		return c.show(path, asJSON, stdout, func(b []byte) error {

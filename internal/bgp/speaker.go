@@ -158,7 +158,6 @@ func (s *Speaker) Start() error {
 		return fmt.Errorf("starting bgp: %w", err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	s.cancelWatch = cancel
 	if err := s.srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, s.peerEvent); err != nil {
 		cancel()
 		s.srv.StopBgp(ctx, &api.StopBgpRequest{})
@@ -171,6 +170,7 @@ func (s *Speaker) Start() error {
 			return fmt.Errorf("adding bgp peer %v: %w", p.Addr, err)
 		}
 	}
+	s.cancelWatch = cancel
 	s.done.Go(s.loop)
 	return nil
 }
@@ -186,8 +186,8 @@ func (s *Speaker) Stop() {
 	}
 	s.stopped = true
 	s.mu.Unlock()
-	if s.srv == nil {
-		return
+	if s.cancelWatch == nil {
+		return // never started, or Start failed and cleaned up
 	}
 	s.WithdrawAll()
 	close(s.stop)
