@@ -94,7 +94,9 @@ type Route struct {
 	Prefix netip.Prefix
 	// Ready reports whether the listener can serve: it is up and its
 	// pool has a backend up. A prefix is announced only while every
-	// route naming it is ready. Called from the Speaker's goroutine.
+	// route naming it is ready. Nil means always ready. Called every
+	// Interval from the Speaker's goroutine, and from SetDrained's
+	// caller: it must be cheap and safe for concurrent use.
 	Ready func() bool
 }
 

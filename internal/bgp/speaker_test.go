@@ -112,7 +112,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func TestSpeakerAnnouncesAndWithdraws(t *testing.T) {
 	r := startRouter(t, 65001)
-	c, _ := Community("65001:42")
+	c := uint32(65001<<16 | 42) // 65001:42
 	s, err := New(Options{LocalAS: 65001, RouterID: netip.MustParseAddr("192.0.2.1"),
 		Peers:       []Peer{{Addr: netip.MustParseAddr("127.0.0.1"), Port: r.port, AS: 65000, HoldTime: 9 * time.Second, ConnectRetry: time.Second}},
 		Communities: []uint32{c}, MED: 7, SendMED: true, Interval: 20 * time.Millisecond, Logger: discard()})

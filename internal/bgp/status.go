@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -154,17 +153,3 @@ func (g logger) Info(msg string, f log.Fields)  { g.emit(slog.LevelDebug, msg, f
 func (g logger) Debug(msg string, f log.Fields) { g.emit(slog.LevelDebug-4, msg, f) }
 func (g logger) SetLevel(log.LogLevel)          {}
 func (g logger) GetLevel() log.LogLevel         { return log.DebugLevel }
-
-// Community parses "AS:VALUE" (each 0..65535) into an RFC 1997 community.
-func Community(s string) (uint32, bool) {
-	hi, lo, ok := strings.Cut(s, ":")
-	if !ok {
-		return 0, false
-	}
-	a, err1 := strconv.ParseUint(hi, 10, 16)
-	b, err2 := strconv.ParseUint(lo, 10, 16)
-	if err1 != nil || err2 != nil {
-		return 0, false
-	}
-	return uint32(a)<<16 | uint32(b), true
-}
