@@ -168,6 +168,7 @@ address = "10.20.%d.1"
 as = %d
 hold_time = "3s"
 connect_retry = "1s"
+password = %q
 [listeners.vip]
 bind = "%s:80"
 pool = "app"
@@ -183,7 +184,7 @@ interval = "300ms"
 timeout = "300ms"
 rise = 1
 fall = 1
-%s`, h.sock, ecmpHostAS, h.addr, n, ecmpRouterAS, ecmpVIP, ecmpVIP, backends.String())
+%s`, h.sock, ecmpHostAS, h.addr, n, ecmpRouterAS, ecmpPassword(n), ecmpVIP, ecmpVIP, backends.String())
 	if err := os.WriteFile(h.cfg, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +204,10 @@ func (e *ecmp) stop(h *ecmpHost) {
 		e.t.Fatalf("host %d exited %d:\n%s", h.n, code, h.proc.out)
 	}
 }
+
+// ecmpPassword is host n's TCP MD5 key (RFC 2385), which BIRD checks:
+// each session is signed (a wrong key here keeps every session down).
+func ecmpPassword(n int) string { return fmt.Sprintf("sluice-h%d", n) }
 
 // startBird runs BIRD 2 in the router namespace: a passive eBGP session
 // per host (four, the fourth for the scale-out case), short timers, and
@@ -229,7 +234,7 @@ template bgp host {
 }
 `, ecmpRouterAS)
 	for n := 1; n <= 4; n++ {
-		fmt.Fprintf(&b, "protocol bgp h%d from host { neighbor 10.20.%d.2 as %d; }\n", n, n, ecmpHostAS)
+		fmt.Fprintf(&b, "protocol bgp h%d from host { neighbor 10.20.%d.2 as %d; password %q; }\n", n, n, ecmpHostAS, ecmpPassword(n))
 	}
 	conf := filepath.Join(e.dir, "bird.conf")
 	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
