@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ func TestECMP(t *testing.T) {
 	t.Logf("all three hosts announced %v after their start", took.Round(time.Millisecond))
 	t.Run("one backend per client on every host", e.sameBackendEverywhere)
 	t.Run("withdrawn when the pool has no backend or the host is drained", e.withdrawOnPoolLoss)
+	t.Run("a reload applies a changed announce list", e.reloadAnnounce)
 	t.Run("rolling restart under load refuses nothing", e.rollingRestart)
 	t.Run("a fourth host: plain ECMP against a resilient group", e.fourthHost)
 }
@@ -353,5 +355,37 @@ func (h *ecmpHost) exited() bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// reloadAnnounce drops host 3's announce line and reloads (SIGHUP): its
+// route goes; put back, it returns, with no restart of the sessions.
+func (e *ecmp) reloadAnnounce(t *testing.T) {
+	h := e.hosts[2]
+	orig, err := os.ReadFile(h.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := fmt.Sprintf("announce = [\"%s/32\"]\n", ecmpVIP)
+	if !strings.Contains(string(orig), line) {
+		t.Fatalf("no %q in host 3's file", line)
+	}
+	reload := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(h.cfg, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		h.proc.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	reload(strings.Replace(string(orig), line, "", 1))
+	took := e.waitNexthops([]int{1, 2}, 10*time.Second)
+	t.Logf("host 3 withdrawn %v after a reload without its announce line", took.Round(time.Millisecond))
+	if !strings.Contains(h.proc.out.String(), "reason=removed") {
+		t.Errorf("no withdraw with reason=removed in host 3's log")
+	}
+	reload(string(orig))
+	e.waitNexthops([]int{1, 2, 3}, 10*time.Second)
+	if n := strings.Count(h.proc.out.String(), "state=established"); n != 1 {
+		t.Errorf("host 3's session came up %d times; reloads must not restart it", n)
 	}
 }
