@@ -593,13 +593,14 @@ func unchanged(cfg *config.Config, lc config.Listener, old *live, pools map[stri
 type poolHooks struct {
 	sendProxy proxyheader.Versions
 	tls       *config.PoolTLS
+	keepAlive config.KeepAlive // probes to the backends, set at each connect
 }
 
 func hooksOf(pc *config.Pool) poolHooks {
 	if pc == nil {
 		return poolHooks{}
 	}
-	return poolHooks{pc.SendProxy, pc.TLS}
+	return poolHooks{pc.SendProxy, pc.TLS, pc.KeepAlive}
 }
 
 // share returns copies of lns: new descriptors of the same sockets. The
