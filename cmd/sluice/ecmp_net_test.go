@@ -243,6 +243,9 @@ template bgp host {
 	e.birdOut = &lockedBuffer{}
 	e.bird = e.rt.Command("bird", "-f", "-c", conf, "-s", filepath.Join(e.dir, "bird.ctl"))
 	e.bird.Stdout, e.bird.Stderr = e.birdOut, e.birdOut
+	// A test binary that dies (a timeout panic) takes BIRD with it, and
+	// with it the last hold on the router namespace.
+	e.bird.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := e.bird.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -53,13 +56,18 @@ type NS struct {
 	Name string
 }
 
-var seq atomic.Int64
+var (
+	seq   atomic.Int64
+	sweep sync.Once
+)
 
 // New makes a namespace with its loopback up and deletes it when the test
-// ends. Names carry the process id so parallel test binaries never meet.
+// ends. Names carry the process id so parallel test binaries never meet;
+// the first call deletes those a test binary that died left behind.
 func New(t testing.TB, name string) *NS {
 	t.Helper()
 	Require(t)
+	sweep.Do(removeStale)
 	ns := &NS{Name: fmt.Sprintf("sl%d-%d-%s", os.Getpid(), seq.Add(1), name)}
 	run(t, "ip", "netns", "add", ns.Name)
 	t.Cleanup(func() {
@@ -137,6 +145,25 @@ func (ns *NS) Enter(fn func()) error {
 	}
 	runtime.UnlockOSThread()
 	return nil
+}
+
+// staleRE matches this package's namespace names, with their creator's pid.
+var staleRE = regexp.MustCompile(`^sl(\d+)-\d+-`)
+
+// removeStale deletes namespaces this package made in processes that no
+// longer run (a test binary killed by its timeout runs no cleanup).
+func removeStale() {
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		m := staleRE.FindStringSubmatch(e.Name())
+		if m == nil || m[1] == strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + m[1]); err == nil {
+			continue // its test binary still runs
+		}
+		exec.Command("ip", "netns", "del", e.Name()).Run()
+	}
 }
 
 func run(t testing.TB, args ...string) string {
