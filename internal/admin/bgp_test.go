@@ -78,7 +78,7 @@ func TestBGPAPIAndMetrics(t *testing.T) {
 }
 
 func TestNoBGP(t *testing.T) {
-	hs, _ := testServer(t, "", 0)
+	hs, _, _ := testServer(t, "", 0)
 	if code, _ := get(t, hs.URL+"/api/v1/bgp"); code != http.StatusNotFound {
 		t.Errorf("GET /api/v1/bgp without [bgp]: %d, want 404", code)
 	}
