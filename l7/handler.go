@@ -91,6 +91,7 @@ func (s *Server) route(rec *recorder, r *http.Request) {
 		ex.key = pickKey(rt, r, ex.client)
 		ex.rewrite = &rt.Rewrite
 		ex.compress = rt.Compress
+		s.useCache(ex, rt.Cache, r)
 		s.forward(rec, r, rt.Pool)
 	}
 }

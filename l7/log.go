@@ -10,6 +10,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"sluice/internal/pool"
+	"sluice/l7/cache"
 	"sluice/l7/route"
 )
 
@@ -100,8 +101,12 @@ type exchange struct {
 	ttfb     time.Duration // until the backend's response head
 	end      End
 	err      error
-	upgraded bool // the backend switched protocols (101)
-	compress bool // the route gzips responses (see shouldCompress)
+	upgraded bool          // the backend switched protocols (101)
+	compress bool          // the route gzips responses (see shouldCompress)
+	cache    *cache.Cache  // the route's cache, until the transport hands the request to it
+	cacheKey string        // the request's key in cache
+	cached   bool          // the request went through a cache: outcome is logged
+	outcome  cache.Outcome // how the cache answered
 	rec      *recorder
 }
 
@@ -274,6 +279,9 @@ func (s *Server) logRequest(rec *recorder, r *http.Request) {
 	}
 	if ex.retries > 0 {
 		attrs = append(attrs, slog.Int("retries", ex.retries))
+	}
+	if ex.cached {
+		attrs = append(attrs, slog.String("cache", ex.outcome.String()))
 	}
 	attrs = append(attrs, slog.String("request_id", ex.id), slog.String("end", ex.end.String()))
 	if s.LogRequestLine {

@@ -22,6 +22,7 @@ import (
 
 	"sluice/internal/access"
 	"sluice/internal/pool"
+	"sluice/l7/cache"
 	"sluice/l7/route"
 )
 
@@ -59,6 +60,10 @@ type Server struct {
 	Routes []route.Route
 	// Upstreams are the pools routes may name, by name.
 	Upstreams map[string]Upstream
+	// Caches are the HTTP caches routes may name (Route.Cache), by name;
+	// the caller owns them (they may outlive a Server across reloads)
+	// and closes them.
+	Caches map[string]*cache.Cache
 	// Default names the upstream of requests no route matches; "" answers
 	// them 404.
 	Default string

@@ -92,6 +92,9 @@ func (s *Server) newProxy(u Upstream) *proxy {
 // request's exchange.
 func (p *proxy) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex := exchangeOf(req.Context())
+	if ex.cache != nil {
+		return p.cached(ex, req) // see cache.go
+	}
 	var body *onceBody
 	if req.Body != nil && req.Body != http.NoBody {
 		// The transport closes a request's body when it fails, which

@@ -53,6 +53,9 @@ type Route struct {
 	// Compress (Forward) gzips text responses the backend did not
 	// compress, for clients that accept gzip.
 	Compress bool
+	// Cache (Forward), if not empty, names the HTTP cache that answers
+	// the route's GET and HEAD requests when it can (package l7/cache).
+	Cache string
 	// Location (Redirect) is the target URL; empty with HTTPS set means
 	// the request's own host and URI over https.
 	Location string
