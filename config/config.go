@@ -31,6 +31,9 @@ type Config struct {
 	Listeners []Listener
 	// Pools are the named backend sets listeners forward to, sorted by Name.
 	Pools []Pool
+	// Caches are the [caches.NAME] tables HTTP routes may name, sorted by
+	// Name.
+	Caches []Cache
 	// Admin is the [admin] table; nil without one (no admin listener).
 	Admin *Admin
 	// BGP is the [bgp] table; nil without one (nothing announced).

@@ -19,7 +19,7 @@ var routeKeys = []string{"name",
 	"host", "path", "path_exact", "method", "header", "header_value", "client",
 	"allow_methods", "allow", "deny", "requests_per_client", "requests_per_client_burst",
 	"pool", "hash_header", "hash_cookie", "strip_prefix", "add_prefix", "set_host", "set_request_headers",
-	"remove_request_headers", "set_response_headers", "remove_response_headers", "redirect", "redirect_https", "code", "respond", "body", "content_type", "compress"}
+	"remove_request_headers", "set_response_headers", "remove_response_headers", "redirect", "redirect_https", "code", "respond", "body", "content_type", "compress", "cache"}
 
 // Limits and defaults of routes.
 const (
@@ -196,7 +196,7 @@ func (t *table) routeEnd(r *route.Route, pools []string) {
 		return
 	}
 	for k, owner := range map[string]string{"code": "redirect or redirect_https", "body": "respond", "content_type": "respond",
-		"hash_header": "pool", "hash_cookie": "pool", "compress": "pool"} {
+		"hash_header": "pool", "hash_cookie": "pool", "compress": "pool", "cache": "pool"} {
 		if t.has(k) && !strings.Contains(owner, ends[0]) {
 			t.errorf(k, "applies only with %s", owner)
 		}
@@ -218,6 +218,12 @@ func (t *table) routeEnd(r *route.Route, pools []string) {
 		t.hashKeys(r)
 		t.rewrite(r)
 		t.boolean("compress", &r.Compress)
+		if s, ok := t.str("cache"); ok {
+			if _, found := slices.BinarySearch(t.d.cacheNames, s); !found {
+				t.errorf("cache", "no cache %s in this file: add a [caches.%s] table", quote(s), s)
+			}
+			r.Cache = s
+		}
 	case "redirect", "redirect_https":
 		t.redirect(r, ends[0])
 	case "respond":

@@ -61,6 +61,8 @@ type decoder struct {
 	// warnings are problems that do not stop sluice (see Config.Warnings).
 	warnings Errors
 
+	cacheNames []string // the [caches] tables, sorted, which routes may name
+
 	sendsV1 map[string]bool // pools with send_proxy = "v1", for UDP listeners' checks
 	hasBGP  bool            // a [bgp] table, for listeners' announce
 
@@ -103,7 +105,7 @@ func (d *decoder) config() *Config {
 	d.root = scanLines(d.text, md.Keys())
 	cfg := defaultConfig(d.file)
 	t := &table{d: d, keys: top, node: d.root}
-	t.allow("drain_timeout", "drain_rate", "pid_file", "log", "listeners", "pools", "admin", "bgp")
+	t.allow("drain_timeout", "drain_rate", "pid_file", "log", "listeners", "pools", "caches", "admin", "bgp")
 	t.duration("drain_timeout", &cfg.DrainTimeout, false)
 	t.drainRate("drain_rate", &cfg.DrainRate)
 	d.drainRate = cfg.DrainRate
@@ -121,6 +123,8 @@ func (d *decoder) config() *Config {
 	}
 	cfg.Pools = d.pools(t)
 	d.parsed = cfg.Pools
+	cfg.Caches = d.caches(t)
+	d.cacheNames = cacheNames(cfg.Caches)
 	cfg.Admin = d.admin(t)
 	cfg.BGP = d.bgp(t)
 	d.hasBGP = cfg.BGP != nil

@@ -40,6 +40,7 @@ type daemon struct {
 	mu      sync.Mutex // serialises reloads and the shutdown
 	in      *instance
 	pools   map[string]*pool.Pool
+	caches  caches // the HTTP caches routes name
 	checks  *checks
 	downs   *downs
 	later   *laterCloses
@@ -142,6 +143,7 @@ func (d *daemon) apply(cfg *config.Config) error {
 		}
 		return err
 	}
+	d.caches.update(cfg)
 	in := &instance{cfg: cfg, log: log, lns: map[listenerKey]*live{}, disc: disc, admin: adm}
 	var all []opened
 	for _, lc := range cfg.Listeners {
@@ -350,7 +352,7 @@ func (d *daemon) build(cfg *config.Config, lc config.Listener, socks *sockets, l
 	case config.UDP:
 		l.opened = openUDP(lc, socks.udp[key], pc, p, log)
 	case config.HTTP:
-		l.opened, err = openHTTP(cfg, lc, socks.tcp[key], socks.tls[key], d.pools, log)
+		l.opened, err = openHTTP(cfg, lc, socks.tcp[key], socks.tls[key], d.pools, d.caches.byName, log)
 	default:
 		l.opened, err = openTCP(lc, socks.tcp[key], pc, d.pools, d.fdCap, d.downs.pacer(p), log)
 	}
@@ -470,6 +472,7 @@ func (d *daemon) shutdown(ctx context.Context) error {
 	stop()
 	d.stopRetire()
 	in.admin.shutdown()
+	d.caches.close()
 	// Checks run through the drain: a backend going down still moves
 	// (or, with on_down close, ends) what is left.
 	d.checks.stop()

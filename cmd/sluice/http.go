@@ -10,6 +10,7 @@ import (
 	"sluice/internal/certs"
 	"sluice/internal/pool"
 	"sluice/l7"
+	"sluice/l7/cache"
 	"sluice/l7/route"
 )
 
@@ -35,7 +36,8 @@ func prepareHTTP(cfg *config.Config, lc config.Listener, log *slog.Logger) (http
 
 // openHTTP builds an HTTP listener's reverse proxy on lns over the shared
 // pools, with t from prepareHTTP.
-func openHTTP(cfg *config.Config, lc config.Listener, lns []*net.TCPListener, t httpTLS, pools map[string]*pool.Pool, log *slog.Logger) (opened, error) {
+func openHTTP(cfg *config.Config, lc config.Listener, lns []*net.TCPListener, t httpTLS, pools map[string]*pool.Pool,
+	caches map[string]*cache.Cache, log *slog.Logger) (opened, error) {
 	tlsConfig, certStore := t.config, t.store
 	ups, err := upstreams(cfg, lc, pools)
 	if err != nil {
@@ -46,6 +48,7 @@ func openHTTP(cfg *config.Config, lc config.Listener, lns []*net.TCPListener, t 
 		Name:                     lc.Name,
 		Routes:                   h.Routes,
 		Upstreams:                ups,
+		Caches:                   caches,
 		Default:                  lc.Pool,
 		TrustedProxies:           h.TrustedProxies,
 		ReadHeaderTimeout:        h.ReadHeaderTimeout,
