@@ -28,6 +28,9 @@ TEST_PACKAGES := strace:strace dig:dnsutils dnsmasq:dnsmasq-base promtool:promet
 
 # The status page's browser test and its npm lock file.
 BROWSER_TEST := cmd/sluice/testdata/browser
+# The HTTP caching test suite (npm http-cache-tests), which
+# cmd/sluice/cache_suite_test.go runs against a cache route.
+CACHE_SUITE := cmd/sluice/testdata/cache-suite
 
 .PHONY: all build run test test-deps vet bench bench-quick fuzz clean
 
@@ -69,6 +72,8 @@ test-deps:
 		$(GO) install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
 	@test -d $(BROWSER_TEST)/node_modules/puppeteer-core || \
 		(cd $(BROWSER_TEST) && npm ci --no-audit --no-fund)
+	@test -d $(CACHE_SUITE)/node_modules/http-cache-tests || \
+		(cd $(CACHE_SUITE) && npm ci --no-audit --no-fund)
 
 vet:
 	$(GO) vet ./...
