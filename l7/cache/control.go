@@ -42,7 +42,7 @@ func parseControl(h http.Header) control {
 	c := control{maxAge: absent, sMaxAge: absent, minFresh: absent, maxStale: absent,
 		staleWhileRevalidate: absent, staleIfError: absent, surrogateMaxAge: absent}
 	for _, line := range h["Cache-Control"] {
-		parseControlLine(line, &c)
+		parseControlLine(line, &c, "")
 	}
 	return c
 }
@@ -50,16 +50,16 @@ func parseControl(h http.Header) control {
 // responseControl is a response's Cache-Control with its Surrogate-Control
 // laid over it: sluice is the surrogate such a field is meant for, so its
 // max-age decides freshness and its no-store forbids storing. The field
-// is for surrogates only: it is not passed on to clients (see respond). Directives
-// targeted at a device (max-age=60;other) are not ours and are skipped
-// as unreadable.
-func responseControl(h http.Header) control {
+// is for surrogates only: it is not passed on to clients (see respond).
+// Directives targeted at a device (max-age=60;name) apply if the device is
+// me, the name in the Surrogate-Capability we send (see capability).
+func responseControl(h http.Header, me string) control {
 	c := parseControl(h)
 	if lines, ok := h["Surrogate-Control"]; ok {
 		sc := control{maxAge: absent, sMaxAge: absent, minFresh: absent, maxStale: absent,
 			staleWhileRevalidate: absent, staleIfError: absent, surrogateMaxAge: absent}
 		for _, line := range lines {
-			parseControlLine(line, &sc)
+			parseControlLine(line, &sc, me)
 		}
 		// Its max-age lets a surrogate store what Cache-Control's
 		// no-store keeps from browsers.
@@ -73,15 +73,18 @@ func responseControl(h http.Header) control {
 // token with an optional token or quoted-string argument (RFC 9110 section
 // 5.6). Commas inside a quoted string do not separate directives, so a
 // quoted "max-age=0" inside another directive's argument is not read.
-func parseControlLine(s string, c *control) {
+//
+// A directive targeted at a device (Surrogate-Control's "max-age=5;dev")
+// is read only if the device is me; Cache-Control's never are.
+func parseControlLine(s string, c *control, me string) {
 	for len(s) > 0 {
-		var name, arg string
+		var name, arg, target string
 		var quoted, ok bool
-		name, arg, quoted, s, ok = nextDirective(s)
+		name, arg, target, quoted, s, ok = nextDirective(s)
 		if !ok {
 			return // garbled from here on: keep what came before
 		}
-		if name == "" {
+		if name == "" || target != "" && (me == "" || target != me) {
 			continue
 		}
 		c.set(strings.ToLower(name), arg, quoted)
@@ -165,7 +168,7 @@ func delta(s string, quoted bool) int64 {
 // nextDirective splits the first directive off s. It returns ok false if s
 // is not a list of directives from here (a quoted string that never ends,
 // or stray characters after an argument).
-func nextDirective(s string) (name, arg string, quoted bool, rest string, ok bool) {
+func nextDirective(s string) (name, arg, target string, quoted bool, rest string, ok bool) {
 	s = trimOWS(s)
 	i := 0
 	for i < len(s) && isTokenChar(s[i]) {
@@ -177,7 +180,7 @@ func nextDirective(s string) (name, arg string, quoted bool, rest string, ok boo
 		if len(s) > 0 && s[0] == '"' {
 			arg, s, ok = quotedString(s)
 			if !ok {
-				return "", "", false, "", false
+				return "", "", "", false, "", false
 			}
 			quoted = true
 		} else {
@@ -189,16 +192,27 @@ func nextDirective(s string) (name, arg string, quoted bool, rest string, ok boo
 		}
 	}
 	s = trimOWS(s)
+	if len(s) > 0 && s[0] == ';' {
+		s = trimOWS(s[1:])
+		j := 0
+		for j < len(s) && isTokenChar(s[j]) {
+			j++
+		}
+		target, s = s[:j], trimOWS(s[j:])
+		if target == "" {
+			target = ";" // a target we cannot read is not ours
+		}
+	}
 	switch {
 	case s == "":
-		return name, arg, quoted, "", true
+		return name, arg, target, quoted, "", true
 	case s[0] == ',':
-		return name, arg, quoted, s[1:], true
+		return name, arg, target, quoted, s[1:], true
 	}
 	// "max-age =5" or "max-age=5x": not a directive we can read; skip to
 	// the next comma outside quotes and report nothing for this one.
 	_, rest, ok = skipElement(s)
-	return "", "", false, rest, ok
+	return "", "", "", false, rest, ok
 }
 
 // skipElement skips to just past the next comma outside a quoted string.

@@ -67,6 +67,7 @@ func (c *Cache) fetch(key string, req *http.Request, reqCC control, stale *objec
 	if stale != nil && (stale.etag != "" || stale.lastMod != "") {
 		out, conditional = revalidation(req, req.Context(), stale), true
 	}
+	c.capability(out)
 	sent := c.opt.now()
 	resp, err := origin.RoundTrip(out)
 	got := c.opt.now()
@@ -93,7 +94,7 @@ func (c *Cache) fetch(key string, req *http.Request, reqCC control, stale *objec
 	if resp.StatusCode != http.StatusOK {
 		status += "; fwd-status=" + strconv.Itoa(resp.StatusCode)
 	}
-	cc := responseControl(resp.Header)
+	cc := responseControl(resp.Header, c.opt.name())
 	if !c.storable(req, reqCC, resp, cc) {
 		delete(resp.Header, "Surrogate-Control")
 		c.status(resp.Header, status)
@@ -161,7 +162,7 @@ func (c *Cache) update(old *object, resp *http.Response, sent, got time.Time) *o
 		h["Age"] = age
 	}
 	merged := &http.Response{StatusCode: old.status, Header: h}
-	obj := c.newObject(merged, responseControl(h), sent, got)
+	obj := c.newObject(merged, responseControl(h, c.opt.name()), sent, got)
 	obj.body, obj.size = old.body, int64(len(old.body))+headerSize(obj.header)+entryOverhead
 	obj.varyNames, obj.varyStar, obj.secondary = old.varyNames, old.varyStar, old.secondary
 	return obj
@@ -197,6 +198,7 @@ func (c *Cache) background(key string, req *http.Request, obj *object, origin Or
 
 // refresh is a background revalidation's work.
 func (c *Cache) refresh(key string, out *http.Request, obj *object, origin Origin) {
+	c.capability(out)
 	sent := c.opt.now()
 	resp, err := origin.Background(out)
 	if err != nil {
@@ -208,7 +210,7 @@ func (c *Cache) refresh(key string, out *http.Request, obj *object, origin Origi
 		c.put(key, c.update(obj, resp, sent, got))
 		return
 	}
-	cc := responseControl(resp.Header)
+	cc := responseControl(resp.Header, c.opt.name())
 	if !c.storable(out, control{maxAge: absent, sMaxAge: absent, minFresh: absent, maxStale: absent}, resp, cc) {
 		return
 	}
@@ -229,4 +231,11 @@ func (c *Cache) gatewayTimeout(req *http.Request) *http.Response {
 	c.status(h, "fwd=miss; detail=only-if-cached")
 	return &http.Response{StatusCode: http.StatusGatewayTimeout, Status: "504 Gateway Timeout",
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h, Body: http.NoBody, Request: req}
+}
+
+// capability says to the backend that we are a surrogate (Edge
+// Architecture 1.0), under the cache's name, which Surrogate-Control
+// directives may then target. Earlier surrogates' entries are kept.
+func (c *Cache) capability(out *http.Request) {
+	out.Header.Add("Surrogate-Capability", c.opt.name()+`="Surrogate/1.0"`)
 }
