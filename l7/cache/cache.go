@@ -140,6 +140,7 @@ type Cache struct {
 // counters are the cache's outcomes since it was made.
 type counters struct {
 	hits, misses, stale, revalidated, bypass, evictions, stored, purged atomic.Int64
+	waiting                                                             atomic.Int64 // a gauge
 }
 
 // Stats are a cache's counters and its current size.
@@ -162,6 +163,9 @@ type Stats struct {
 	Stored int64
 	// Purged are objects removed through Purge.
 	Purged int64
+	// Waiting is how many misses wait now for another request fetching
+	// the same object.
+	Waiting int64
 	// Objects is how many URIs are stored now, and Bytes their weight.
 	Objects int
 	Bytes   int64
@@ -200,7 +204,7 @@ func (c *Cache) Stats() Stats {
 	s := &c.stats
 	return Stats{Hits: s.hits.Load(), Misses: s.misses.Load(), Stale: s.stale.Load(),
 		Revalidated: s.revalidated.Load(), Bypass: s.bypass.Load(), Evictions: s.evictions.Load(),
-		Stored: s.stored.Load(), Purged: s.purged.Load(),
+		Stored: s.stored.Load(), Purged: s.purged.Load(), Waiting: s.waiting.Load(),
 		Objects: c.store.EstimatedSize(), Bytes: int64(c.store.WeightedSize())}
 }
 

@@ -44,6 +44,8 @@ func (c *Cache) wait(req *http.Request, f *flight) bool {
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
+	c.stats.waiting.Add(1)
+	defer c.stats.waiting.Add(-1)
 	select {
 	case <-f.done:
 		return true
