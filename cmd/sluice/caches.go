@@ -4,6 +4,7 @@ import (
 	"reflect"
 
 	"sluice/config"
+	"sluice/internal/admin"
 	"sluice/l7/cache"
 )
 
@@ -41,5 +42,16 @@ func (cs *caches) update(cfg *config.Config) map[string]*cache.Cache {
 func (cs *caches) close() {
 	for _, c := range cs.byName {
 		c.Close()
+	}
+}
+
+// withCaches has the admin interface count and purge the caches cs.
+func (a *adminSide) withCaches(cs map[string]*cache.Cache) {
+	if a == nil {
+		return
+	}
+	a.opts.Caches = make(map[string]admin.Cache, len(cs))
+	for name, c := range cs {
+		a.opts.Caches[name] = c
 	}
 }

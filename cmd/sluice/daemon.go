@@ -170,6 +170,7 @@ func (d *daemon) apply(cfg *config.Config) error {
 		}
 	}
 	adm.open(cfg, d.pools, all, adminLn)
+	adm.withCaches(d.caches.byName)
 	if prev == nil {
 		d.checks.start()
 	}

@@ -36,6 +36,7 @@ type Metrics struct {
 	stateOn bool
 	bgpOn   bool // the BGP collector is registered (under stateMu too)
 	reloads *prometheus.CounterVec
+	caches  atomic.Pointer[map[string]Cache] // the running configuration's (see caches.go)
 
 	lastMu sync.Mutex // guards last; taken per check and per API read, never per connection
 	last   map[*pool.Backend]*atomic.Pointer[Check]
@@ -110,7 +111,7 @@ func NewMetrics(pools PoolNames, version string) *Metrics {
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sluice_build_info", Help: "Always 1; its labels say which sluice is running."}, []string{"version", "goversion"})
 	info.WithLabelValues(version, runtime.Version()).Set(1)
 	m.reg.MustRegister(info, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&endCollector{m})
+		&endCollector{m}, cacheFollower{&m.caches})
 	return m
 }
 

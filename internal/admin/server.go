@@ -61,6 +61,9 @@ type Options struct {
 	// Listeners and Pools are the running configuration's.
 	Listeners []Listener
 	Pools     []Pool
+	// Caches are the HTTP caches by name, which /metrics counts and
+	// POST /api/v1/caches/{cache}/purge purges; nil means none.
+	Caches map[string]Cache
 	// Metrics is what /metrics serves, and where the API reads counts
 	// and last checks.
 	Metrics *Metrics
@@ -110,6 +113,7 @@ func New(o Options) *Server {
 	if o.BGP != nil {
 		o.Metrics.setBGP(o.BGP)
 	}
+	o.Metrics.setCaches(o.Caches)
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -139,6 +143,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/bgp", s.bgpStatus)
 	mux.HandleFunc("POST /api/v1/host/drain", s.hostDrain(true))
 	mux.HandleFunc("POST /api/v1/host/enable", s.hostDrain(false))
+	mux.HandleFunc("GET /api/v1/caches", s.caches)
+	mux.HandleFunc("POST /api/v1/caches/{cache}/purge", s.purge)
 	mux.HandleFunc("GET /{$}", s.page)
 	mux.HandleFunc("GET /status.js", s.script)
 	return s.auth(mux)
