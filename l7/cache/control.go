@@ -95,21 +95,21 @@ func parseControlLine(s string, c *control, me string) {
 func (c *control) set(name, arg string, quoted bool) {
 	switch name {
 	case "max-age":
-		c.maxAge = minDelta(c.maxAge, delta(arg, quoted))
+		c.maxAge = minDelta(c.maxAge, delta(arg))
 	case "s-maxage":
-		c.sMaxAge = minDelta(c.sMaxAge, delta(arg, quoted))
+		c.sMaxAge = minDelta(c.sMaxAge, delta(arg))
 	case "min-fresh":
-		c.minFresh = minDelta(c.minFresh, delta(arg, quoted))
+		c.minFresh = minDelta(c.minFresh, delta(arg))
 	case "max-stale":
 		if arg == "" && !quoted {
 			c.maxStaleAny = true
 		} else {
-			c.maxStale = minDelta(c.maxStale, delta(arg, quoted))
+			c.maxStale = minDelta(c.maxStale, delta(arg))
 		}
 	case "stale-while-revalidate":
-		c.staleWhileRevalidate = minDelta(c.staleWhileRevalidate, delta(arg, quoted))
+		c.staleWhileRevalidate = minDelta(c.staleWhileRevalidate, delta(arg))
 	case "stale-if-error":
-		c.staleIfError = minDelta(c.staleIfError, delta(arg, quoted))
+		c.staleIfError = minDelta(c.staleIfError, delta(arg))
 	case "no-store":
 		c.noStore = true
 	case "no-cache":
@@ -147,8 +147,7 @@ func minDelta(old, v int64) int64 {
 // quoted form is accepted too, as the section 5.2 note says recipients
 // should. Anything else is invalid, which reads as absent; a value too
 // large saturates at 2^31.
-func delta(s string, quoted bool) int64 {
-	_ = quoted
+func delta(s string) int64 {
 	if s == "" {
 		return absent
 	}

@@ -63,11 +63,13 @@ func storedHeader(h http.Header) http.Header {
 	return out
 }
 
-// headerSize is roughly what a header costs in memory.
+// headerSize is roughly what a header costs in memory: the map (its
+// groups and slots, measured with heap profiles at about 300 bytes for a
+// few fields), and each field's key, slice and strings.
 func headerSize(h http.Header) int64 {
-	n := int64(0)
+	n := int64(256)
 	for k, vs := range h {
-		n += int64(len(k)) + 16
+		n += int64(len(k)) + 64
 		for _, v := range vs {
 			n += int64(len(v)) + 16
 		}
@@ -149,7 +151,7 @@ func ageValue(h http.Header) time.Duration {
 	if len(vs) != 1 {
 		return maxDelta * time.Second
 	}
-	n := delta(vs[0], false)
+	n := delta(vs[0])
 	if n == absent {
 		return maxDelta * time.Second
 	}
