@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"sluice/internal/pool"
+	"sluice/l7/cache"
+	"sluice/l7/route"
 )
 
 // BenchmarkKeepAlive forwards GETs over one keep-alive client connection
@@ -153,4 +155,65 @@ func TestForwardAllocs(t *testing.T) {
 		t.Errorf("%.1f allocations per request, want at most %.0f", n, max)
 	}
 	t.Logf("%.1f allocations per request", n)
+}
+
+// BenchmarkCachedHit is BenchmarkKeepAlive on a route with a cache whose
+// object is fresh: every request is a hit, and the backend is asked once.
+func BenchmarkCachedHit(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: max-age=3600\r\nContent-Length: 64\r\n\r\n" + string(bytes.Repeat([]byte("x"), 64)))
+	var wg sync.WaitGroup
+	b.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					for {
+						line, err := r.ReadSlice('\n')
+						if err != nil {
+							return
+						}
+						if len(line) <= 2 {
+							break
+						}
+					}
+					c.Write(resp)
+				}
+			})
+		}
+	})
+	be := ln.Addr().(*net.TCPAddr).AddrPort()
+	c := cache.New(cache.Options{})
+	b.Cleanup(c.Close)
+	p := startProxy(b, &Server{Routes: []route.Route{{Name: "cached", Pool: "p", Cache: "c"}}, Logger: slog.New(slog.DiscardHandler),
+		Caches:    map[string]*cache.Cache{"c": c},
+		Upstreams: map[string]Upstream{"p": {Pool: newPool(b, pool.Options{}, be)}}})
+	conn, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := conn.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if err := discardResponse(r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if st := c.Stats(); st.Misses != 1 {
+		b.Errorf("%d misses, want 1", st.Misses)
+	}
 }
