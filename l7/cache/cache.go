@@ -99,6 +99,12 @@ func (o *Options) maxObject() int64 {
 	return min(DefaultMaxObject, o.maxSize()/8)
 }
 
+// fillBudget bounds the bytes of responses being buffered to store at
+// once, beyond MaxSize: a quarter of it, or one largest object if that is
+// more. Past it, misses stream through unstored, so that many concurrent
+// large misses cannot take memory without bound.
+func (o *Options) fillBudget() int64 { return max(o.maxSize()/4, o.maxObject()) }
+
 func (o *Options) coalesceTimeout() time.Duration {
 	switch {
 	case o.CoalesceTimeout == 0:
@@ -135,7 +141,8 @@ type Cache struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background revalidations
 
-	stats counters
+	stats   counters
+	filling atomic.Int64 // bytes of response bodies being buffered to store
 }
 
 // counters are the cache's outcomes since it was made.

@@ -182,3 +182,36 @@ func TestIncompleteBodyIsNotStored(t *testing.T) {
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
+
+// TestFillBudgetBoundsBuffering starts more concurrent misses of large
+// objects than the budget for bodies being stored holds: those past it
+// stream through unstored.
+func TestFillBudgetBoundsBuffering(t *testing.T) {
+	body := bytes.Repeat([]byte("z"), 200<<10)
+	origin := funcOrigin(func(r *http.Request) *http.Response {
+		return response(r, 200, http.Header{"Cache-Control": {"max-age=60"}}, body)
+	})
+	c := New(Options{MaxSize: 1 << 20, MaxObject: 256 << 10}) // budget 256 KiB: one body at a time
+	defer c.Close()
+	var open []*http.Response
+	for i := range 3 {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://example.com/big/%d", i), nil)
+		resp, _, err := c.RoundTrip(c.Key(req), req, origin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, resp) // not read yet: all three are being stored at once
+	}
+	for _, resp := range open {
+		if b, _ := io.ReadAll(resp.Body); len(b) != len(body) {
+			t.Errorf("client got %d bytes, want %d", len(b), len(body))
+		}
+		resp.Body.Close()
+	}
+	if st := c.Stats(); st.Stored != 1 {
+		t.Errorf("stored %d of 3 concurrent 200 KiB misses with a 256 KiB budget, want 1", st.Stored)
+	}
+	if n := c.filling.Load(); n != 0 {
+		t.Errorf("%d bytes still reserved after every body ended", n)
+	}
+}

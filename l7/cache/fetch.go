@@ -111,7 +111,7 @@ func (c *Cache) fetch(key string, req *http.Request, reqCC control, stale *objec
 	}
 	c.status(resp.Header, status+"; stored")
 	landed = true
-	resp.Body = newTee(resp, c.opt.maxObject(), func(body []byte, ok bool) {
+	resp.Body = c.newTee(resp, func(body []byte, ok bool) {
 		if ok {
 			obj.body = body
 			obj.size = int64(len(body)) + headerSize(obj.header) + entryOverhead

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"time"
 )
 
 // storable says whether a response to req may be stored (RFC 9111 section
@@ -56,26 +55,30 @@ func (o *object) worthStoring() bool {
 // teeBody passes a response body through to the client, keeping a copy
 // up to the largest object, and stores the object once the body has been
 // read to its end. A body cut short (the backend failed, the client left)
-// or too large stores nothing.
+// or too large stores nothing, and says so at once, so that requests
+// waiting for it go on without it.
 type teeBody struct {
-	rc    io.ReadCloser
-	buf   []byte
-	limit int64
-	want  int64 // Content-Length, or -1
-	read  int64
-	over  bool // past limit: passing through only
-	done  bool
-	store func(body []byte, ok bool) // called once
+	rc       io.ReadCloser
+	c        *Cache
+	buf      []byte
+	limit    int64
+	want     int64 // Content-Length, or -1
+	read     int64
+	reserved int64 // of c.filling, given back at the end
+	over     bool  // not storing: passing through only
+	done     bool
+	store    func(body []byte, ok bool) // called once
 }
 
 func (t *teeBody) Read(p []byte) (int, error) {
 	n, err := t.rc.Read(p)
 	t.read += int64(n)
 	if !t.over && n > 0 {
-		if int64(len(t.buf)+n) > t.limit {
-			// Too large after all (the length was not known): drop
-			// what was kept and stream the rest.
-			t.over, t.buf = true, nil
+		if int64(len(t.buf)+n) > t.limit || !t.reserve(int64(len(t.buf)+n)) {
+			// Too large after all (the length was not known), or too
+			// much is being buffered at once: stream the rest.
+			t.over = true
+			t.finish(false)
 		} else {
 			t.buf = append(t.buf, p[:n]...)
 		}
@@ -87,6 +90,21 @@ func (t *teeBody) Read(p []byte) (int, error) {
 		t.finish(false)
 	}
 	return n, err
+}
+
+// reserve makes sure n bytes of this body count against the budget of
+// bodies being buffered, and reports whether they fit.
+func (t *teeBody) reserve(n int64) bool {
+	if n <= t.reserved {
+		return true
+	}
+	more := n - t.reserved
+	if t.c.filling.Add(more) > t.c.opt.fillBudget() {
+		t.c.filling.Add(-more)
+		return false
+	}
+	t.reserved = n
+	return true
 }
 
 // Close ends the body; one not read to its end is not stored, unless all
@@ -101,18 +119,22 @@ func (t *teeBody) finish(ok bool) {
 		return
 	}
 	t.done = true
+	t.c.filling.Add(-t.reserved)
+	t.reserved = 0
 	t.store(t.buf, ok)
 	t.buf = nil
 }
 
 // newTee wraps resp's body to store it through store.
-func newTee(resp *http.Response, limit int64, store func([]byte, bool)) *teeBody {
-	t := &teeBody{rc: resp.Body, limit: limit, want: resp.ContentLength, store: store}
-	if resp.ContentLength > 0 && resp.ContentLength <= limit {
+func (c *Cache) newTee(resp *http.Response, store func([]byte, bool)) *teeBody {
+	t := &teeBody{rc: resp.Body, c: c, limit: c.opt.maxObject(), want: resp.ContentLength, store: store}
+	if resp.ContentLength > 0 {
+		if !t.reserve(resp.ContentLength) {
+			t.over = true
+			t.finish(false)
+			return t
+		}
 		t.buf = make([]byte, 0, resp.ContentLength)
 	}
 	return t
 }
-
-// since is now minus t, never negative.
-func since(now, t time.Time) time.Duration { return max(now.Sub(t), 0) }
