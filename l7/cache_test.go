@@ -145,3 +145,42 @@ func readAll(resp *http.Response) string {
 		}
 	}
 }
+
+// TestCacheStaleWhileRevalidateAndIfError serves a stale object at once
+// while one background request revalidates it, then, with the backend
+// failing, serves it stale within stale-if-error. Every backend the
+// background request took is released (startProxy checks).
+func TestCacheStaleWhileRevalidateAndIfError(t *testing.T) {
+	clock := &fakeClock{now: time.Now().Add(-time.Hour)}
+	var n atomic.Int64
+	var failing atomic.Bool
+	p, c := cachedProxy(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=10, stale-while-revalidate=60, stale-if-error=600")
+		w.Header().Set("Date", clock.Now().UTC().Format(http.TimeFormat))
+		fmt.Fprintf(w, "v%d", n.Add(1))
+	}), cache.Options{Now: clock.Now})
+	hc := client(t)
+	get(t, hc, "GET", p.url+"/s", nil)
+	clock.Add(30 * time.Second) // stale, within stale-while-revalidate
+	resp, body := get(t, hc, "GET", p.url+"/s", nil)
+	if body != "v1" || !strings.Contains(resp.Header.Get("Cache-Status"), "detail=stale-while-revalidate") {
+		t.Fatalf("stale answer: %q, Cache-Status %q", body, resp.Header.Get("Cache-Status"))
+	}
+	eventually(t, 10*time.Second, "the background revalidation to store v2", func() bool {
+		return c.Stats().Stored == 2
+	})
+	if _, body = get(t, hc, "GET", p.url+"/s", nil); body != "v2" {
+		t.Errorf("after the background revalidation: %q, want v2", body)
+	}
+	failing.Store(true)
+	clock.Add(5 * time.Minute) // past stale-while-revalidate, within stale-if-error
+	resp, body = get(t, hc, "GET", p.url+"/s", nil)
+	if resp.StatusCode != 200 || body != "v2" || !strings.Contains(resp.Header.Get("Cache-Status"), "detail=stale-if-error") {
+		t.Errorf("backend failing: %d %q, Cache-Status %q", resp.StatusCode, body, resp.Header.Get("Cache-Status"))
+	}
+	p.log.waitRequest(t, "a stale answer logged", func(r map[string]any) bool { return r["cache"] == "stale" })
+}
