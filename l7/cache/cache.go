@@ -7,7 +7,7 @@
 //
 //	c := cache.New(cache.Options{MaxSize: 512 << 20})
 //	defer c.Close()
-//	resp, outcome, err := c.RoundTrip(outgoingRequest, origin)
+//	resp, outcome, err := c.RoundTrip(c.Key(clientRequest), outgoingRequest, origin)
 //
 // The cache sits between the reverse proxy and the backends (it is the
 // proxy's transport for a route with a cache), so that it can answer a

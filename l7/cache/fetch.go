@@ -96,21 +96,28 @@ func (c *Cache) fetch(key string, req *http.Request, reqCC control, stale *objec
 	if resp.StatusCode != http.StatusOK {
 		status += "; fwd-status=" + strconv.Itoa(resp.StatusCode)
 	}
+	landed = c.keep(key, req, reqCC, resp, status, sent, got, land)
+	return resp, Miss, nil
+}
+
+// keep stores resp as it streams to the client, if it may be stored, and
+// adds the Cache-Status entry status to it. It reports whether it took
+// land over: called once the body is stored or given up.
+func (c *Cache) keep(key string, req *http.Request, reqCC control, resp *http.Response, status string, sent, got time.Time, land func()) bool {
 	cc := responseControl(resp.Header, c.opt.name())
 	if !c.storable(req, reqCC, resp, cc) {
 		delete(resp.Header, "Surrogate-Control")
 		c.status(resp.Header, status)
-		return resp, Miss, nil
+		return false
 	}
 	obj := c.newObject(resp, cc, sent, got)
 	obj.secondary = secondaryKey(obj.varyNames, req.Header)
 	delete(resp.Header, "Surrogate-Control") // stored, not sent on
 	if !obj.worthStoring() {
 		c.status(resp.Header, status)
-		return resp, Miss, nil
+		return false
 	}
 	c.status(resp.Header, status+"; stored")
-	landed = true
 	resp.Body = c.newTee(resp, func(body []byte, ok bool) {
 		if ok {
 			obj.body = body
@@ -119,7 +126,7 @@ func (c *Cache) fetch(key string, req *http.Request, reqCC control, stale *objec
 		}
 		land()
 	})
-	return resp, Miss, nil
+	return true
 }
 
 func isServerError(status int) bool { return status >= 500 && status <= 599 }
