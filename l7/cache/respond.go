@@ -41,8 +41,13 @@ func (c *Cache) respond(req *http.Request, obj *object, now time.Time, status st
 			}
 		}
 	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
 	resp.ContentLength = int64(len(body))
+	if resp.StatusCode == http.StatusNoContent {
+		// RFC 9110 section 8.6: no Content-Length on a 204.
+		delete(h, "Content-Length")
+	} else {
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+	}
 	if req.Method == http.MethodHead || len(body) == 0 {
 		resp.Body = http.NoBody
 	} else {
