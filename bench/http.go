@@ -48,16 +48,23 @@ func serveHTTP(c *net.TCPConn, first []byte) {
 	r := bufio.NewReader(io.MultiReader(bytes.NewReader(bytes.Clone(first)), c))
 	w := bufio.NewWriter(c)
 	for {
+		// The cached-hit scenarios' paths get a cacheable response.
+		line, _ := r.Peek(len("GET /cached/100k"))
+		cached := cachedBody(line)
 		closing, err := readHead(r, "GET ")
 		if err != nil {
 			return
 		}
-		w.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 64\r\n")
-		if closing {
-			w.WriteString("Connection: close\r\n")
+		if cached != nil {
+			writeCached(w, cached, closing)
+		} else {
+			w.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 64\r\n")
+			if closing {
+				w.WriteString("Connection: close\r\n")
+			}
+			w.WriteString("\r\n")
+			w.Write(httpBody)
 		}
-		w.WriteString("\r\n")
-		w.Write(httpBody)
 		if r.Buffered() == 0 || closing {
 			if w.Flush() != nil || closing {
 				return
@@ -158,6 +165,11 @@ func (h *httpConn) get(req []byte) (closing bool, err error) {
 // httpKeepAlive sends requests over conns persistent connections, one
 // outstanding per connection, and reports requests per second.
 func httpKeepAlive(ctx context.Context, t target, o runOpts, conns int) (map[string]float64, error) {
+	return keepAliveGets(ctx, t, o, conns, httpGet)
+}
+
+// keepAliveGets is httpKeepAlive with req as every request.
+func keepAliveGets(ctx context.Context, t target, o runOpts, conns int, req []byte) (map[string]float64, error) {
 	var done atomic.Int64
 	w, err := measure(ctx, t, o, conns, done.Load, func(ctx context.Context, _ int) error {
 		h, err := dialHTTP(ctx, t.httpAddr)
@@ -166,7 +178,7 @@ func httpKeepAlive(ctx context.Context, t target, o runOpts, conns int) (map[str
 		}
 		defer h.Close()
 		for ctx.Err() == nil {
-			closing, err := h.get(httpGet)
+			closing, err := h.get(req)
 			if err != nil {
 				return err
 			}

@@ -275,6 +275,8 @@ var scenarios = []*scenario{
 		},
 		metrics: loadMetrics("rps", "requests", "req/s", "%.0f", "req/core-s"),
 	},
+	cacheScenario(false),
+	cacheScenario(true),
 	{
 		key:   "udp",
 		short: "UDP",
@@ -300,6 +302,7 @@ var scenarioGroups = map[string][]string{
 	"postgres":   {"pgbench", "pgbench-C"},
 	"redis":      {"redis-k1", "redis-k0"},
 	"http":       {"http-keepalive", "http-newconn", "http-latency", "http2"},
+	"cache":      {"http-cached", "http-cached-100k"},
 }
 
 // pickScenarios returns the scenarios named in keys ("all" for every one,

@@ -192,6 +192,10 @@ backend %s
 # SO_REUSEPORT socket per worker so the kernel spreads connections.
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 daemon off;
+# Workers as the bench's user: they write the cached-hit scenarios'
+# cache in the run directory, which is the bench's alone. (Without
+# root, nginx ignores this line with a warning.)
+user root;
 worker_processes %d;
 worker_rlimit_nofile 20000;
 pid %s;
@@ -321,6 +325,7 @@ idle_timeout = %q
 max_idle_per_backend = %d
 `, l.name, l.addr, p.cores, idleTimeout, httpIdleBackendConns)
 	}
+	b.WriteString(sluiceCache())
 	return b.String()
 }
 
@@ -328,7 +333,7 @@ max_idle_per_backend = %d
 // (the default "safe" opens a server connection for each first request of
 // a client connection) and no log directive, so no access log.
 func haproxyHTTP(p proxyParams) string {
-	return fmt.Sprintf(`
+	return haproxyCache + fmt.Sprintf(`
 frontend bench_http
     mode http
     bind %s
@@ -339,6 +344,8 @@ frontend bench_http
 backend bh
     mode http
     http-reuse always
+    http-request cache-use bench if { path_beg /cached/ }
+    http-response cache-store bench if { path_beg /cached/ }
     server s1 %s
 `, p.httpListen, p.h2Listen, idleTimeout, p.backend)
 }
@@ -353,7 +360,7 @@ http {
     access_log off;
     keepalive_timeout %s;
     keepalive_requests %d;
-    upstream bh {
+%s    upstream bh {
         server %s;
         keepalive %d;
         keepalive_requests %d;
@@ -369,8 +376,14 @@ http {
             proxy_connect_timeout %s;
             proxy_read_timeout %s;
         }
+        location /cached/ {
+            proxy_pass http://bh;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;
+        }
     }
 }
-`, idleTimeout, httpKeepAliveRequests, p.backend, httpIdleBackendConns, httpKeepAliveRequests, idleTimeout,
+`, idleTimeout, httpKeepAliveRequests, nginxCachePath(p.dir), p.backend, httpIdleBackendConns, httpKeepAliveRequests, idleTimeout,
 		p.httpListen, p.h2Listen, connectTimeout, idleTimeout)
 }
