@@ -102,3 +102,24 @@ func nginxCachePath(dir string) string {
 	return fmt.Sprintf("    proxy_cache_path %s/nginx-cache levels=1:2 keys_zone=bench:10m max_size=64m;\n"+
 		"    proxy_temp_path %s/nginx-proxy-temp;\n", dir, dir)
 }
+
+// cacheLatencyScenario is the HTTP latency scenario's paced GETs, of the
+// small cached object: the latency of a hit.
+func cacheLatencyScenario() *scenario {
+	return &scenario{
+		key:   "http-cached-latency",
+		short: "HTTP cached hit latency",
+		title: func(settings) string {
+			return fmt.Sprintf("HTTP/1.1 latency of cache hits at %d req/s, %d keep-alive connections, %d B bodies", latencyRate, latencyConns, reqSize)
+		},
+		proto: "http",
+		run: func(ctx context.Context, t target, s settings) (map[string]float64, error) {
+			return pacedGets(ctx, t, s.opts(), latencyRate, latencyConns, cachedGetSmall)
+		},
+		metrics: []metric{
+			{key: "p50", label: "p50", unit: "µs", format: "%.0f", lowerBetter: true},
+			{key: "p99", label: "p99", unit: "µs", format: "%.0f", lowerBetter: true},
+			{key: "p99_added", label: "p99 added over direct", unit: "µs", format: "%.0f", lowerBetter: true, proxyOnly: true, overDirect: "p99"},
+		},
+	}
+}

@@ -235,6 +235,11 @@ func oneHTTPExchange(ctx context.Context, addr string) error {
 // httpLatency sends requests at a fixed total rate over conns keep-alive
 // connections, paced as the L4 latency scenario, and reports p50 and p99.
 func httpLatency(ctx context.Context, t target, o runOpts, rate float64, conns int) (map[string]float64, error) {
+	return pacedGets(ctx, t, o, rate, conns, httpGet)
+}
+
+// pacedGets is httpLatency with req as every request.
+func pacedGets(ctx context.Context, t target, o runOpts, rate float64, conns int, req []byte) (map[string]float64, error) {
 	hs := make([]*httpConn, 0, conns)
 	defer func() {
 		for _, h := range hs {
@@ -251,11 +256,11 @@ func httpLatency(ctx context.Context, t target, o runOpts, rate float64, conns i
 		hs = append(hs, h)
 		// One request first, so that every connection is known to reach
 		// the backend before the schedule starts.
-		if _, err := h.get(httpGet); err != nil {
+		if _, err := h.get(req); err != nil {
 			return nil, err
 		}
 		cs[i] = h.c
-		rts[i] = func() error { _, err := h.get(httpGet); return err }
+		rts[i] = func() error { _, err := h.get(req); return err }
 	}
 	return paced(ctx, o, rate, cs, rts)
 }

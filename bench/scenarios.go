@@ -277,6 +277,7 @@ var scenarios = []*scenario{
 	},
 	cacheScenario(false),
 	cacheScenario(true),
+	cacheLatencyScenario(),
 	{
 		key:   "udp",
 		short: "UDP",
@@ -302,7 +303,7 @@ var scenarioGroups = map[string][]string{
 	"postgres":   {"pgbench", "pgbench-C"},
 	"redis":      {"redis-k1", "redis-k0"},
 	"http":       {"http-keepalive", "http-newconn", "http-latency", "http2"},
-	"cache":      {"http-cached", "http-cached-100k"},
+	"cache":      {"http-cached", "http-cached-100k", "http-cached-latency"},
 }
 
 // pickScenarios returns the scenarios named in keys ("all" for every one,
