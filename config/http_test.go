@@ -262,7 +262,7 @@ func TestLoadL7Example(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := cfg.Listeners[0]
-	if l.Protocol != HTTP || len(l.HTTP.Routes) != 7 || !cfg.Pool("grpc").H2C {
+	if l.Protocol != HTTP || len(l.HTTP.Routes) != 8 || !cfg.Pool("grpc").H2C || cfg.Cache("static") == nil {
 		t.Errorf("examples/l7.toml read as %+v", l)
 	}
 }
