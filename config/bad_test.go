@@ -20,7 +20,7 @@ var badConfigs = []struct {
 	{"empty listeners", "[listeners]\n" + poolDB, []string{"t.toml:1: listeners: no listeners"}},
 	{"listeners not a table", "listeners = 1\n" + poolDB, []string{"t.toml:1: listeners: must be a table"}},
 	{"unknown top key", "colour = \"red\"\n" + listenerPG + poolDB,
-		[]string{"t.toml:1: colour: unknown key; allowed here: drain_timeout, drain_rate, pid_file, log, listeners, pools, caches, admin"}},
+		[]string{"t.toml:1: colour: unknown key; allowed here: drain_timeout, drain_rate, pid_file, log, listeners, pools, caches, admin, bgp"}},
 	{"drain bare integer", "drain_timeout = 30\n" + listenerPG + poolDB,
 		[]string{`t.toml:1: drain_timeout: must be a string with a unit, such as "30s"`}},
 	{"drain negative", "drain_timeout = \"-5s\"\n" + listenerPG + poolDB, []string{"t.toml:1: drain_timeout: must not be negative"}},
