@@ -67,6 +67,14 @@ func (l *Limiter) acquireOrWait(w waker) bool {
 	return l.tryAcquire()
 }
 
+// take takes a slot even past the cap: for a connection that exists
+// already (adopted after an upgrade), which a cap must not drop.
+func (l *Limiter) take() {
+	if l != nil {
+		l.n.Add(1)
+	}
+}
+
 func (l *Limiter) release() {
 	if l == nil {
 		return

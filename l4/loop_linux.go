@@ -41,6 +41,7 @@ const maxIdleSlabs = 16
 // wait); the Server reaches it through an eventfd (post and wake).
 type loop struct {
 	s      *Server
+	index  int              // of its listening socket in Serve's list, for Handoff.Socket
 	ln     *net.TCPListener // closed by the loop when it stops accepting
 	lnfd   int
 	ep     int

@@ -5,6 +5,7 @@ package l4
 import (
 	"errors"
 	"net"
+	"net/netip"
 
 	"sluice/internal/pool"
 )
@@ -12,7 +13,7 @@ import (
 // The event loop needs Linux's epoll and splice; sluice is deployed on
 // Linux. Elsewhere the package builds, and Serve reports what is missing.
 
-type loop struct{}
+type loop struct{ index int }
 
 type pipe struct{}
 
@@ -35,3 +36,14 @@ type termSet struct{}
 func (termSet) closeAll(End)                {}
 func (termSet) closeBackend(*pool.Backend)  {}
 func (termSet) closeOne(*pool.Backend) bool { return false }
+
+func (l *loop) export() []Handoff { return nil }
+
+func (l *loop) adoptAll(hs []Handoff, _ func(netip.AddrPort) *pool.Backend) (int, error) {
+	for _, h := range hs {
+		closeHandoff(h)
+	}
+	return 0, errNeedsLinux
+}
+
+func closeHandoff(Handoff) {}

@@ -113,6 +113,7 @@ type Server struct {
 	state    atomic.Int32 // running, draining or closing
 	slots    *Limiter
 	force    chan struct{} // closed on entering closing
+	started  chan struct{} // closed once Serve has made its loops (or refused to), for Import
 
 	mu      sync.Mutex
 	stopped bool // Shutdown or Close was called
@@ -133,6 +134,7 @@ func (s *Server) init() {
 	s.initOnce.Do(func() {
 		s.slots = NewLimiter(s.MaxConnections)
 		s.force = make(chan struct{})
+		s.started = make(chan struct{})
 	})
 }
 
@@ -173,6 +175,7 @@ func (s *Server) Serve(lns []*net.TCPListener) error {
 	s.init()
 	s.mu.Lock()
 	if s.stopped {
+		s.markStarted()
 		s.mu.Unlock()
 		closeAll(lns)
 		return ErrServerClosed
@@ -185,9 +188,11 @@ func (s *Server) Serve(lns []*net.TCPListener) error {
 			closeAll(lns[i:])
 			break
 		}
+		l.index = len(s.loops)
 		s.loops = append(s.loops, l)
 		s.running.Go(l.run)
 	}
+	s.markStarted()
 	s.mu.Unlock()
 	if err != nil {
 		// The loops already started serve on; those that failed are
@@ -197,6 +202,16 @@ func (s *Server) Serve(lns []*net.TCPListener) error {
 	}
 	s.running.Wait()
 	return ErrServerClosed
+}
+
+// markStarted tells Import that the loops are made (or will not be).
+// Under s.mu.
+func (s *Server) markStarted() {
+	select {
+	case <-s.started:
+	default:
+		close(s.started)
+	}
 }
 
 func closeAll[T io.Closer](cs []T) {

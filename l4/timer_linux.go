@@ -98,3 +98,37 @@ func (l *loop) expire() {
 		}
 	}
 }
+
+// setListAt puts c in list i as last active at last, which may be before
+// now (a connection adopted with its own idle time): in its place by last
+// activity, so that the list's front is still the next to expire.
+func (l *loop) setListAt(c *conn, i uint8, last time.Duration) {
+	l.setList(c, i)
+	if i == listNone || last >= c.last {
+		return
+	}
+	ls := &l.lists[i]
+	ls.remove(c)
+	c.last = last
+	after := ls.back
+	for after != nil && after.last > last {
+		after = after.prev
+	}
+	if after == nil {
+		c.prev, c.next = nil, ls.front
+		if ls.front != nil {
+			ls.front.prev = c
+		} else {
+			ls.back = c
+		}
+		ls.front = c
+		return
+	}
+	c.prev, c.next = after, after.next
+	if after.next != nil {
+		after.next.prev = c
+	} else {
+		ls.back = c
+	}
+	after.next = c
+}
