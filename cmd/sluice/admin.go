@@ -98,9 +98,15 @@ var _ checkObserver = (*adminSide)(nil)
 // listener opens the admin socket; or, if prev (the running
 // configuration's admin listener) has the same address, returns a copy of
 // its socket, so that the API stays up through a reload.
-func (a *adminSide) listener(prev *adminSide) (net.Listener, error) {
+//
+// At start after an upgrade, inh's admin socket is taken if its address
+// is the same.
+func (a *adminSide) listener(prev *adminSide, inh *inherited) (net.Listener, error) {
 	if a == nil {
 		return nil, nil
+	}
+	if ln, err := inh.adminListener(a.cfg); ln != nil || err != nil {
+		return ln, err
 	}
 	if prev != nil && prev.cfg.Network() == a.cfg.Network() && prev.cfg.Address() == a.cfg.Address() {
 		f, err := prev.ln.(interface{ File() (*os.File, error) }).File()

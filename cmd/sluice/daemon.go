@@ -15,7 +15,6 @@ import (
 	"sluice/config"
 	"sluice/internal/admin"
 	"sluice/internal/bgp"
-	"sluice/internal/listen"
 	"sluice/internal/pool"
 	"sluice/internal/proxyheader"
 	"sluice/l4"
@@ -36,6 +35,7 @@ type daemon struct {
 	load  func() (*config.Config, error) // reads and checks the file; nil: no reloads
 	fdCap *l4.Limiter
 	sd    notifier // systemd's notify socket, if any
+	up    upgrader // the binary upgrade's state (upgrade.go)
 
 	mu      sync.Mutex // serialises reloads and the shutdown
 	in      *instance
@@ -92,6 +92,13 @@ type live struct {
 // start builds the pools, opens every listener, and only then starts
 // serving, so a bind failure leaves nothing half-started.
 func start(cfg *config.Config, log *slog.Logger) (*daemon, error) {
+	return startOn(cfg, log, nil)
+}
+
+// startOn is start on the sockets an upgrade's old process passed, if
+// inh is not nil: the listeners and the admin listener take those of
+// their keys, and open new ones only for the rest.
+func startOn(cfg *config.Config, log *slog.Logger, inh *inherited) (*daemon, error) {
 	fdCap, fdLimit, err := fdLimiter(cfg)
 	if err != nil {
 		return nil, err
@@ -105,7 +112,10 @@ func start(cfg *config.Config, log *slog.Logger) (*daemon, error) {
 		later: newLaterCloses(log)}
 	d.checks = newChecks(log, (*adminSide)(nil))
 	d.retire, d.stopRetire = context.WithCancel(context.Background())
-	if err := d.apply(cfg); err != nil {
+	d.up = upgrader{inherit: inh, done: make(chan struct{})}
+	err = d.apply(cfg)
+	d.up.inherit = nil
+	if err != nil {
 		d.stopRetire()
 		d.checks.stop()
 		return nil, err
@@ -125,7 +135,7 @@ func (d *daemon) apply(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	adminLn, err := adm.listener(prev.adminSide())
+	adminLn, err := adm.listener(prev.adminSide(), d.up.inherit)
 	if err != nil {
 		socks.close()
 		return err
@@ -451,7 +461,10 @@ func (d *daemon) shutdown(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.closed = true
-	d.notify("STOPPING=1")
+	if d.up.to == 0 {
+		// After an upgrade the service goes on in the new process.
+		d.notify("STOPPING=1")
+	}
 	in := d.in
 	// The backend sets stay as they are through the drain.
 	in.disc.stop()
@@ -490,6 +503,7 @@ type sockets struct {
 	tls    map[listenerKey]httpTLS // HTTP listeners' files, read before anything changes
 	retune map[listenerKey]bool    // kept UDP proxies whose settings change
 	opened []func()                // closes what was opened or shared, if the reload fails
+	inh    *inherited              // an upgrade's sockets, taken before new ones are opened
 }
 
 func (s *sockets) close() {
@@ -505,7 +519,8 @@ func (s *sockets) close() {
 // listener opens new ones.
 func (d *daemon) sockets(cfg *config.Config, prev *instance, log *slog.Logger) (*sockets, error) {
 	s := &sockets{kept: map[listenerKey]*live{}, tcp: map[listenerKey][]*net.TCPListener{},
-		udp: map[listenerKey][]*net.UDPConn{}, tls: map[listenerKey]httpTLS{}, retune: map[listenerKey]bool{}}
+		udp: map[listenerKey][]*net.UDPConn{}, tls: map[listenerKey]httpTLS{}, retune: map[listenerKey]bool{},
+		inh: d.up.inherit}
 	for _, lc := range cfg.Listeners {
 		key := keyOf(lc)
 		var old *live
@@ -555,7 +570,7 @@ func (s *sockets) get(cfg *config.Config, lc config.Listener, old *live, pools m
 		s.kept[key] = old
 		s.retune[key] = true
 	case lc.Protocol == config.UDP:
-		conns, err := listen.UDP(context.Background(), lc.Bind, lc.Sockets)
+		conns, err := s.inh.listenUDP(lc)
 		if err != nil {
 			return err
 		}
@@ -571,7 +586,7 @@ func (s *sockets) get(cfg *config.Config, lc config.Listener, old *live, pools m
 	default:
 		// New, or with another number of sockets: SO_REUSEPORT lets
 		// the new set bind next to the old one.
-		lns, err := listen.TCP(context.Background(), lc.Bind, lc.Sockets)
+		lns, err := s.inh.listenTCP(lc)
 		if err != nil {
 			return err
 		}

@@ -174,17 +174,34 @@ func serve(cfg *config.Config, log *slog.Logger, ready func(), load func() (*con
 	hups := make(chan os.Signal, 1)
 	signal.Notify(hups, syscall.SIGHUP)
 	defer signal.Stop(hups)
-	d, err := start(cfg, log)
+	// SIGUSR2 too: its default action ends the process.
+	usr2 := make(chan os.Signal, 1)
+	signal.Notify(usr2, syscall.SIGUSR2)
+	defer signal.Stop(usr2)
+	// Started by an upgrade: the old process's sockets are taken over.
+	inh, err := inheritFromEnv()
+	if err != nil {
+		return err
+	}
+	d, err := startOn(cfg, log, inh)
+	inh.closeUnused()
 	if err != nil {
 		return err
 	}
 	d.load = load
 	d.sd = newNotifier()
-	d.notify("READY=1")
+	d.up.exe, d.up.args = executable(), os.Args[1:]
 	if err := writePIDFile(cfg.PIDFile); err != nil {
 		log.Error("writing the pid file", slog.String("error", err.Error()))
 	}
 	defer removePIDFile(cfg.PIDFile)
+	if inh != nil {
+		// systemd hears of this process from the old one (MAINPID=),
+		// once it has said here that it serves.
+		d.takeOver(inh)
+	} else {
+		d.notify("READY=1")
+	}
 	if ready != nil {
 		ready()
 	}
@@ -199,12 +216,19 @@ func serve(cfg *config.Config, log *slog.Logger, ready func(), load func() (*con
 		<-trimDone
 	}()
 	var sig os.Signal
-	for sig == nil {
+	upgraded := false
+	for sig == nil && !upgraded {
 		select {
 		case sig = <-sigs:
 		case <-hups:
 			// Errors are logged by reload; the process goes on.
 			d.reload()
+		case <-usr2:
+			// Errors are logged by upgrade; the process goes on.
+			d.upgrade("")
+		case <-d.handedOver():
+			// Through SIGUSR2 or the admin API.
+			upgraded = true
 		}
 	}
 	// With BGP, the routers are told first and given time to move new
@@ -212,7 +236,11 @@ func serve(cfg *config.Config, log *slog.Logger, ready func(), load func() (*con
 	hurry := d.withdrawFirst(sigs, log)
 	defer d.stopBGP()
 	drain := d.drainTimeout()
-	log.Info("shutting down", slog.String("signal", sig.String()), slog.Duration("drain_timeout", drain))
+	if upgraded {
+		log.Info("shutting down after the upgrade", slog.Duration("drain_timeout", drain))
+	} else {
+		log.Info("shutting down", slog.String("signal", sig.String()), slog.Duration("drain_timeout", drain))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	// Watched until the drain is over, not only until its timeout: what

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"sluice/config"
+	"sluice/internal/listen"
+)
+
+// upgradeEnv names, in the environment of a process started by an
+// upgrade, what its file descriptors 3, 4, ... are: a JSON list of keys,
+// the control socket's first (ctlKey), then each listening socket's
+// (socketKey) and the admin socket's (adminKey).
+const upgradeEnv = "SLUICE_UPGRADE_FDS"
+
+const (
+	ctlKey   = "control"
+	adminKey = "admin"
+)
+
+// socketKey names socket i of a listener: a socket is taken over only by
+// a listener of the same name, protocol and bind, like a reload's.
+func socketKey(lc config.Listener, i int) string {
+	return lc.Name + " " + lc.Protocol.String() + " " + lc.Bind.String() + " " + strconv.Itoa(i)
+}
+
+// inherited is what the old process of an upgrade passed on: the control
+// socket to it and the listening sockets by key. A nil *inherited (a
+// process not started by an upgrade) has nothing.
+type inherited struct {
+	ctl   *net.UnixConn
+	files map[string]*os.File // not yet taken
+}
+
+// inheritFromEnv takes the descriptors upgradeEnv names, and removes the
+// variable, so that a later upgrade of this process starts afresh.
+func inheritFromEnv() (*inherited, error) {
+	v, ok := os.LookupEnv(upgradeEnv)
+	if !ok {
+		return nil, nil
+	}
+	os.Unsetenv(upgradeEnv)
+	var keys []string
+	if err := json.Unmarshal([]byte(v), &keys); err != nil || len(keys) == 0 || keys[0] != ctlKey {
+		return nil, fmt.Errorf("upgrade: %s=%q is not a list of inherited sockets", upgradeEnv, v)
+	}
+	in := &inherited{files: map[string]*os.File{}}
+	for i, k := range keys {
+		fd := 3 + i
+		unix.CloseOnExec(fd)
+		f := os.NewFile(uintptr(fd), k)
+		if k != ctlKey {
+			in.files[k] = f
+			continue
+		}
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("upgrade: the control socket: %w", err)
+		}
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			c.Close()
+			return nil, fmt.Errorf("upgrade: the control socket is a %T", c)
+		}
+		in.ctl = uc
+	}
+	return in, nil
+}
+
+// take returns the inherited socket of key, if there is one, and forgets
+// it.
+func (in *inherited) take(key string) *os.File {
+	if in == nil {
+		return nil
+	}
+	f := in.files[key]
+	delete(in.files, key)
+	return f
+}
+
+// listenTCP returns lc's sockets: those inherited, in order, and new
+// ones next to them for the rest.
+func (in *inherited) listenTCP(lc config.Listener) ([]*net.TCPListener, error) {
+	var lns []*net.TCPListener
+	bind := lc.Bind
+	for i := range max(lc.Sockets, 1) {
+		f := in.take(socketKey(lc, i))
+		if f == nil {
+			break
+		}
+		ln, err := net.FileListener(f)
+		f.Close()
+		tl, ok := ln.(*net.TCPListener)
+		if err != nil || !ok {
+			closeAll(lns)
+			if ln != nil {
+				ln.Close()
+			}
+			return nil, fmt.Errorf("taking over socket %d of %s: %v", i, lc.Bind, err)
+		}
+		lns = append(lns, tl)
+		bind = tl.Addr().(*net.TCPAddr).AddrPort()
+	}
+	if rest := max(lc.Sockets, 1) - len(lns); rest > 0 {
+		more, err := listen.TCP(context.Background(), bind, rest)
+		if err != nil {
+			closeAll(lns)
+			return nil, err
+		}
+		lns = append(lns, more...)
+	}
+	return lns, nil
+}
+
+// listenUDP is listenTCP for a UDP listener.
+func (in *inherited) listenUDP(lc config.Listener) ([]*net.UDPConn, error) {
+	var conns []*net.UDPConn
+	bind := lc.Bind
+	for i := range max(lc.Sockets, 1) {
+		f := in.take(socketKey(lc, i))
+		if f == nil {
+			break
+		}
+		pc, err := net.FilePacketConn(f)
+		f.Close()
+		uc, ok := pc.(*net.UDPConn)
+		if err != nil || !ok {
+			closeAll(conns)
+			if pc != nil {
+				pc.Close()
+			}
+			return nil, fmt.Errorf("taking over socket %d of %s: %v", i, lc.Bind, err)
+		}
+		conns = append(conns, uc)
+		bind = uc.LocalAddr().(*net.UDPAddr).AddrPort()
+	}
+	if rest := max(lc.Sockets, 1) - len(conns); rest > 0 {
+		more, err := listen.UDP(context.Background(), bind, rest)
+		if err != nil {
+			closeAll(conns)
+			return nil, err
+		}
+		conns = append(conns, more...)
+	}
+	return conns, nil
+}
+
+// adminListener returns the inherited admin socket, if its address is
+// c's; nil otherwise.
+func (in *inherited) adminListener(c *config.Admin) (net.Listener, error) {
+	f := in.take(adminKey)
+	if f == nil {
+		return nil, nil
+	}
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("admin: taking over its socket: %w", err)
+	}
+	if ln.Addr().Network() != c.Network() || !sameAdminAddr(ln.Addr(), c) {
+		ln.Close()
+		return nil, nil
+	}
+	if ul, ok := ln.(*net.UnixListener); ok {
+		// The old process leaves the socket file to this one.
+		ul.SetUnlinkOnClose(true)
+	}
+	return ln, nil
+}
+
+func sameAdminAddr(a net.Addr, c *config.Admin) bool {
+	if c.Network() == "unix" {
+		return a.String() == c.Address()
+	}
+	got, err1 := netip.ParseAddrPort(a.String())
+	want, err2 := netip.ParseAddrPort(c.Address())
+	return err1 == nil && err2 == nil && got == want
+}
+
+// closeUnused closes the inherited sockets no listener took: the old
+// process's listeners that the new configuration does not have.
+func (in *inherited) closeUnused() {
+	if in == nil {
+		return
+	}
+	for k, f := range in.files {
+		f.Close()
+		delete(in.files, k)
+	}
+}
