@@ -199,13 +199,14 @@ func (a *adminSide) setBGP(b admin.BGP) {
 }
 
 // serve starts serving the admin interface, with ed carrying out its
-// changes to backend sets and reload its reloads.
-func (a *adminSide) serve(ed admin.Editor, reload func() error) {
+// changes to backend sets, reload its reloads and upgrade its upgrades.
+func (a *adminSide) serve(ed admin.Editor, reload func() error, upgrade func(string) (int, error)) {
 	if a == nil {
 		return
 	}
 	a.opts.Editor = ed
 	a.opts.Reload = reload
+	a.opts.Upgrade = upgrade
 	// Only now: a reload that fails before this keeps the names.
 	a.metrics.SetPoolNames(a.names)
 	a.srv = admin.New(a.opts)

@@ -195,7 +195,7 @@ func (d *daemon) apply(cfg *config.Config) error {
 		log.Error("starting bgp", slog.String("error", err.Error()))
 	}
 	adm.setBGP(d.adminBGP())
-	adm.serve(newEdits(cfg, d.pools, d.downs, d.checks, disc, log), d.reload)
+	adm.serve(newEdits(cfg, d.pools, d.downs, d.checks, disc, log), d.reload, d.upgrade)
 	if adm != nil {
 		d.metrics = adm.metrics
 	}

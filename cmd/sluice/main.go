@@ -4,6 +4,7 @@
 //	sluice -c sluice.toml          run (same as: sluice run -c sluice.toml)
 //	sluice check -c sluice.toml    check the file, print every error, exit 0 or 1
 //	sluice reload -c sluice.toml   make the running sluice reload the file
+//	sluice upgrade -c sluice.toml  make the running sluice hand over to a new binary
 //	sluice demo                    run a demo with three built-in backends
 //	sluice ctl COMMAND             call a running sluice's admin API
 //	sluice explain -c FILE ...     which backend a client would get, from the file
@@ -32,6 +33,13 @@ Usage:
                             reload it: through the admin API ([admin];
                             prints the result) or with SIGHUP to the pid
                             in pid_file
+  sluice upgrade -c FILE [-binary PATH]
+                            make the sluice running FILE start a new
+                            binary (by default the path it was started
+                            from) on its sockets and hand it every
+                            established connection: through the admin API
+                            (prints the result) or with SIGUSR2 to the pid
+                            in pid_file
   sluice demo               run a demo: three backends on 127.0.0.1:7101-7103
                             balanced behind 127.0.0.1:7000 (TCP) and
                             127.0.0.1:7001 (UDP), web servers behind
@@ -51,7 +59,10 @@ Usage:
 Signals: SIGTERM or SIGINT stops accepting (UDP: stops opening sessions), lets
 connections and sessions finish for drain_timeout, then closes them; a second
 signal closes them at once. SIGHUP reloads the configuration file: with any
-error, the running configuration stays and the errors are logged.
+error, the running configuration stays and the errors are logged. SIGUSR2
+upgrades: the binary at the path sluice was started from starts on the same
+sockets, and once it serves, takes over the established connections; this
+process drains the rest and exits. If it fails, this process serves on.
 `
 
 func main() {
@@ -77,6 +88,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		err = demoCommand(args, stdout, stderr)
 	case "reload":
 		err = reloadCommand(args, stdout, stderr)
+	case "upgrade":
+		err = upgradeCommand(args, stdout, stderr)
 	case "ctl":
 		err = ctlCommand(args, stdout, stderr)
 	case "explain":

@@ -90,10 +90,16 @@ type stream struct {
 
 func runStream(addr string, stop <-chan struct{}) *stream {
 	s := &stream{}
+	s.run(addr, stop)
+	return s
+}
+
+// run streams until stop closes, or the stream fails (s.err).
+func (s *stream) run(addr string, stop <-chan struct{}) {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		s.err = err
-		return s
+		return
 	}
 	defer c.Close()
 	greeting := make([]byte, 0, 16)
@@ -102,7 +108,7 @@ func runStream(addr string, stop <-chan struct{}) *stream {
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := io.ReadFull(c, one); err != nil {
 			s.err = fmt.Errorf("reading greeting: %w", err)
-			return s
+			return
 		}
 		if one[0] == '\n' {
 			break
@@ -118,7 +124,7 @@ func runStream(addr string, stop <-chan struct{}) *stream {
 			if hr, hs := hr.Sum(nil), hs.Sum(nil); !bytes.Equal(hr, hs) {
 				s.err = fmt.Errorf("checksums differ after %d bytes", s.got.Load())
 			}
-			return s
+			return
 		default:
 		}
 		n := 1 + rng.IntN(len(buf))
@@ -128,13 +134,13 @@ func runStream(addr string, stop <-chan struct{}) *stream {
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Write(buf[:n]); err != nil {
 			s.err = fmt.Errorf("writing after %d bytes: %w", s.sent.Load(), err)
-			return s
+			return
 		}
 		hs.Write(buf[:n])
 		s.sent.Add(int64(n))
 		if _, err := io.ReadFull(c, in[:n]); err != nil {
 			s.err = fmt.Errorf("reading after %d bytes: %w", s.got.Load(), err)
-			return s
+			return
 		}
 		hr.Write(in[:n])
 		s.got.Add(int64(n))

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -100,6 +101,11 @@ func (d *daemon) upgrade(binary string) (int, error) {
 	if err != nil {
 		d.base.Error("upgrade failed, this process serves on", slog.String("binary", binary),
 			slog.String("error", err.Error()))
+		// For sluice upgrade without the admin API: the pid file
+		// written again, with this pid, says the upgrade failed.
+		if err := writePIDFile(d.in.cfg.PIDFile); err != nil {
+			d.base.Error("writing the pid file", slog.String("error", err.Error()))
+		}
 		return 0, err
 	}
 	defer ctl.Close()
@@ -133,8 +139,8 @@ func (d *daemon) upgrade(binary string) (int, error) {
 // startNew starts binary with the sockets and waits until it serves. It
 // returns its pid and the control socket.
 func (d *daemon) startNew(binary string) (int, *net.UnixConn, error) {
-	keys, files, err := d.in.upgradeFiles()
-	defer closeAll(files)
+	keys, fds, err := d.in.upgradeFDs()
+	defer closeFDs(fds)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -142,33 +148,52 @@ func (d *daemon) startNew(binary string) (int, *net.UnixConn, error) {
 	if err != nil {
 		return 0, nil, fmt.Errorf("upgrading: %w", err)
 	}
-	mine, theirs := os.NewFile(uintptr(pair[0]), "control"), os.NewFile(uintptr(pair[1]), "control")
-	defer theirs.Close()
+	mine := os.NewFile(uintptr(pair[0]), "control")
 	fc, err := net.FileConn(mine)
 	mine.Close()
 	if err != nil {
+		unix.Close(pair[1])
 		return 0, nil, fmt.Errorf("upgrading: %w", err)
 	}
 	ctl := fc.(*net.UnixConn)
 	env, _ := json.Marshal(append([]string{ctlKey}, keys...))
-	cmd := exec.Command(binary, d.up.args...)
-	cmd.ExtraFiles = append([]*os.File{theirs}, files...)
-	cmd.Env = append(withoutEnv(os.Environ(), upgradeEnv), upgradeEnv+"="+string(env))
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
+	// syscall.ForkExec, not os/exec: exec.Cmd takes *os.File, whose Fd
+	// method puts a descriptor in blocking mode, and O_NONBLOCK belongs
+	// to the socket shared with this process's loops, whose accept4
+	// would then block (with the loop's thread, and the runtime's
+	// stop-the-world with it).
+	files := append([]uintptr{0, 1, 2, uintptr(pair[1])}, uintptrs(fds)...)
+	argv := append([]string{binary}, d.up.args...)
+	pid, err := syscall.ForkExec(binary, argv, &syscall.ProcAttr{
+		Env:   append(withoutEnv(os.Environ(), upgradeEnv), upgradeEnv+"="+string(env)),
+		Files: files,
+	})
+	// The new process has its copy (or none was made).
+	unix.Close(pair[1])
+	if err != nil {
 		ctl.Close()
 		return 0, nil, fmt.Errorf("upgrading: starting %s: %w", binary, err)
+	}
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		ctl.Close()
+		return 0, nil, fmt.Errorf("upgrading: the new process (pid %d): %w", pid, err)
 	}
 	// Reaped here if it fails; if it takes over, this process exits
 	// before it does, and it is its own.
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	theirs.Close()
+	go func() {
+		st, err := proc.Wait()
+		if err == nil && !st.Success() {
+			err = errors.New(st.String())
+		}
+		exited <- err
+	}()
 	r, err := waitReady(ctl, exited)
 	if err != nil {
 		ctl.Close()
-		cmd.Process.Kill()
-		return 0, nil, fmt.Errorf("upgrading: the new process (pid %d): %w", cmd.Process.Pid, err)
+		proc.Kill()
+		return 0, nil, fmt.Errorf("upgrading: the new process (pid %d): %w", pid, err)
 	}
 	d.up.accept = r.TCP
 	return r.PID, ctl, nil
@@ -268,39 +293,63 @@ type handoffMsg struct {
 	l4.Handoff
 }
 
-// upgradeFiles returns copies of in's listening sockets and admin socket,
-// and their keys.
-func (in *instance) upgradeFiles() ([]string, []*os.File, error) {
+// upgradeFDs returns copies (close-on-exec) of in's listening sockets and
+// admin socket, and their keys.
+func (in *instance) upgradeFDs() ([]string, []int, error) {
 	var keys []string
-	var files []*os.File
-	add := func(key string, f interface{ File() (*os.File, error) }) error {
-		file, err := f.File()
+	var fds []int
+	add := func(key string, c syscall.Conn) error {
+		fd, err := dupConn(c)
 		if err != nil {
 			return fmt.Errorf("upgrading: passing socket %s: %w", key, err)
 		}
-		keys, files = append(keys, key), append(files, file)
+		keys, fds = append(keys, key), append(fds, fd)
 		return nil
 	}
 	for _, l := range in.lns {
 		for i, ln := range l.tcp {
 			if err := add(socketKey(l.lc, i), ln); err != nil {
-				return nil, files, err
+				return nil, fds, err
 			}
 		}
 		for i, c := range l.udp {
 			if err := add(socketKey(l.lc, i), c); err != nil {
-				return nil, files, err
+				return nil, fds, err
 			}
 		}
 	}
 	if a := in.admin; a != nil && a.ln != nil {
-		if f, ok := a.ln.(interface{ File() (*os.File, error) }); ok {
-			if err := add(adminKey, f); err != nil {
-				return nil, files, err
+		if c, ok := a.ln.(syscall.Conn); ok {
+			if err := add(adminKey, c); err != nil {
+				return nil, fds, err
 			}
 		}
 	}
-	return keys, files, nil
+	return keys, fds, nil
+}
+
+// dupConn returns a close-on-exec copy of c's descriptor.
+func dupConn(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	return nfd, derr
+}
+
+func uintptrs(fds []int) []uintptr {
+	out := make([]uintptr, len(fds))
+	for i, fd := range fds {
+		out[i] = uintptr(fd)
+	}
+	return out
 }
 
 func withoutEnv(env []string, name string) []string {

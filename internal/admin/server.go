@@ -81,6 +81,10 @@ type Options struct {
 	// BGP, if not nil, is the host's BGP speaker: its status in the API
 	// and metrics, the host drain; nil answers those routes 404.
 	BGP BGP
+	// Upgrade, if not nil, starts a new sluice binary ("" for the one
+	// running) for POST /api/v1/upgrade and returns its pid once it
+	// serves; nil answers 501 Not Implemented.
+	Upgrade func(binary string) (int, error)
 	// Version is the running build's, shown by the API and the page.
 	Version string
 	// Logger receives errors serving the admin listener. Nil means
@@ -145,6 +149,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/host/enable", s.hostDrain(false))
 	mux.HandleFunc("GET /api/v1/caches", s.caches)
 	mux.HandleFunc("POST /api/v1/caches/{cache}/purge", s.purge)
+	mux.HandleFunc("POST /api/v1/upgrade", s.upgrade)
 	mux.HandleFunc("GET /{$}", s.page)
 	mux.HandleFunc("GET /status.js", s.script)
 	return s.auth(mux)

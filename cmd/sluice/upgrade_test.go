@@ -1,0 +1,450 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"sluice/internal/admin"
+)
+
+// lineage is a sluice and the processes its upgrades start. It runs a
+// copy of the test binary, which a test may replace as an operator would,
+// and logs to a file: every process inherits the output, and a pipe
+// would keep the test waiting for the last of them.
+type lineage struct {
+	t       *testing.T
+	exe     string
+	pidFile string
+	logPath string
+	mu      sync.Mutex
+	seen    map[int]bool
+}
+
+// startLineage copies the binary into a temporary directory and starts it
+// on the configuration text (which must set pid_file = l.pidFile: see
+// pidFileFor), with env added to its environment.
+func startLineage(t *testing.T, dir, config string, env ...string) *lineage {
+	t.Helper()
+	l := &lineage{t: t, exe: filepath.Join(dir, "sluice"), pidFile: pidFileFor(dir),
+		logPath: filepath.Join(dir, "sluice.log"), seen: map[int]bool{}}
+	l.install(bin)
+	out, err := os.Create(l.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	cmd := exec.Command(l.exe, "-c", writeFile(t, config))
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	reaped := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(reaped)
+	}()
+	t.Cleanup(func() {
+		l.mu.Lock()
+		for pid := range l.seen {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		l.mu.Unlock()
+		cmd.Process.Kill()
+		<-reaped
+		if t.Failed() {
+			t.Logf("sluice log:\n%s", l.output())
+		}
+	})
+	l.seen[cmd.Process.Pid] = true
+	waitFor(t, 20*time.Second, "the pid file", func() bool { return l.pidOr0() == cmd.Process.Pid })
+	return l
+}
+
+func pidFileFor(dir string) string { return filepath.Join(dir, "sluice.pid") }
+
+// install puts the program at path src in the place sluice was started
+// from, by rename: the running binary's file cannot be written to.
+func (l *lineage) install(src string) {
+	l.t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	tmp := l.exe + ".new"
+	if err := os.WriteFile(tmp, b, 0o755); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, l.exe); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+func (l *lineage) output() string {
+	b, _ := os.ReadFile(l.logPath)
+	return string(b)
+}
+
+func (l *lineage) pidOr0() int {
+	pid, err := readPIDFile(l.pidFile)
+	if err != nil {
+		return 0
+	}
+	l.mu.Lock()
+	l.seen[pid] = true
+	l.mu.Unlock()
+	return pid
+}
+
+// waitNew waits until the pid file names a process other than old, and
+// returns it.
+func (l *lineage) waitNew(old int) int {
+	l.t.Helper()
+	var pid int
+	waitFor(l.t, 90*time.Second, fmt.Sprintf("a process other than %d in the pid file", old), func() bool {
+		pid = l.pidOr0()
+		return pid != 0 && pid != old
+	})
+	return pid
+}
+
+// gone says whether pid has exited (a zombie, not yet reaped by whoever
+// inherited it, has).
+func gone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
+}
+
+// scrape reads one metric of the admin listener at addr.
+func scrape(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return metric(b, name)
+}
+
+// paced opens about rate new connections a second, each with one echoed
+// line, until stop closes; it counts those refused (the connect failed)
+// and those that failed otherwise.
+func paced(addr string, rate int, stop <-chan struct{}, ok, refusedN, failed *atomic.Int64, firstErr *atomic.Value) {
+	const workers = 10
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			tick := time.NewTicker(time.Second * workers / time.Duration(rate))
+			defer tick.Stop()
+			for i := w; ; i += workers {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				err := oneExchange(addr, i)
+				var op *net.OpError
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.As(err, &op) && op.Op == "dial":
+					refusedN.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				default:
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// Twenty binary upgrades, alternately by SIGUSR2 and by sluice upgrade
+// (the admin API), under about 500 new connections a second and six
+// long-lived checksummed streams: no connection is refused or fails, every
+// stream goes on through every upgrade with every byte intact (each is
+// handed from process to process), and each old process exits. The last
+// process holds no more goroutines or descriptors than the first did.
+func TestUpgradesUnderLoadKeepEveryConnection(t *testing.T) {
+	a, b := nameBackend(t, "a"), nameBackend(t, "b")
+	addr, adm := freePort(t), freePort(t)
+	dir := t.TempDir()
+	extra := fmt.Sprintf("pid_file = %q\n[admin]\nbind = %q\n", pidFileFor(dir), adm)
+	l := startLineage(t, dir, reloadConfig(addr, "round_robin", "10m", extra, a, b))
+	baseG, baseFD := scrape(t, adm, "go_goroutines"), scrape(t, adm, "process_open_fds")
+	cfgPath := strings.TrimSpace(mustArg(t, l))
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var streams []*stream
+	for range 6 {
+		s := &stream{}
+		streams = append(streams, s)
+		wg.Go(func() { s.run(addr, stop) })
+	}
+	var ok, refusedN, failed atomic.Int64
+	var firstErr atomic.Value
+	wg.Go(func() { paced(addr, 500, stop, &ok, &refusedN, &failed, &firstErr) })
+
+	const upgrades = 20
+	pid := l.pidOr0()
+	progress := func() []int64 {
+		var p []int64
+		for _, s := range streams {
+			p = append(p, s.got.Load())
+		}
+		return p
+	}
+	for i := 1; i <= upgrades; i++ {
+		// Each process serves some of the load before the next
+		// upgrade, and every stream moves on through it.
+		served, before := ok.Load(), progress()
+		waitFor(t, 20*time.Second, "new connections before the upgrade", func() bool { return ok.Load() >= served+50 })
+		if i%2 == 1 {
+			syscall.Kill(pid, syscall.SIGUSR2)
+		} else if out, code := runSluice(t, "upgrade", "-c", cfgPath); code != 0 || !strings.Contains(out, "upgraded") {
+			t.Fatalf("sluice upgrade exited %d:\n%s", code, out)
+		}
+		next := l.waitNew(pid)
+		waitFor(t, 30*time.Second, fmt.Sprintf("process %d to exit after upgrade %d", pid, i), func() bool { return gone(pid) })
+		pid = next
+		waitFor(t, 20*time.Second, fmt.Sprintf("every stream to move on after upgrade %d", i), func() bool {
+			after := progress()
+			for j := range before {
+				if after[j] <= before[j] {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	close(stop)
+	wg.Wait()
+
+	log := l.output()
+	if n := strings.Count(log, "upgraded: the new process serves"); n != upgrades {
+		t.Errorf("%d upgrades logged, want %d", n, upgrades)
+	}
+	var streamed int64
+	for _, s := range streams {
+		if s.err != nil {
+			t.Errorf("stream: %v", s.err)
+		}
+		if s.sent.Load() != s.got.Load() {
+			t.Errorf("stream sent %d bytes, got back %d", s.sent.Load(), s.got.Load())
+		}
+		streamed += s.got.Load()
+	}
+	t.Logf("%d upgrades: %d new connections (%d refused, %d failed), %d streams carried %d bytes",
+		upgrades, ok.Load(), refusedN.Load(), failed.Load(), len(streams), streamed)
+	if refusedN.Load()+failed.Load() > 0 {
+		t.Errorf("%d refused and %d failed of %d new connections; first: %v", refusedN.Load(), failed.Load(),
+			ok.Load()+refusedN.Load()+failed.Load(), firstErr.Load())
+	}
+	if ok.Load() == 0 || streamed == 0 {
+		t.Errorf("no traffic moved")
+	}
+	// Every upgrade handed the six streams over (and whatever else was
+	// established at that moment).
+	handed := 0
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "upgrade: took over") {
+			var n int
+			if i := strings.Index(line, "connections="); i >= 0 {
+				fmt.Sscanf(line[i:], "connections=%d", &n)
+			}
+			if n < 6 {
+				t.Errorf("an upgrade took over %d connections, want the 6 streams at least: %s", n, line)
+			}
+			handed++
+		}
+	}
+	if handed != upgrades {
+		t.Errorf("%d take-overs logged, want %d", handed, upgrades)
+	}
+	// Leaks: the last process, idle again, against the first one idle.
+	waitFor(t, 20*time.Second, "the last process back to the first one's goroutines and fds", func() bool {
+		g, fds := scrape(t, adm, "go_goroutines"), scrape(t, adm, "process_open_fds")
+		return g <= baseG+2 && fds <= baseFD+2
+	})
+}
+
+// mustArg returns the configuration path the lineage runs (its -c).
+func mustArg(t *testing.T, l *lineage) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(l.pidOr0()) + "/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	return args[len(args)-1]
+}
+
+// An upgrade to a binary that exits at once, and one whose new process
+// finds errors in the file, both leave the old process serving: its
+// established connection and new ones go on, with not one refused, the
+// failure is logged, and sluice upgrade (by signal and pid file here)
+// reports it. Put back, the real binary then upgrades.
+func TestFailedUpgradeKeepsTheOldProcessServing(t *testing.T) {
+	a := nameBackend(t, "a")
+	addr := freePort(t)
+	dir := t.TempDir()
+	good := reloadConfig(addr, "round_robin", "10m", fmt.Sprintf("pid_file = %q\n", pidFileFor(dir)), a)
+	l := startLineage(t, dir, good)
+	cfgPath := mustArg(t, l)
+	pid := l.pidOr0()
+	held, hr, _ := dialLine(t, addr)
+
+	stop := make(chan struct{})
+	var ok, refusedN, failed atomic.Int64
+	var firstErr atomic.Value
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		paced(addr, 200, stop, &ok, &refusedN, &failed, &firstErr)
+	}()
+
+	// A binary that exits at once.
+	script := filepath.Join(dir, "broken")
+	os.WriteFile(script, []byte("#!/bin/sh\nexit 3\n"), 0o755)
+	l.install(script)
+	out, code := runSluice(t, "upgrade", "-c", cfgPath)
+	if code != 1 || !strings.Contains(out, "upgrade failed") {
+		t.Fatalf("sluice upgrade to a binary that exits: exit %d:\n%s", code, out)
+	}
+	if log := l.output(); !strings.Contains(log, "upgrade failed, this process serves on") || !strings.Contains(log, "exit status 3") {
+		t.Fatalf("the failed upgrade is not logged with its cause:\n%s", log)
+	}
+
+	// The real binary, but a file it refuses.
+	l.install(bin)
+	os.WriteFile(cfgPath, []byte(good+"bogus = 1\n"), 0o644)
+	syscall.Kill(pid, syscall.SIGUSR2)
+	waitFor(t, 60*time.Second, "the second failure logged", func() bool {
+		return strings.Count(l.output(), "upgrade failed, this process serves on") == 2
+	})
+	if log := l.output(); !strings.Contains(log, "bogus") {
+		t.Fatalf("the new process's errors are not in the log:\n%s", log)
+	}
+	if l.pidOr0() != pid || gone(pid) {
+		t.Fatalf("after failed upgrades the pid file names %d, want %d still running", l.pidOr0(), pid)
+	}
+	fmt.Fprintln(held, "still there")
+	if line, err := hr.ReadString('\n'); err != nil || line != "still there\n" {
+		t.Fatalf("the established connection after failed upgrades: %q, %v", line, err)
+	}
+
+	// Fixed: the upgrade goes through, and the held connection with it.
+	os.WriteFile(cfgPath, []byte(good), 0o644)
+	if out, code := runSluice(t, "upgrade", "-c", cfgPath); code != 0 {
+		t.Fatalf("sluice upgrade exited %d:\n%s", code, out)
+	}
+	l.waitNew(pid)
+	waitFor(t, 30*time.Second, "the old process to exit", func() bool { return gone(pid) })
+	close(stop)
+	<-done
+	fmt.Fprintln(held, "moved")
+	if line, err := hr.ReadString('\n'); err != nil || line != "moved\n" {
+		t.Fatalf("the established connection after the upgrade: %q, %v", line, err)
+	}
+	if refusedN.Load()+failed.Load() > 0 || ok.Load() == 0 {
+		t.Fatalf("%d new connections, %d refused, %d failed; first: %v", ok.Load(), refusedN.Load(), failed.Load(), firstErr.Load())
+	}
+}
+
+// systemd (a Unix datagram socket standing in) hears READY=1 from the
+// first process; at the upgrade, MAINPID= the new process from the old
+// one, and no STOPPING=1 from it as it drains and exits; STOPPING=1 from
+// the new one when it is stopped.
+func TestUpgradeTellsSystemdTheNewMainPID(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	addr := freePort(t)
+	dir := t.TempDir()
+	l := startLineage(t, dir, reloadConfig(addr, "round_robin", "10m", fmt.Sprintf("pid_file = %q\n", pidFileFor(dir)),
+		echoBackend(t)), "NOTIFY_SOCKET="+sock)
+	next := func() string {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return string(buf[:n])
+	}
+	if got := next(); got != "READY=1" {
+		t.Fatalf("first notification %q, want READY=1", got)
+	}
+	old := l.pidOr0()
+	syscall.Kill(old, syscall.SIGUSR2)
+	got := next()
+	pid := l.waitNew(old)
+	if want := fmt.Sprintf("MAINPID=%d", pid); got != want {
+		t.Fatalf("notification at the upgrade %q, want %q", got, want)
+	}
+	waitFor(t, 30*time.Second, "the old process to exit", func() bool { return gone(old) })
+	syscall.Kill(pid, syscall.SIGTERM)
+	if got := next(); got != "STOPPING=1" {
+		t.Fatalf("notification after the upgrade %q, want STOPPING=1 from the new process", got)
+	}
+	waitFor(t, 30*time.Second, "the new process to exit", func() bool { return gone(pid) })
+}
+
+// POST /api/v1/upgrade answers 422 with the cause when the new binary
+// fails, and 200 with the new pid when it serves.
+func TestUpgradeThroughTheAdminAPI(t *testing.T) {
+	addr, adm := freePort(t), freePort(t)
+	dir := t.TempDir()
+	l := startLineage(t, dir, reloadConfig(addr, "round_robin", "10m",
+		fmt.Sprintf("pid_file = %q\n[admin]\nbind = %q\n", pidFileFor(dir), adm), echoBackend(t)))
+	old := l.pidOr0()
+	api := adminClient{t: t, base: "http://" + adm}
+	body, _ := json.Marshal(admin.UpgradeRequest{Binary: "/bin/false"})
+	code, b := api.do(http.MethodPost, "/api/v1/upgrade", string(body))
+	var r admin.UpgradeJSON
+	if json.Unmarshal(b, &r); code != http.StatusUnprocessableEntity || r.Result != "failed" || !strings.Contains(r.Error, "exit status 1") {
+		t.Fatalf("upgrade to /bin/false: %d %s", code, b)
+	}
+	code, b = api.do(http.MethodPost, "/api/v1/upgrade", "")
+	if json.Unmarshal(b, &r); code != http.StatusOK || r.Result != "ok" || r.PID == 0 || r.PID == old {
+		t.Fatalf("upgrade: %d %s", code, b)
+	}
+	if pid := l.waitNew(old); pid != r.PID {
+		t.Fatalf("the pid file names %d, the API said %d", pid, r.PID)
+	}
+	waitFor(t, 30*time.Second, "the old process to exit", func() bool { return gone(old) })
+	// The admin listener went over too.
+	var st admin.StatusJSON
+	api.get("/api/v1/status", &st)
+	if !bytes.Contains(b, []byte(strconv.Itoa(r.PID))) || len(st.Listeners) != 1 {
+		t.Fatalf("status after the upgrade: %+v", st)
+	}
+}
