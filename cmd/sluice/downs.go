@@ -97,6 +97,22 @@ func (d *downs) remove(p *pool.Pool, s *l4.Server) {
 	}
 }
 
+// all returns every TCP proxy, current or retired, once each: an upgrade
+// hands over the connections of all of them.
+func (d *downs) all() []*l4.Server {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []*l4.Server
+	for _, ss := range d.servers {
+		for _, s := range ss {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
 // closer returns a function closing a backend's connections on every TCP
 // proxy over p, at p's drain_rate (until ctx ends) or, without one, at
 // once as when the backend goes down.

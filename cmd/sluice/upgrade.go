@@ -241,8 +241,9 @@ func exitError(e error) error {
 	return fmt.Errorf("exited before it was ready: %w", e)
 }
 
-// handOver exports the established connections of the TCP listeners the
-// new process serves and sends them over ctl. It returns how many the new
+// handOver exports the established connections of the TCP proxies (of
+// the configuration in force, and those a reload retired) whose listener
+// the new process serves, and sends them over ctl. It returns how many the new
 // process adopted and how many connections were kept here to drain.
 func (d *daemon) handOver(ctl *net.UnixConn) (adopted, kept int, err error) {
 	accept := map[string]bool{}
@@ -251,14 +252,15 @@ func (d *daemon) handOver(ctl *net.UnixConn) (adopted, kept int, err error) {
 	}
 	var sent []int
 	defer func() { closeFDs(sent) }()
-	for _, l := range d.in.lns {
-		s, ok := l.srv.(*l4.Server)
-		if !ok || l.proto != config.TCP || !accept[l.name] {
+	// The proxies a reload replaced too: their connections would
+	// otherwise end at the drain timeout.
+	for _, s := range d.downs.all() {
+		if !accept[s.Name] {
 			continue
 		}
 		for _, h := range s.Export() {
 			if err == nil {
-				err = writeFrame(ctl, handoffMsg{Listener: l.name, Handoff: h}, h.ClientFD, h.BackendFD)
+				err = writeFrame(ctl, handoffMsg{Listener: s.Name, Handoff: h}, h.ClientFD, h.BackendFD)
 			}
 			// Sent or not, this process's descriptors are closed once
 			// the new process has answered (or has failed).

@@ -448,3 +448,33 @@ func TestUpgradeThroughTheAdminAPI(t *testing.T) {
 		t.Fatalf("status after the upgrade: %+v", st)
 	}
 }
+
+// A connection opened before a reload that replaced its listener's proxy
+// (it stays on the retired proxy) is handed over too: it outlives the old
+// process, which drains for only a second here.
+func TestUpgradeHandsOverWhatAReloadRetired(t *testing.T) {
+	a := nameBackend(t, "a")
+	addr := freePort(t)
+	dir := t.TempDir()
+	file := func(idle string) string {
+		return strings.Replace(reloadConfig(addr, "round_robin", idle, fmt.Sprintf("pid_file = %q\n", pidFileFor(dir)), a),
+			`drain_timeout = "20s"`, `drain_timeout = "1s"`, 1)
+	}
+	l := startLineage(t, dir, file("10m"))
+	cfgPath := mustArg(t, l)
+	old := l.pidOr0()
+	held, hr, _ := dialLine(t, addr)
+	os.WriteFile(cfgPath, []byte(file("9m")), 0o644)
+	syscall.Kill(old, syscall.SIGHUP)
+	waitFor(t, 20*time.Second, "the reload", func() bool { return strings.Contains(l.output(), "configuration reloaded") })
+	syscall.Kill(old, syscall.SIGUSR2)
+	l.waitNew(old)
+	waitFor(t, 30*time.Second, "the old process to exit", func() bool { return gone(old) })
+	fmt.Fprintln(held, "after")
+	if line, err := hr.ReadString('\n'); err != nil || line != "after\n" {
+		t.Fatalf("the connection from before the reload, after the upgrade: %q, %v", line, err)
+	}
+	if log := l.output(); !strings.Contains(log, "handed_over=1") {
+		t.Fatalf("not handed over:\n%s", log)
+	}
+}
