@@ -32,7 +32,7 @@ BROWSER_TEST := cmd/sluice/testdata/browser
 # cmd/sluice/cache_suite_test.go runs against a cache route.
 CACHE_SUITE := cmd/sluice/testdata/cache-suite
 
-.PHONY: all build run test test-deps vet bench bench-quick fuzz clean
+.PHONY: all build run test test-deps vet bench bench-quick soak fuzz clean
 
 all: build
 
@@ -87,6 +87,14 @@ bench:
 
 bench-quick:
 	$(GO) run ./bench -quick $(BENCHFLAGS)
+
+# Not in CI: sluice under mixed load (TCP, long streams, UDP, HTTP) with
+# reloads and upgrades for SOAK (30 minutes), printing its descriptors,
+# goroutines and memory over time; fails if they grow. SOAK=5m for a
+# shorter run.
+SOAK ?= 30m
+soak:
+	SOAK=$(SOAK) $(GO) test -run '^TestSoak$$' -count=1 -v -timeout 2h ./cmd/sluice
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./config
