@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,8 +15,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"sluice/config"
-	"sluice/internal/pool"
 	"sluice/l4"
 	"sluice/l4/udp"
 )
@@ -362,87 +358,4 @@ func withoutEnv(env []string, name string) []string {
 		}
 	}
 	return out
-}
-
-// takeOver is the new process's side, once it serves: it says so to the
-// old process, then adopts the connections the old one sends. Errors are
-// logged; the process serves on either way.
-func (d *daemon) takeOver(inh *inherited) {
-	defer inh.ctl.Close()
-	servers := map[string]*live{}
-	r := readyMsg{PID: os.Getpid()}
-	d.mu.Lock()
-	for _, l := range d.in.lns {
-		if _, ok := l.srv.(*l4.Server); ok && l.proto == config.TCP {
-			servers[l.name] = l
-			r.TCP = append(r.TCP, l.name)
-		}
-	}
-	backend := backendFinder(d.pools)
-	d.mu.Unlock()
-	if err := writeFrame(inh.ctl, r); err != nil {
-		d.base.Error("upgrade: telling the old process", slog.String("error", err.Error()))
-		return
-	}
-	inh.ctl.SetReadDeadline(time.Now().Add(adoptTimeout))
-	byListener := map[string][]l4.Handoff{}
-	var ack adoptedMsg
-	for {
-		var m handoffMsg
-		fds, err := readFrame(inh.ctl, &m)
-		if errors.Is(err, errEnd) {
-			break
-		}
-		if err != nil {
-			// The stream is broken: what came is adopted.
-			closeFDs(fds)
-			ack.Errors = append(ack.Errors, err.Error())
-			break
-		}
-		if len(fds) != 2 || servers[m.Listener] == nil {
-			closeFDs(fds)
-			ack.Errors = append(ack.Errors, fmt.Sprintf("a connection of listener %q with %d sockets", m.Listener, len(fds)))
-			continue
-		}
-		m.ClientFD, m.BackendFD = fds[0], fds[1]
-		byListener[m.Listener] = append(byListener[m.Listener], m.Handoff)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), adoptTimeout)
-	defer cancel()
-	for name, hs := range byListener {
-		l := servers[name]
-		n, err := l.srv.(*l4.Server).Import(ctx, hs, backend(l.pool))
-		ack.Adopted += n
-		if err != nil {
-			ack.Errors = append(ack.Errors, err.Error())
-		}
-	}
-	if err := writeFrame(inh.ctl, ack); err != nil {
-		d.base.Warn("upgrade: answering the old process", slog.String("error", err.Error()))
-	}
-	d.base.Info("upgrade: took over", slog.Int("connections", ack.Adopted), slog.Int("errors", len(ack.Errors)))
-}
-
-// backendFinder returns, for a listener's pool, a lookup of backends by
-// address: in that pool first (where the connection's pick came from),
-// then in the others (an SNI route's).
-func backendFinder(pools map[string]*pool.Pool) func(*pool.Pool) func(netip.AddrPort) *pool.Backend {
-	byAddr := map[netip.AddrPort]*pool.Backend{}
-	for _, p := range pools {
-		for _, b := range p.Backends() {
-			byAddr[b.Addr] = b
-		}
-	}
-	return func(p *pool.Pool) func(netip.AddrPort) *pool.Backend {
-		return func(a netip.AddrPort) *pool.Backend {
-			if p != nil {
-				for _, b := range p.Backends() {
-					if b.Addr == a {
-						return b
-					}
-				}
-			}
-			return byAddr[a]
-		}
-	}
 }
