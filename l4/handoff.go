@@ -62,20 +62,21 @@ type HandoffDir struct {
 	Done bool `json:"done,omitempty"`
 }
 
-// Export stops accepting, as Shutdown does, and detaches from the event
-// loops every connection that is established (proxying bytes), returning
-// them for another Server to Import. Their sockets leave the loops' epoll
-// sets open: the caller owns them, and must close them once the other
-// side has its own descriptors. Nothing is logged for them here, nor
-// counted as ended: the importer logs the connection, with its whole
-// byte counts, when it ends.
+// Export stops accepting (the listening sockets stay open: connections
+// wait in their queues, for another process sharing them) and detaches
+// from the event loops every connection that is established (proxying
+// bytes), returning them for another Server to Import. Their sockets
+// leave the loops' epoll sets open: the caller owns them, and must close
+// them once the other side has its own descriptors. Nothing is logged
+// for them here, nor counted as ended: the importer logs the connection,
+// with its whole byte counts, when it ends.
 //
 // Connections that are not established (reading a preamble, connecting)
-// and those run on goroutines (Terminate) are not exported: Shutdown
-// drains them as before. Call Shutdown after Export.
+// and those run on goroutines (Terminate) are not exported. Then call
+// Shutdown, which closes the listening sockets and drains those; or, if
+// the hand-over failed, Import what was not handed over back and Resume.
 func (s *Server) Export() []Handoff {
 	s.init()
-	s.setState(draining)
 	var mu sync.Mutex
 	var out []Handoff
 	s.onLoops(func(l *loop) {
@@ -85,6 +86,11 @@ func (s *Server) Export() []Handoff {
 		mu.Unlock()
 	})
 	return out
+}
+
+// Resume accepts again after Export, unless Shutdown or Close was called.
+func (s *Server) Resume() {
+	s.onLoops(func(l *loop) { l.resume() })
 }
 
 // ErrNotServing is returned by Import when the Server has no loop to

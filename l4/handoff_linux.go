@@ -3,6 +3,7 @@ package l4
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -11,9 +12,14 @@ import (
 	"sluice/internal/pool"
 )
 
-// export detaches the loop's established connections, in order of last
-// activity (the order Import's timer lists want them in).
+// export stops accepting, keeping the listening socket open, and detaches
+// the loop's established connections, in order of last activity (the
+// order Import's timer lists want them in).
 func (l *loop) export() []Handoff {
+	if l.listening {
+		epollCtl(l.ep, unix.EPOLL_CTL_DEL, l.lnfd, nil)
+		l.listening, l.paused = false, true
+	}
 	var out []Handoff
 	for _, li := range [...]uint8{listOpen, listHalf} {
 		for c := l.lists[li].front; c != nil; {
@@ -176,6 +182,19 @@ func (l *loop) adopt(h Handoff, b *pool.Backend) error {
 	}
 	l.process(c)
 	return nil
+}
+
+// resume accepts again after export, unless the server is stopping.
+func (l *loop) resume() {
+	if !l.paused || l.s.state.Load() != running {
+		return
+	}
+	if err := l.add(l.lnfd, keyListener, 0, unix.EPOLLIN|unix.EPOLLET); err != nil {
+		l.s.logger().Error("accepting again", slog.String("listener", l.s.Name), slog.String("error", err.Error()))
+		return
+	}
+	// Adding raises an event for what waits in the queue.
+	l.listening, l.paused = true, false
 }
 
 // closeHandoff closes the sockets of a connection that could not be

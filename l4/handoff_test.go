@@ -3,9 +3,11 @@ package l4
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -103,11 +105,12 @@ func TestExportImportCarriesConnections(t *testing.T) {
 	if len(hs) != 3 {
 		t.Fatalf("exported %d connections, want 3", len(hs))
 	}
+	go a.Shutdown(context.Background())
 	select {
 	case <-a.done:
 		a.done <- ErrServerClosed // for the cleanup
 	case <-time.After(10 * time.Second):
-		t.Fatal("the exporting server still serving after giving its connections away")
+		t.Fatal("the exporting server still serving after giving its connections away and shutting down")
 	}
 	if n := p.Backends()[0].Active(); n != 0 {
 		t.Fatalf("backend counts %d connections between export and import, want 0", n)
@@ -201,5 +204,40 @@ func TestSetListAtKeepsOrder(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Export stops accepting without closing the listening sockets: a client
+// connecting then waits in the queue, neither refused nor served. After a
+// failed hand-over, Import puts the connections back and Resume serves
+// the queue.
+func TestExportPausesAcceptingUntilResume(t *testing.T) {
+	be := startBackend(t, greeter("a"))
+	a := startProxy(t, &Server{Name: "a", Pool: newPool(t, pool.RoundRobin, 0, be.addr)})
+	c1 := dial(t, a.addr, "")
+	if got := readLine(t, c1); got != "a" {
+		t.Fatalf("greeting %q", got)
+	}
+	hs := a.Export()
+	if len(hs) != 1 {
+		t.Fatalf("exported %d, want 1", len(hs))
+	}
+	c2 := dial(t, a.addr, "") // queued: the socket is open
+	c2.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := c2.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a client connecting after Export read %d bytes, %v; want nothing yet", n, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if n, err := a.Import(ctx, hs, nil); n != 1 || err != nil {
+		t.Fatalf("Import back: %d, %v", n, err)
+	}
+	a.Resume()
+	if got := readLine(t, c2); got != "a" {
+		t.Fatalf("queued client after Resume: greeting %q", got)
+	}
+	c1.Write([]byte("back\n"))
+	if got := readLine(t, c1); got != "back" {
+		t.Fatalf("echo after the connection came back %q", got)
 	}
 }

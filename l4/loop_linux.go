@@ -61,6 +61,7 @@ type loop struct {
 	again   []queued // connections with work left after their turn
 
 	listening  bool
+	paused     bool          // not listening, its socket kept open: Export, until Resume or the end
 	acceptMore bool          // the accept queue may hold connections
 	slotWait   bool          // waiting for a Limiter's wake-up to accept again
 	acceptAt   time.Duration // no accept before this, after an accept error
@@ -259,11 +260,13 @@ func (l *loop) canAccept() bool {
 
 // stopListening closes the listening socket, once.
 func (l *loop) stopListening() {
-	if !l.listening {
+	if !l.listening && !l.paused {
 		return
 	}
-	l.listening = false
-	epollCtl(l.ep, unix.EPOLL_CTL_DEL, l.lnfd, nil)
+	if l.listening {
+		epollCtl(l.ep, unix.EPOLL_CTL_DEL, l.lnfd, nil)
+	}
+	l.listening, l.paused = false, false
 	l.ln.Close()
 }
 

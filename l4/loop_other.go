@@ -39,6 +39,8 @@ func (termSet) closeOne(*pool.Backend) bool { return false }
 
 func (l *loop) export() []Handoff { return nil }
 
+func (l *loop) resume() {}
+
 func (l *loop) adoptAll(hs []Handoff, _ func(netip.AddrPort) *pool.Backend) (int, error) {
 	for _, h := range hs {
 		closeHandoff(h)

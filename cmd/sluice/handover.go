@@ -64,6 +64,10 @@ func writeRaw(c *net.UnixConn, b []byte, fds ...int) error {
 	if err != nil {
 		return fmt.Errorf("writing to the other process: %w", err)
 	}
+	if len(b) == 0 {
+		// No write(2) of nothing: the reader may be done and gone.
+		return nil
+	}
 	if _, err := c.Write(b); err != nil {
 		return fmt.Errorf("writing to the other process: %w", err)
 	}

@@ -78,12 +78,19 @@ func reloadThroughAPI(cfg *config.Config, path string, stdout, stderr io.Writer)
 	return fmt.Errorf("%s: reload failed; the running configuration is unchanged", path)
 }
 
-// writePIDFile writes the process id to path, if path is not "".
+// writePIDFile writes the process id to path, if path is not "". It
+// renames a new file into place: a reader (sluice reload, sluice upgrade)
+// never sees it empty, and a failed upgrade rewrites it while they may be
+// reading.
 func writePIDFile(path string) error {
 	if path == "" {
 		return nil
 	}
-	return os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // removePIDFile removes path if it still holds this process's id.

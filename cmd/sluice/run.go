@@ -191,15 +191,16 @@ func serve(cfg *config.Config, log *slog.Logger, ready func(), load func() (*con
 	d.load = load
 	d.sd = newNotifier()
 	d.up.exe, d.up.args = executable(), os.Args[1:]
+	if inh != nil {
+		// systemd hears of this process from the old one (MAINPID=)
+		// once the connections are over here; so does the pid file.
+		d.takeOver(inh)
+	}
 	if err := writePIDFile(cfg.PIDFile); err != nil {
 		log.Error("writing the pid file", slog.String("error", err.Error()))
 	}
 	defer removePIDFile(cfg.PIDFile)
-	if inh != nil {
-		// systemd hears of this process from the old one (MAINPID=),
-		// once it has said here that it serves.
-		d.takeOver(inh)
-	} else {
+	if inh == nil {
 		d.notify("READY=1")
 	}
 	if ready != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -93,20 +94,53 @@ func (d *daemon) upgrade(binary string) (int, error) {
 		binary = d.up.exe
 	}
 	d.base.Info("upgrading", slog.String("binary", binary))
-	pid, ctl, err := d.startNew(binary)
+	pid, proc, ctl, err := d.startNew(binary)
 	if err != nil {
-		d.base.Error("upgrade failed, this process serves on", slog.String("binary", binary),
-			slog.String("error", err.Error()))
-		// For sluice upgrade without the admin API: the pid file
-		// written again, with this pid, says the upgrade failed.
-		if err := writePIDFile(d.in.cfg.PIDFile); err != nil {
-			d.base.Error("writing the pid file", slog.String("error", err.Error()))
-		}
-		return 0, err
+		return 0, d.upgradeFailed(binary, err)
 	}
-	defer ctl.Close()
-	// The new process serves: from now on it is the service's main
-	// process, and this one must not say STOPPING (sd_notify(3)).
+	hs := d.exportAll()
+	adopted, problems, err := sendHandoffs(ctl, hs)
+	ctl.Close()
+	for _, p := range problems {
+		d.base.Warn("the new process could not adopt a connection", slog.String("error", p))
+	}
+	if err != nil {
+		// It said it serves, then failed: it is stopped for good,
+		// and this process takes its connections back.
+		proc.Kill()
+		d.takeBack(hs)
+		return 0, d.upgradeFailed(binary, fmt.Errorf("upgrading: the new process (pid %d) failed taking over: %w", proc.Pid, err))
+	}
+	d.handedOverTo(pid, hs)
+	d.base.Info("upgraded: the new process serves; draining what is left here", slog.Int("pid", pid),
+		slog.Int("handed_over", adopted))
+	return pid, nil
+}
+
+// upgradeFailed logs err and returns it: this process serves on.
+func (d *daemon) upgradeFailed(binary string, err error) error {
+	d.base.Error("upgrade failed, this process serves on", slog.String("binary", binary),
+		slog.String("error", err.Error()))
+	// For sluice upgrade without the admin API: the pid file written
+	// again, with this pid, says the upgrade failed.
+	if err := writePIDFile(d.in.cfg.PIDFile); err != nil {
+		d.base.Error("writing the pid file", slog.String("error", err.Error()))
+	}
+	return err
+}
+
+// handedOverTo makes process pid the service: it has the connections of
+// hs (this process closes its copies), and reads the UDP sockets alone.
+// Then serve's loop ends, and the drain of what is left here begins.
+func (d *daemon) handedOverTo(pid int, hs []exported) {
+	for _, e := range hs {
+		for _, h := range e.hs {
+			unix.Close(h.ClientFD)
+			unix.Close(h.BackendFD)
+		}
+	}
+	// From now on it is the service's main process, and this one must
+	// not say STOPPING (sd_notify(3)).
 	d.notify(fmt.Sprintf("MAINPID=%d", pid))
 	d.up.to = pid
 	if a := d.in.admin; a != nil {
@@ -118,38 +152,31 @@ func (d *daemon) upgrade(binary string) (int, error) {
 	for _, l := range d.in.lns {
 		if s, ok := l.srv.(*udp.Server); ok {
 			// Both processes reading one socket would split flows
-			// between them: the new one reads alone from now on.
+			// between them.
 			s.Close()
 		}
 	}
-	n, kept, err := d.handOver(ctl)
-	if err != nil {
-		d.base.Error("handing connections over", slog.String("error", err.Error()))
-	}
-	d.base.Info("upgraded: the new process serves; draining what is left here", slog.Int("pid", pid),
-		slog.Int("handed_over", n), slog.Int("not_handed_over", kept))
 	close(d.up.done)
-	return pid, nil
 }
 
 // startNew starts binary with the sockets and waits until it serves. It
 // returns its pid and the control socket.
-func (d *daemon) startNew(binary string) (int, *net.UnixConn, error) {
+func (d *daemon) startNew(binary string) (int, *os.Process, *net.UnixConn, error) {
 	keys, fds, err := d.in.upgradeFDs()
 	defer closeFDs(fds)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return 0, nil, fmt.Errorf("upgrading: %w", err)
+		return 0, nil, nil, fmt.Errorf("upgrading: %w", err)
 	}
 	mine := os.NewFile(uintptr(pair[0]), "control")
 	fc, err := net.FileConn(mine)
 	mine.Close()
 	if err != nil {
 		unix.Close(pair[1])
-		return 0, nil, fmt.Errorf("upgrading: %w", err)
+		return 0, nil, nil, fmt.Errorf("upgrading: %w", err)
 	}
 	ctl := fc.(*net.UnixConn)
 	env, _ := json.Marshal(append([]string{ctlKey}, keys...))
@@ -168,12 +195,12 @@ func (d *daemon) startNew(binary string) (int, *net.UnixConn, error) {
 	unix.Close(pair[1])
 	if err != nil {
 		ctl.Close()
-		return 0, nil, fmt.Errorf("upgrading: starting %s: %w", binary, err)
+		return 0, nil, nil, fmt.Errorf("upgrading: starting %s: %w", binary, err)
 	}
 	proc, err := os.FindProcess(pid)
 	if err != nil {
 		ctl.Close()
-		return 0, nil, fmt.Errorf("upgrading: the new process (pid %d): %w", pid, err)
+		return 0, nil, nil, fmt.Errorf("upgrading: the new process (pid %d): %w", pid, err)
 	}
 	// Reaped here if it fails; if it takes over, this process exits
 	// before it does, and it is its own.
@@ -189,10 +216,14 @@ func (d *daemon) startNew(binary string) (int, *net.UnixConn, error) {
 	if err != nil {
 		ctl.Close()
 		proc.Kill()
-		return 0, nil, fmt.Errorf("upgrading: the new process (pid %d): %w", pid, err)
+		return 0, nil, nil, fmt.Errorf("upgrading: the new process (pid %d): %w", pid, err)
 	}
 	d.up.accept = r.TCP
-	return r.PID, ctl, nil
+	if r.PID <= 1 {
+		r.PID = pid
+	}
+	// r.PID, not pid: the program may be a wrapper that runs sluice.
+	return r.PID, proc, ctl, nil
 }
 
 // waitReady waits for the new process's ready message; its exit or
@@ -237,52 +268,85 @@ func exitError(e error) error {
 	return fmt.Errorf("exited before it was ready: %w", e)
 }
 
-// handOver exports the established connections of the TCP proxies (of
-// the configuration in force, and those a reload retired) whose listener
-// the new process serves, and sends them over ctl. It returns how many the new
-// process adopted and how many connections were kept here to drain.
-func (d *daemon) handOver(ctl *net.UnixConn) (adopted, kept int, err error) {
+// exported is what one TCP proxy gave up for the new process.
+type exported struct {
+	s    *l4.Server
+	hs   []l4.Handoff
+	sent int // how many of hs went to the new process
+}
+
+// exportAll exports the established connections of the TCP proxies (of
+// the configuration in force, and those a reload retired, whose
+// connections would otherwise end at the drain timeout) whose listener
+// the new process serves. Those proxies stop accepting meanwhile.
+func (d *daemon) exportAll() []exported {
 	accept := map[string]bool{}
 	for _, name := range d.up.accept {
 		accept[name] = true
 	}
-	var sent []int
-	defer func() { closeFDs(sent) }()
-	// The proxies a reload replaced too: their connections would
-	// otherwise end at the drain timeout.
+	var out []exported
 	for _, s := range d.downs.all() {
-		if !accept[s.Name] {
-			continue
-		}
-		for _, h := range s.Export() {
-			if err == nil {
-				err = writeFrame(ctl, handoffMsg{Listener: s.Name, Handoff: h}, h.ClientFD, h.BackendFD)
-			}
-			// Sent or not, this process's descriptors are closed once
-			// the new process has answered (or has failed).
-			sent = append(sent, h.ClientFD, h.BackendFD)
-			if err != nil {
-				kept++
-			}
+		if accept[s.Name] {
+			out = append(out, exported{s: s, hs: s.Export()})
 		}
 	}
-	if err != nil {
-		return 0, kept, err
+	return out
+}
+
+// sendHandoffs sends the connections of hs over ctl, then waits for the
+// new process's answer: how many it adopted, and why not the others
+// (those it has reset). An error means the new process failed.
+func sendHandoffs(ctl *net.UnixConn, hs []exported) (int, []string, error) {
+	for i := range hs {
+		e := &hs[i]
+		for _, h := range e.hs {
+			if err := writeFrame(ctl, handoffMsg{Listener: e.s.Name, Handoff: h}, h.ClientFD, h.BackendFD); err != nil {
+				return 0, nil, err
+			}
+			e.sent++
+		}
 	}
 	if err := writeRaw(ctl, nil); err != nil {
-		return 0, kept, err
+		return 0, nil, err
 	}
 	ctl.SetReadDeadline(time.Now().Add(adoptTimeout))
 	var ack adoptedMsg
 	fds, err := readFrame(ctl, &ack)
 	closeFDs(fds)
 	if err != nil {
-		return 0, kept, err
+		return 0, nil, err
 	}
-	if len(ack.Errors) > 0 {
-		err = fmt.Errorf("the new process could not adopt every connection: %s", strings.Join(ack.Errors, "; "))
+	return ack.Adopted, ack.Errors, nil
+}
+
+// takeBack undoes exportAll after the new process failed: the connections
+// it was not sent go back to their proxies, which accept again; those it
+// was sent are reset, since it may have moved some of their bytes before
+// it failed.
+func (d *daemon) takeBack(hs []exported) {
+	backend := backendFinder(d.pools)(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), adoptTimeout)
+	defer cancel()
+	for _, e := range hs {
+		for _, h := range e.hs[:e.sent] {
+			resetHandoff(h)
+		}
+		if _, err := e.s.Import(ctx, e.hs[e.sent:], backend); err != nil {
+			d.base.Error("taking connections back", slog.String("listener", e.s.Name), slog.String("error", err.Error()))
+		}
+		e.s.Resume()
+		if e.sent > 0 {
+			d.base.Warn("connections reset: sent to the new process before it failed", slog.String("listener", e.s.Name),
+				slog.Int("connections", e.sent))
+		}
 	}
-	return ack.Adopted, kept, err
+}
+
+func resetHandoff(h l4.Handoff) {
+	for _, fd := range [...]int{h.ClientFD, h.BackendFD} {
+		unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+		unix.Close(fd)
+	}
 }
 
 // handoffMsg is one connection on its way to the new process.

@@ -478,3 +478,84 @@ func TestUpgradeHandsOverWhatAReloadRetired(t *testing.T) {
 		t.Fatalf("not handed over:\n%s", log)
 	}
 }
+
+// A new process that says it serves and then dies (a stand-in speaking
+// the first frame of the protocol) leaves the old one serving: it never
+// stopped listening, so no new connection is refused; a connection it did
+// not send over goes on there; those it had sent are reset, not left
+// hanging (the dead process may have moved some of their bytes).
+func TestUpgradeFailingAfterReadyTakesConnectionsBack(t *testing.T) {
+	a := nameBackend(t, "a")
+	addr := freePort(t)
+	dir := t.TempDir()
+	l := startLineage(t, dir, reloadConfig(addr, "round_robin", "10m", fmt.Sprintf("pid_file = %q\n", pidFileFor(dir)), a))
+	pid := l.pidOr0()
+	held, hr, _ := dialLine(t, addr)
+
+	stop := make(chan struct{})
+	var ok, refusedN, failed atomic.Int64
+	var firstErr atomic.Value
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		paced(addr, 200, stop, &ok, &refusedN, &failed, &firstErr)
+	}()
+
+	// Ready for no listener: nothing but the end marker is sent. A
+	// frame is a 4-byte length and the JSON.
+	// It reads a frame's length before it dies, so that the old process
+	// has sent something.
+	fake := func(ready string) {
+		script := fmt.Sprintf("#!/bin/sh\nprintf '\\000\\000\\000\\%03o%s' >&3\nhead -c 4 <&3 >/dev/null\n", len(ready), ready)
+		path := filepath.Join(dir, "fake")
+		os.WriteFile(path, []byte(script), 0o755)
+		l.install(path)
+	}
+	waitFor(t, 20*time.Second, "some load", func() bool { return ok.Load() >= 20 })
+	fake(`{"pid":1,"tcp":[]}`)
+	syscall.Kill(pid, syscall.SIGUSR2)
+	waitFor(t, 60*time.Second, "the failure logged", func() bool {
+		return strings.Contains(l.output(), "failed taking over")
+	})
+	fmt.Fprintln(held, "kept")
+	if line, err := hr.ReadString('\n'); err != nil || line != "kept\n" {
+		t.Fatalf("the connection not sent over: %q, %v", line, err)
+	}
+
+	if n := failed.Load() + refusedN.Load(); n > 0 {
+		t.Fatalf("%d new connections failed around an upgrade that sent nothing; first: %v", n, firstErr.Load())
+	}
+
+	// Ready for listener t: the held connection is sent (with the new
+	// connections established at that moment), then the process is
+	// found gone.
+	fake(`{"pid":1,"tcp":["t"]}`)
+	syscall.Kill(pid, syscall.SIGUSR2)
+	waitFor(t, 60*time.Second, "the second failure logged", func() bool {
+		return strings.Count(l.output(), "failed taking over") == 2
+	})
+	held.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintln(held, "sent")
+	if line, err := hr.ReadString('\n'); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the connection sent to the failed process: %q, %v; want it reset", line, err)
+	}
+	served, resetN := ok.Load(), failed.Load()
+	waitFor(t, 20*time.Second, "load after the failures", func() bool { return ok.Load() >= served+20 })
+	close(stop)
+	<-done
+	if failed.Load() != resetN {
+		t.Fatalf("%d new connections failed after the failed upgrades", failed.Load()-resetN)
+	}
+	if l.pidOr0() != pid || gone(pid) {
+		t.Fatalf("the old process (%d) is not serving; pid file %d", pid, l.pidOr0())
+	}
+	if _, _, g := dialLine(t, addr); g != "a" {
+		t.Fatalf("a new connection after the failures reached %q", g)
+	}
+	if refusedN.Load() > 0 {
+		t.Fatalf("%d new connections refused; first: %v", refusedN.Load(), firstErr.Load())
+	}
+	if log := l.output(); strings.Contains(log, "upgraded: the new process serves") {
+		t.Fatalf("an upgrade that failed was taken for done:\n%s", log)
+	}
+}
