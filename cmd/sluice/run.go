@@ -199,7 +199,16 @@ func serve(cfg *config.Config, log *slog.Logger, ready func(), load func() (*con
 	if err := writePIDFile(cfg.PIDFile); err != nil {
 		log.Error("writing the pid file", slog.String("error", err.Error()))
 	}
-	defer removePIDFile(cfg.PIDFile)
+	defer func() {
+		// After an upgrade the file is the new process's, written
+		// just now perhaps: checking whose pid it holds would race
+		// with that.
+		select {
+		case <-d.handedOver():
+		default:
+			removePIDFile(cfg.PIDFile)
+		}
+	}()
 	if inh == nil {
 		d.notify("READY=1")
 	}
