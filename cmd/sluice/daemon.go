@@ -217,6 +217,9 @@ func (d *daemon) reload() error {
 	if d.closed {
 		return errShutDown
 	}
+	if d.up.to != 0 {
+		return fmt.Errorf("reloading: %w (pid %d)", errUpgraded, d.up.to)
+	}
 	if d.load == nil {
 		return errors.New("reloading: this sluice runs no configuration file")
 	}

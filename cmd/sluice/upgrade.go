@@ -28,12 +28,17 @@ import (
 //	new: read and check the file, start on those sockets (so both
 //	     processes accept from the same queues: nothing is refused) →
 //	     "ready" on the control socket; or exit, and the old one goes on
-//	old: MAINPID=<new> to systemd; UDP proxies closed (the new process
-//	     reads their sockets alone); each TCP proxy's established
-//	     connections exported and sent with their sockets (SCM_RIGHTS)
-//	new: adopts them into its loops, answers how many
-//	old: closes its copies, drains what it kept (connecting, TLS, HTTP,
-//	     on a listener the new configuration lacks) and exits
+//	old: each TCP proxy stops accepting (its sockets stay open) and its
+//	     established connections are exported and sent with their
+//	     sockets (SCM_RIGHTS)
+//	new: adopts them into its loops, answers how many, writes the pid
+//	     file
+//	old: closes its copies; MAINPID=<new> to systemd; UDP proxies closed
+//	     (the new process reads their sockets alone); drains what it
+//	     kept (connecting, TLS, HTTP, on a listener the new
+//	     configuration lacks) and exits. If the new process fails before
+//	     it answers: killed, connections taken back (takeBack), and the
+//	     proxies accept again
 
 // upgradeTimeout bounds the new process's start: reading its file, its
 // first health checks (5 s at most), opening its listeners.
