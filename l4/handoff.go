@@ -158,6 +158,31 @@ func (s *Server) Import(ctx context.Context, hs []Handoff, backend func(netip.Ad
 	return adopted, errors.Join(errs...)
 }
 
+// handedOff uncounts a live connection exported to another Server: it
+// did not end here, and is counted where it ends.
+func (c *Counters) handedOff(b *BackendCounters) {
+	if c == nil {
+		return
+	}
+	c.live.Add(-1)
+	if b != nil {
+		b.live.Add(-1)
+	}
+}
+
+// adopted counts a connection imported, live on backend addr, and returns
+// the backend's counters for ended. Its connect time was observed where
+// it connected.
+func (c *Counters) adopted(addr netip.AddrPort) *BackendCounters {
+	if c == nil {
+		return nil
+	}
+	c.live.Add(1)
+	b := c.backends.Get(addr)
+	b.live.Add(1)
+	return b
+}
+
 // refuse closes the sockets of hs, which could not be adopted, and
 // returns err.
 func (s *Server) refuse(hs []Handoff, err error) error {

@@ -74,6 +74,7 @@ func (l *loop) detach(c *conn) (Handoff, bool) {
 	if c.be != nil {
 		c.be.Release()
 	}
+	l.s.Counters.handedOff(c.bc)
 	if c.admitted {
 		l.s.Admit.Done(&c.client)
 	}
@@ -157,6 +158,7 @@ func (l *loop) adopt(h Handoff, b *pool.Backend) error {
 		b.Acquire()
 		c.be = b
 	}
+	c.bc = l.s.Counters.adopted(h.Backend)
 	l.s.slots.take()
 	l.s.Limiter.take()
 	half := false

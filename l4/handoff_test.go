@@ -62,8 +62,8 @@ func TestExportImportCarriesConnections(t *testing.T) {
 		}
 	})
 	p := newPool(t, pool.RoundRobin, 0, be.addr)
-	a := startProxy(t, &Server{Name: "a", Pool: p})
-	b := startProxy(t, &Server{Name: "b", Pool: p})
+	a := startProxy(t, &Server{Name: "a", Pool: p, Counters: NewCounters()})
+	b := startProxy(t, &Server{Name: "b", Pool: p, Counters: NewCounters()})
 
 	echo := dial(t, a.addr, "")
 	echo.Write([]byte("e"))
@@ -115,6 +115,12 @@ func TestExportImportCarriesConnections(t *testing.T) {
 	if n := p.Backends()[0].Active(); n != 0 {
 		t.Fatalf("backend counts %d connections between export and import, want 0", n)
 	}
+	if n := a.Counters.Live(); n != 0 {
+		t.Fatalf("the exporter's counters: %d live, want 0", n)
+	}
+	a.Counters.Backends(func(addr netip.AddrPort, bc *BackendCounters) {
+		bc.Ends(func(e End, n uint64) { t.Errorf("the exporter counted %d ended with %v", n, e) })
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if n, err := b.Import(ctx, hs, backendOf(p)); n != 3 || err != nil {
@@ -122,6 +128,9 @@ func TestExportImportCarriesConnections(t *testing.T) {
 	}
 	if n := p.Backends()[0].Active(); n != 3 {
 		t.Fatalf("backend counts %d connections after import, want 3", n)
+	}
+	if n := b.Counters.Live(); n != 3 {
+		t.Fatalf("the importer's counters: %d live, want 3", n)
 	}
 
 	echo.Write([]byte("two\n"))
@@ -152,6 +161,12 @@ func TestExportImportCarriesConnections(t *testing.T) {
 	echo.Close()
 	slow.Close()
 	eventually(t, 10*time.Second, "three lines in the importer", func() bool { return len(b.log.conns()) == 3 })
+	eventually(t, 10*time.Second, "the importer's counters back to 0 live", func() bool { return b.Counters.Live() == 0 })
+	b.Counters.Backends(func(addr netip.AddrPort, bc *BackendCounters) {
+		if bc.Live() != 0 {
+			t.Errorf("backend %v: %d live in the importer's counters", addr, bc.Live())
+		}
+	})
 	if n := len(a.log.conns()); n != 0 {
 		t.Errorf("the exporter logged %d connection lines, want none: %v", n, a.log.conns())
 	}
