@@ -242,8 +242,16 @@ func serve(cfg *config.Config, log *slog.Logger, ready func(), load func() (*con
 		}
 	}
 	// With BGP, the routers are told first and given time to move new
-	// connections elsewhere while the listeners still accept.
-	hurry := d.withdrawFirst(sigs, log)
+	// connections elsewhere while the listeners still accept. Not after
+	// an upgrade: the new process serves this host's prefixes, and its
+	// own session (a BGP session cannot be handed over) takes the
+	// neighbours once this one is closed, at once.
+	hurry := false
+	if upgraded {
+		d.stopBGP()
+	} else {
+		hurry = d.withdrawFirst(sigs, log)
+	}
 	defer d.stopBGP()
 	drain := d.drainTimeout()
 	if upgraded {
