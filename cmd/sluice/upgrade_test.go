@@ -427,12 +427,24 @@ func TestUpgradeThroughTheAdminAPI(t *testing.T) {
 		fmt.Sprintf("pid_file = %q\n[admin]\nbind = %q\n", pidFileFor(dir), adm), echoBackend(t)))
 	old := l.pidOr0()
 	api := adminClient{t: t, base: "http://" + adm}
+	// Over TCP the API may not name a program: the token would be enough
+	// to run anything as sluice's user.
 	body, _ := json.Marshal(admin.UpgradeRequest{Binary: "/bin/false"})
 	code, b := api.do(http.MethodPost, "/api/v1/upgrade", string(body))
+	if code != http.StatusForbidden || !strings.Contains(string(b), "Unix-socket") {
+		t.Fatalf("upgrade naming /bin/false over TCP: %d %s", code, b)
+	}
+	real := l.exe + ".real"
+	if err := os.Link(l.exe, real); err != nil {
+		t.Fatal(err)
+	}
+	l.install("/bin/false")
+	code, b = api.do(http.MethodPost, "/api/v1/upgrade", "")
 	var r admin.UpgradeJSON
 	if json.Unmarshal(b, &r); code != http.StatusUnprocessableEntity || r.Result != "failed" || !strings.Contains(r.Error, "exit status 1") {
 		t.Fatalf("upgrade to /bin/false: %d %s", code, b)
 	}
+	l.install(real)
 	code, b = api.do(http.MethodPost, "/api/v1/upgrade", "")
 	if json.Unmarshal(b, &r); code != http.StatusOK || r.Result != "ok" || r.PID == 0 || r.PID == old {
 		t.Fatalf("upgrade: %d %s", code, b)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 )
 
@@ -11,6 +12,9 @@ import (
 type UpgradeRequest struct {
 	// Binary is the program to start instead of the one sluice was
 	// started from (the same path, where a new build is usually put).
+	// Only a request over a Unix-socket admin listener may name one:
+	// over TCP, a token would otherwise be enough to run any program as
+	// sluice's user.
 	Binary string `json:"binary,omitempty"`
 }
 
@@ -34,6 +38,12 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) {
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
 		writeError(w, http.StatusBadRequest, errors.New("admin: the body must be {\"binary\": PATH} or empty"))
 		return
+	}
+	if req.Binary != "" {
+		if _, local := r.Context().Value(http.LocalAddrContextKey).(*net.UnixAddr); !local {
+			writeError(w, http.StatusForbidden, errors.New("admin: a binary may be named only over a Unix-socket admin listener; over TCP the upgrade starts the path sluice was started from"))
+			return
+		}
 	}
 	pid, err := s.o.Upgrade(req.Binary)
 	if err != nil {
