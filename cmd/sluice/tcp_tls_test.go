@@ -222,6 +222,9 @@ func TestPostgresTLSBothWays(t *testing.T) {
 	pg.Exec(t, "ALTER SYSTEM SET ssl_cert_file = '"+srv.CertFile+"'")
 	pg.Exec(t, "ALTER SYSTEM SET ssl_key_file = '"+srv.KeyFile+"'")
 	pg.Exec(t, "SELECT pg_reload_conf()")
+	// The postmaster rereads its files when the signal reaches it, after
+	// pg_reload_conf returns: a connection made before then is refused TLS.
+	waitFor(t, 10*time.Second, "PostgreSQL to turn ssl on", func() bool { return pg.QueryString(t, "SHOW ssl") == "on" })
 	addr := freeDualPort(t)
 	p := startDBSluice(t, pgTLSConfig(f, addr, true, pg, fmt.Sprintf("tls = { ca_file = %q }", f.caFile)), "pg")
 	// SCRAM channel binding binds the client's TLS to the server's: two
