@@ -355,13 +355,15 @@ func inProcessReload(t *testing.T, path string) *daemon {
 }
 
 // greetingsOf opens n connections to addr and counts the backends that
-// greeted them.
+// greeted them. They stay open until all n are counted: with least_conn,
+// a connection closed before the next is opened would leave the choice
+// to how soon the proxy saw the close.
 func greetingsOf(t *testing.T, addr string, n int) map[string]int {
 	t.Helper()
 	seen := map[string]int{}
 	for range n {
 		c, _, g := dialLine(t, addr)
-		c.Close()
+		defer c.Close()
 		seen[g]++
 	}
 	return seen
