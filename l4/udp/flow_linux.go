@@ -77,10 +77,10 @@ func (l *loop) forwardAll(n int) {
 		if s == nil {
 			continue
 		}
-		k := 0
+		k, at := 0, 0
 		for j := i; j < n; j++ {
 			if l.dest[j] == s {
-				l.fwd.point(k, s.pre, l.in, j, l.off[j])
+				at = l.fwd.point(k, at, s.pre, l.in, j, l.off[j])
 				l.dest[j] = nil
 				k++
 			}
@@ -190,9 +190,39 @@ func (l *loop) open(k flowKey, ifindex uint32, i int) (*session, error) {
 	return s, nil
 }
 
-// forward sends the first n headers of l.fwd to s's backend.
+// forward sends the first n headers of l.fwd to s's backend: runs that
+// segmentation offload can carry as one message each (see gsoRun), the
+// rest one by one, all in one sendmmsg.
 func (l *loop) forward(s *session, n int) {
-	for from := 0; from < n; {
+	k := l.coalesce(s, l.fwd.hs[:n], nil, 0, 0)
+	for from := 0; from < k; {
+		sent, errno := sendmmsg(s.fd, l.send[from:k])
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno == 0 {
+			l.stats.toBackends.Add(l.segments(from, from+sent))
+			from += sent
+			continue
+		}
+		if first, segs := l.sendFrom[from], l.sendSegs[from]; segs > 1 && gsoRefused(errno) {
+			s.noGSO = true
+			if !l.forwardEach(s, first, first+segs) {
+				return
+			}
+			from++
+			continue
+		}
+		l.stats.sendFailed.Add(l.segments(from, k))
+		l.sendError(s, errno)
+		return
+	}
+}
+
+// forwardEach sends headers from..n of l.fwd to s's backend, one datagram
+// each. It reports false if the datagrams could not go.
+func (l *loop) forwardEach(s *session, from, n int) bool {
+	for from < n {
 		sent, errno := sendmmsg(s.fd, l.fwd.hs[from:n])
 		if errno == unix.EINTR {
 			continue
@@ -200,11 +230,12 @@ func (l *loop) forward(s *session, n int) {
 		if errno != 0 {
 			l.stats.sendFailed.Add(uint64(n - from))
 			l.sendError(s, errno)
-			return
+			return false
 		}
 		l.stats.toBackends.Add(uint64(sent))
 		from += sent
 	}
+	return true
 }
 
 // sendError handles a failed send to s's backend. A full buffer loses the
@@ -261,6 +292,7 @@ func (l *loop) readReplies(s *session) {
 		l.stats.fromBackends.Add(uint64(n))
 		for i := from; i < from+n; i++ {
 			l.out.reply(i, s)
+			l.outSess[i] = s
 			s.dgOut++
 			s.out += int64(l.out.hs[i].n)
 		}
@@ -279,11 +311,47 @@ func (l *loop) readReplies(s *session) {
 	}
 }
 
-// flush sends the queued replies to their clients. Datagrams that cannot
-// be sent at once are dropped: waiting would stall every other flow of
-// the loop.
+// flush sends the queued replies to their clients, in one sendmmsg: each
+// session's run of replies that segmentation offload can carry as one
+// message (see gsoRun), the rest one by one. Datagrams that cannot be sent
+// at once are dropped: waiting would stall every other flow of the loop.
 func (l *loop) flush() {
-	hs := l.out.hs[:l.out.used]
+	k := 0
+	for i := 0; i < l.out.used; {
+		s := l.outSess[i]
+		j := i + 1
+		for j < l.out.used && l.outSess[j] == s {
+			j++
+		}
+		k = l.coalesce(s, l.out.hs[i:j], s.source(), i, k)
+		i = j
+	}
+	for x := 0; x < k; {
+		n, errno := sendmmsg(l.fd, l.send[x:k])
+		switch {
+		case errno == 0:
+			l.stats.toClients.Add(l.segments(x, x+n))
+			x += n
+		case errno == unix.EINTR:
+		case l.sendSegs[x] > 1 && gsoRefused(errno):
+			first := l.sendFrom[x]
+			l.outSess[first].noGSO = true
+			l.flushEach(first, first+l.sendSegs[x])
+			x++
+		default:
+			// This message could not go (the client's address
+			// unreachable, or the buffer full); the rest may.
+			l.stats.sendFailed.Add(uint64(l.sendSegs[x]))
+			x++
+		}
+	}
+	clear(l.outSess[:l.out.used]) // no ended session kept reachable
+	l.out.used = 0
+}
+
+// flushEach sends replies from..to of l.out one datagram each.
+func (l *loop) flushEach(from, to int) {
+	hs := l.out.hs[from:to]
 	for len(hs) > 0 {
 		n, errno := sendmmsg(l.fd, hs)
 		switch errno {
@@ -292,14 +360,50 @@ func (l *loop) flush() {
 		case unix.EINTR:
 			continue
 		default:
-			// This message could not go (the client's address
-			// unreachable, or the buffer full); the rest may.
 			l.stats.sendFailed.Add(1)
 			n = 1
 		}
 		hs = hs[n:]
 	}
-	l.out.used = 0
+}
+
+// coalesce appends session s's headers hs (the datagrams from base on of
+// l.fwd or l.out) to l.send, which holds k already, and returns how many
+// it holds then: a run that segmentation offload can carry becomes one
+// header, with oob (a source address message, maybe none) and UDP_SEGMENT
+// as its control messages; the other headers are copied as they are.
+func (l *loop) coalesce(s *session, hs []mmsghdr, oob []byte, base, k int) int {
+	for i := 0; i < len(hs); {
+		m := 1
+		if !s.noGSO {
+			m = gsoRun(hs[i:])
+		}
+		h := &l.send[k]
+		*h = hs[i]
+		if m > 1 {
+			// The run's iovecs follow each other (see batch.point
+			// and batch.forReceive).
+			iovs := 0
+			for _, x := range hs[i : i+m] {
+				iovs += int(x.hdr.Iovlen)
+			}
+			h.hdr.SetIovlen(iovs)
+			l.ctls[k].set(&h.hdr, oob, hs[i].n)
+		}
+		l.sendFrom[k], l.sendSegs[k] = base+i, m
+		k++
+		i += m
+	}
+	return k
+}
+
+// segments returns how many datagrams headers from..to of l.send carry.
+func (l *loop) segments(from, to int) uint64 {
+	n := 0
+	for _, m := range l.sendSegs[from:to] {
+		n += m
+	}
+	return uint64(n)
 }
 
 // end closes s's socket, forgets it and logs its line. Ending a session

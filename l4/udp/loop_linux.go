@@ -49,6 +49,16 @@ type loop struct {
 	toward  [batchSize]netip.AddrPort // each datagram's Client.Local, with a Preamble
 	local   netip.AddrPort            // the listening socket's address
 	client1 Client                    // for the Preamble, see strip
+	outSess [batchSize]*session       // the session of each reply of out
+
+	// The headers of one sendmmsg, built from fwd's or out's by
+	// coalesce: each takes datagrams sendFrom.. of those, sendSegs of
+	// them (more than one: a message cut into segments, with ctls'
+	// control messages).
+	send     []mmsghdr
+	sendFrom [batchSize]int
+	sendSegs [batchSize]int
+	ctls     [batchSize]gsoCtl
 
 	flows map[flowKey]*session
 	slots []*session // by epoll slot; nil when free
@@ -96,6 +106,7 @@ func newLoop(s *Server, conn *net.UDPConn) (*loop, error) {
 	// Two iovecs per datagram sent on: a BackendPreamble and the payload.
 	l.in, l.fwd, l.out = newBatch(), &batch{hs: make([]mmsghdr, batchSize),
 		iovs: make([]unix.Iovec, 2*batchSize)}, newBatch()
+	l.send = make([]mmsghdr, batchSize)
 	return l, nil
 }
 

@@ -59,6 +59,7 @@ type session struct {
 	namelen uint32
 	oob     [oobSize / 8]uint64
 	ooblen  int
+	noGSO   bool // a route refused segmentation offload (see gsoRun)
 
 	start, last time.Duration // on the loop's clock
 	recheck     time.Duration // when gone may next ask the pool for be's state
@@ -67,6 +68,15 @@ type session struct {
 	in, out     int64 // bytes from and to the client
 
 	prev, next *session // in loop.idle, least recently active first
+}
+
+// source returns the control message that sets the replies' source
+// address, or nil.
+func (s *session) source() []byte {
+	if s.ooblen == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s.oob[0])), s.ooblen)
 }
 
 // parseKey reads datagram i's flow key from its sender address and, if the
