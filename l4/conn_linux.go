@@ -32,6 +32,7 @@ const (
 	canWrite             // room to write
 	sawRdhup             // the peer has sent FIN (EPOLLRDHUP)
 	sawErr               // EPOLLERR or EPOLLHUP
+	sawUrg               // urgent data (EPOLLPRI): a read stops short at its mark
 )
 
 // conn is one proxied connection. Only its loop touches it. Structs are
@@ -77,6 +78,12 @@ func (c *conn) mark(side int, ev uint32) {
 	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
 		r |= sawRdhup
 	}
+	if ev&unix.EPOLLPRI != 0 {
+		// A read stops at the urgent mark (RFC 9293 section
+		// 3.8.5), however much follows it: a short read no longer
+		// means the socket is empty.
+		r |= canRead | sawUrg
+	}
 	if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 		// The calls that follow find the error.
 		r |= canRead | canWrite | sawErr
@@ -98,7 +105,7 @@ func (l *loop) open(fd int, peer netip.AddrPort) {
 	c.peer = peer
 	c.client = Client{Addr: peer}
 	c.tried = c.triedBuf[:0]
-	const events = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+	const events = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET
 	if err := l.add(fd, c.slot<<1|sideClient, c.gen, events); err != nil {
 		l.finish(c, EndClientReset, sideClient, err)
 		return
@@ -228,7 +235,7 @@ func (l *loop) connect(c *conn) {
 		b.Acquire()
 		fd, e := connectRaw(b.Addr, l.s.BackendKeepAlive)
 		if e == 0 || e == unix.EINPROGRESS {
-			const events = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+			const events = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLPRI | unix.EPOLLET
 			if err := l.add(fd, c.slot<<1|sideBackend, c.gen, events); err != nil {
 				closeRaw(fd)
 				b.Release()

@@ -143,15 +143,30 @@ func (l *loop) read(c *conn, i int) step {
 			return stepEnded
 		}
 	}
-	if n == len(l.buf) {
+	fin := false
+	switch {
+	case n == len(l.buf):
 		d.splice = true
-	} else if c.ready[i]&sawRdhup == 0 {
+	case c.ready[i]&sawUrg != 0:
+		// Stopped at an urgent mark, maybe: read on until EAGAIN.
+	case c.ready[i]&sawRdhup == 0:
 		// A short read emptied the socket (nginx's rule): the next
-		// bytes raise a new event. Not so once FIN is in sight, which
-		// may be queued behind the bytes read and raises no event.
+		// bytes raise a new event.
 		c.ready[i] &^= canRead
+	default:
+		// FIN had arrived before this read (EPOLLRDHUP), so every
+		// byte before it was queued, and a short read took them all:
+		// the next read would return 0. Take the end now and save
+		// that call (a connection that sends its last bytes and
+		// closes, as a client's Terminate or a server's goodbye
+		// does). srcEOF still tells a reset from a FIN.
+		fin = true
 	}
-	return l.send(c, i, l.buf[:n])
+	st := l.send(c, i, l.buf[:n])
+	if st == stepOn && fin {
+		return l.srcEOF(c, i)
+	}
+	return st
 }
 
 // send writes b, just read into the loop's buffer, to direction i's
