@@ -59,9 +59,9 @@ func make100(n int) []uint32 {
 // UDP_GRO gets the datagrams one by one. On loopback nothing else
 // coalesces datagrams, so a run longer than one proves the sender used
 // UDP_SEGMENT.
-func groSocket(t *testing.T) *net.UDPConn {
+func groSocket(t *testing.T, ip string) *net.UDPConn {
 	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(ip), 0)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestRunToBackendIsOneMessage(t *testing.T) {
 }
 
 func testRunToBackend(t *testing.T, bp BackendPreamble) {
-	be := groSocket(t)
+	be := groSocket(t, "127.0.0.1")
 	pl, err := pool.New(pool.Options{Backends: []pool.BackendOptions{{Addr: be.LocalAddr().(*net.UDPAddr).AddrPort()}}})
 	if err != nil {
 		t.Fatal(err)
@@ -210,37 +210,49 @@ func testRunToBackend(t *testing.T, bp BackendPreamble) {
 
 // TestRepliesToClientAreOneMessage has a backend answer each datagram with
 // 16 replies: sluice must send each run it reads to the client as one
-// message cut into segments, every reply whole.
+// message cut into segments, every reply whole and from the address the
+// client sent to (on a wildcard bind, with IP_PKTINFO or IPV6_PKTINFO
+// next to the segment size).
 func TestRepliesToClientAreOneMessage(t *testing.T) {
 	b := startBackend(t, "b1", "127.0.0.1", 16)
-	p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, b)}, "127.0.0.1:0")
-	c := groSocket(t)
-	c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	deadline := time.Now().Add(15 * time.Second)
-	coalesced := false
-	for i := 0; !coalesced && time.Now().Before(deadline); i++ {
-		msg := fmt.Sprintf("question %03d", i)
-		if _, err := c.WriteToUDPAddrPort([]byte(msg), p.addr); err != nil {
-			t.Fatal(err)
-		}
-		for n := 0; n < 16; {
-			segs, from, err := readSegments(c)
-			if err != nil {
-				t.Fatalf("reply %d of 16 to %q: %v", n, msg, err)
-			}
-			if from != p.addr {
-				t.Fatalf("reply from %v, want %v", from, p.addr)
-			}
-			for _, s := range segs {
-				if string(s) != "b1 "+msg {
-					t.Fatalf("reply %q, want %q", s, "b1 "+msg)
+	for _, tt := range []struct{ name, bind, client, to string }{
+		{"ipv4", "127.0.0.1:0", "127.0.0.1", "127.0.0.1"},
+		{"wildcard ipv4", "0.0.0.0:0", "127.0.0.1", "127.0.0.2"},
+		{"wildcard ipv6", "[::]:0", "::1", "::1"},
+		{"ipv4 on dual stack", "[::]:0", "127.0.0.1", "127.0.0.3"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startProxy(t, &Server{Pool: newPool(t, pool.RoundRobin, b)}, tt.bind)
+			c := groSocket(t, tt.client)
+			to := p.to(tt.to)
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			deadline := time.Now().Add(15 * time.Second)
+			coalesced := false
+			for i := 0; !coalesced && time.Now().Before(deadline); i++ {
+				msg := fmt.Sprintf("question %03d", i)
+				if _, err := c.WriteToUDPAddrPort([]byte(msg), to); err != nil {
+					t.Fatal(err)
+				}
+				for n := 0; n < 16; {
+					segs, from, err := readSegments(c)
+					if err != nil {
+						t.Fatalf("reply %d of 16 to %q: %v", n, msg, err)
+					}
+					if from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port()); from != to {
+						t.Fatalf("reply from %v, want %v", from, to)
+					}
+					for _, s := range segs {
+						if string(s) != "b1 "+msg {
+							t.Fatalf("reply %q, want %q", s, "b1 "+msg)
+						}
+					}
+					n += len(segs)
+					coalesced = coalesced || len(segs) > 1
 				}
 			}
-			n += len(segs)
-			coalesced = coalesced || len(segs) > 1
-		}
-	}
-	if !coalesced {
-		t.Error("every reply reached the client as a message of its own: no segmentation offload")
+			if !coalesced {
+				t.Error("every reply reached the client as a message of its own: no segmentation offload")
+			}
+		})
 	}
 }
