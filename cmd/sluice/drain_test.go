@@ -246,7 +246,7 @@ func TestRedisBenchmarkUnderDrain(t *testing.T) {
 	waitFor(t, 20*time.Second, "GETs on both servers", func() bool {
 		return calls(t, a, "get") >= 1000 && calls(t, b, "get") >= 1000
 	})
-	churn := bench("-k", "0", "-c", "4", "-n", "2000", "-t", "set")
+	churn := bench("-k", "0", "-c", "4", "-n", "6000", "-t", "set")
 	waitFor(t, 20*time.Second, "SETs on both servers", func() bool {
 		return calls(t, a, "set") >= 100 && calls(t, b, "set") >= 100
 	})
