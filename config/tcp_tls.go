@@ -6,6 +6,11 @@ import "slices"
 // SSLRequest is answered before the handshake.
 const StartTLSPostgres = "postgres"
 
+// StartTLSMySQL is ListenerTLS.StartTLS for MySQL and MariaDB: the
+// backend's greeting is relayed, and the client's SSLRequest taken,
+// before the handshake.
+const StartTLSMySQL = "mysql"
+
 // tcpTLS reads the tls table's keys that only TCP listeners have.
 func (d *decoder) tcpTLS(t *table, c *ListenerTLS, proto Protocol) {
 	if proto != TCP {
@@ -39,8 +44,14 @@ func (d *decoder) tcpTLS(t *table, c *ListenerTLS, proto Protocol) {
 				t.errorf("alpn", "is \"postgresql\" with starttls = \"postgres\" (PostgreSQL 17 checks it)")
 			}
 			c.ALPN = []string{"postgresql"}
+		case StartTLSMySQL:
+			c.StartTLS = s
+			if t.has("alpn") {
+				t.errorf("alpn", "is not used with starttls = \"mysql\": MySQL clients offer none")
+			}
+			c.ALPN = nil
 		default:
-			t.errorf("starttls", "unknown protocol %s: want \"postgres\"", quote(s))
+			t.errorf("starttls", "unknown protocol %s: want \"postgres\" or \"mysql\"", quote(s))
 		}
 	}
 	if t.has("require_tls") {

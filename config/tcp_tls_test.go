@@ -32,6 +32,14 @@ func TestTCPListenerTLS(t *testing.T) {
 		got.HandshakeTimeout != defaultHandshakeTimeout {
 		t.Errorf("postgres: got %+v", got)
 	}
+	cfg, err = Parse("t.toml", []byte(head+"[listeners.t.tls]\n"+certs+"starttls = \"mysql\"\nrequire_tls = false\n"+poolDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = cfg.Listeners[0].TLS
+	if got.StartTLS != StartTLSMySQL || got.RequireTLS || got.ALPN != nil {
+		t.Errorf("mysql: got %+v", got)
+	}
 	// A plain listener in front of TLS backends.
 	if _, err := Parse("t.toml", []byte(head+tlsPool)); err != nil {
 		t.Errorf("pool with [tls] behind a TCP listener: %v", err)
@@ -43,8 +51,10 @@ func TestTCPListenerTLS(t *testing.T) {
 	}{
 		{"require_tls without starttls", head + "[listeners.t.tls]\n" + certs + "require_tls = false\n" + poolDB,
 			[]string{"listeners.t.tls.require_tls: is used only with starttls"}},
-		{"unknown starttls", head + "[listeners.t.tls]\n" + certs + "starttls = \"mysql\"\n" + poolDB,
-			[]string{"listeners.t.tls.starttls: unknown protocol \"mysql\""}},
+		{"unknown starttls", head + "[listeners.t.tls]\n" + certs + "starttls = \"smtp\"\n" + poolDB,
+			[]string{"listeners.t.tls.starttls: unknown protocol \"smtp\": want \"postgres\" or \"mysql\""}},
+		{"mysql with alpn", head + "[listeners.t.tls]\n" + certs + "starttls = \"mysql\"\nalpn = [\"x\"]\n" + poolDB,
+			[]string{"listeners.t.tls.alpn: is not used with starttls = \"mysql\""}},
 		{"postgres with other alpn", head + "[listeners.t.tls]\n" + certs + "starttls = \"postgres\"\nalpn = [\"x\"]\n" + poolDB,
 			[]string{"listeners.t.tls.alpn: is \"postgresql\" with starttls"}},
 		{"client_cert_header", head + "[listeners.t.tls]\n" + certs + "client_cert_header = \"X-A\"\n" + poolDB,
@@ -70,10 +80,11 @@ func TestTCPListenerTLS(t *testing.T) {
 	}
 }
 
-// TestTCPTLSExamples: examples/tls-tcp.toml and postgres-tls.toml are
+// TestTCPTLSExamples: examples/tls-tcp.toml, postgres-tls.toml and
+// mysql-tls.toml are
 // valid but for their certificate files, which exist only on a real host.
 func TestTCPTLSExamples(t *testing.T) {
-	for _, name := range []string{"tls-tcp.toml", "postgres-tls.toml"} {
+	for _, name := range []string{"tls-tcp.toml", "postgres-tls.toml", "mysql-tls.toml"} {
 		text, err := os.ReadFile("../examples/" + name)
 		if err != nil {
 			t.Fatal(err)

@@ -43,8 +43,8 @@ type ListenerTLS struct {
 	// negotiates none. StartTLS "postgres" sets ["postgresql"].
 	ALPN []string
 	// StartTLS (TCP) is the protocol that negotiates TLS before the
-	// handshake: "" for none (the client starts with TLS) or
-	// StartTLSPostgres.
+	// handshake: "" for none (the client starts with TLS),
+	// StartTLSPostgres or StartTLSMySQL.
 	StartTLS string
 	// RequireTLS (TCP, StartTLS) refuses clients that do not ask for
 	// TLS; true unless set false.

@@ -35,6 +35,34 @@ type BackendStarter interface {
 	StartBackend(c *net.TCPConn, cl *Client) (net.Conn, error)
 }
 
+// A Negotiator is a Terminator that also speaks with the client once the
+// backend is connected and started: protocols whose server speaks first.
+// A MySQL client asks for TLS only after the server's greeting, so the
+// greeting must be read from a backend (by the BackendStarter) before the
+// client's TLS handshake can start.
+type Negotiator interface {
+	Terminator
+	// Negotiate runs after Terminate, the backend's start and the
+	// BackendPreamble, with a deadline of Server.HandshakeTimeout set on
+	// both sockets (cleared after it returns). client and backend are
+	// the streams Terminate and StartBackend returned; it returns those
+	// to proxy from then on. An error ends the connection: logged as
+	// end=backend_reset (counted against the backend) if it is a
+	// *BackendError, else as end=handshake_failed.
+	Negotiate(client, backend net.Conn, cl *Client) (net.Conn, net.Conn, error)
+}
+
+// BackendError is an error a Negotiator returns when the backend failed
+// (closed, reset, answered what its protocol does not allow), as opposed
+// to the client.
+type BackendError struct{ Err error }
+
+// Error returns the wrapped error's text.
+func (e *BackendError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the wrapped error, for errors.Is and errors.As.
+func (e *BackendError) Unwrap() error { return e.Err }
+
 func (s *Server) handshakeTimeout() time.Duration {
 	return orDefault(s.HandshakeTimeout, DefaultHandshakeTimeout)
 }

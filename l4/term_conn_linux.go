@@ -120,7 +120,31 @@ func (c *termConn) open() (End, error) {
 		}
 		c.n[sideClient] += int64(len(first))
 	}
+	if n, ok := s.Terminate.(Negotiator); ok {
+		return c.negotiate(n)
+	}
 	return EndNone, nil
+}
+
+// negotiate runs a Negotiator's exchange between the connected sides.
+func (c *termConn) negotiate(n Negotiator) (End, error) {
+	deadline := time.Now().Add(c.s.handshakeTimeout())
+	c.raw[sideClient].SetDeadline(deadline)
+	c.raw[sideBackend].SetDeadline(deadline)
+	if e := End(c.end.Load()); e != EndNone {
+		return e, nil // aborted before the deadlines were set, which undid its own
+	}
+	cs, bs, err := n.Negotiate(c.stream[sideClient], c.stream[sideBackend], &c.cl)
+	if _, ok := errors.AsType[*BackendError](err); ok {
+		return c.forced(EndBackendReset), fmt.Errorf("negotiating with backend: %w", err)
+	}
+	if err != nil {
+		return c.forced(EndHandshakeFailed), fmt.Errorf("client handshake: %w", err)
+	}
+	c.raw[sideClient].SetDeadline(time.Time{})
+	c.raw[sideBackend].SetDeadline(time.Time{})
+	c.stream[sideClient], c.stream[sideBackend] = cs, bs
+	return End(c.end.Load()), nil // EndNone unless aborted meanwhile
 }
 
 // connect picks and connects to a backend (with retries, reporting to

@@ -11,8 +11,8 @@ import (
 
 // tcpTLS sets a TCP listener's Terminate and BackendStart hooks when it
 // has [tls] or its pool has: TLS ended at the listener (with a
-// PostgreSQL SSLRequest first for starttls = "postgres"), TLS spoken to
-// the backends. It returns the certificate store whose reload watcher the
+// PostgreSQL SSLRequest first for starttls = "postgres", after MySQL's
+// greeting for "mysql"), TLS spoken to the backends. It returns the certificate store whose reload watcher the
 // listener runs, if any.
 func tcpTLS(srv *l4.Server, lc config.Listener, pc *config.Pool, log *slog.Logger) (*certs.Store, error) {
 	var store *certs.Store
@@ -25,11 +25,19 @@ func tcpTLS(srv *l4.Server, lc config.Listener, pc *config.Pool, log *slog.Logge
 		cfg.NextProtos = lc.TLS.ALPN
 		srv.HandshakeTimeout = lc.TLS.HandshakeTimeout
 		switch lc.TLS.StartTLS {
+		case config.StartTLSMySQL:
+			// Set as BackendStart too, below: the backend's
+			// greeting comes first.
+			srv.Terminate = &tlsterm.MySQL{Config: cfg, RequireTLS: lc.TLS.RequireTLS}
 		case config.StartTLSPostgres:
 			srv.Terminate = &tlsterm.Postgres{Config: cfg, RequireTLS: lc.TLS.RequireTLS}
 		default:
 			srv.Terminate = tlsterm.TLS{Config: cfg}
 		}
+	}
+	my, _ := srv.Terminate.(*tlsterm.MySQL)
+	if my != nil {
+		srv.BackendStart = my
 	}
 	if pc == nil || pc.TLS == nil {
 		return store, nil
@@ -44,10 +52,13 @@ func tcpTLS(srv *l4.Server, lc config.Listener, pc *config.Pool, log *slog.Logge
 	if srv.Terminate == nil {
 		srv.Terminate = tlsterm.Plain{}
 	}
-	if lc.TLS != nil && lc.TLS.StartTLS == config.StartTLSPostgres {
+	switch {
+	case my != nil:
+		my.Backend = cfg
+	case lc.TLS != nil && lc.TLS.StartTLS == config.StartTLSPostgres:
 		cfg.NextProtos = []string{"postgresql"}
 		srv.BackendStart = tlsterm.PostgresBackend{Config: cfg}
-	} else {
+	default:
 		srv.BackendStart = tlsterm.BackendTLS{Config: cfg}
 	}
 	return store, nil

@@ -38,8 +38,8 @@ var mariadbSettings = []string{
 
 // StartMariaDB initializes a data directory (mariadb-install-db), starts mariadbd on a
 // free loopback port and creates a user with a password for TCP logins. It stops when t
-// ends.
-func StartMariaDB(t testing.TB) *MariaDB {
+// ends. extra are more server options, such as --ssl-cert and --ssl-key.
+func StartMariaDB(t testing.TB, extra ...string) *MariaDB {
 	t.Helper()
 	m := &MariaDB{User: "sluice", Password: rand.Text()}
 	m.dir = tempDir(t, "mariadb", false)
@@ -59,6 +59,7 @@ func StartMariaDB(t testing.TB) *MariaDB {
 			"--pid-file=" + filepath.Join(m.dir, "pid"), "--init-file=" + m.initFile(),
 			"--tmpdir=" + m.tmp()},
 			mariadbSettings...)
+		args = append(args, extra...)
 		if os.Geteuid() == 0 {
 			args = append(args, "--user=root")
 		}

@@ -5,6 +5,8 @@
 //
 //	srv.Terminate = tlsterm.TLS{Config: cfg}            // or &tlsterm.Postgres{...}
 //	srv.BackendStart = tlsterm.BackendTLS{Config: cl}   // re-encrypt, if wanted
+//
+// MySQL, whose server speaks first, is a *MySQL set as both hooks.
 package tlsterm
 
 import (
@@ -65,7 +67,11 @@ var _ l4.BackendStarter = BackendTLS{}
 // backend's certificate is verified against its IP address, and no SNI
 // is sent.
 func (b BackendTLS) StartBackend(c *net.TCPConn, _ *l4.Client) (net.Conn, error) {
-	cfg := b.Config
+	return clientHandshake(c, b.Config)
+}
+
+// clientHandshake runs a client handshake on c, a connection to a backend.
+func clientHandshake(c net.Conn, cfg *tls.Config) (*tls.Conn, error) {
 	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
 		cfg = cfg.Clone()
 		cfg.ServerName = c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap().String()
@@ -77,10 +83,10 @@ func (b BackendTLS) StartBackend(c *net.TCPConn, _ *l4.Client) (net.Conn, error)
 	return tc, nil
 }
 
-// ErrPlaintextRefused is returned for a PostgreSQL client that did not ask
-// for TLS on a listener that requires it.
+// ErrPlaintextRefused is returned for a PostgreSQL or MySQL client that
+// did not ask for TLS on a listener that requires it.
 var ErrPlaintextRefused = errors.New("tlsterm: client did not ask for TLS, which the listener requires")
 
 // ErrBackendRefusedTLS is returned when a PostgreSQL backend answers an
-// SSLRequest with 'N'.
+// SSLRequest with 'N', or a MySQL backend's greeting does not offer TLS.
 var ErrBackendRefusedTLS = errors.New("tlsterm: backend refused TLS")
