@@ -121,6 +121,19 @@ func TestMySQLTLSAtSluice(t *testing.T) {
 	}
 	p.waitOutput(t, "sni=db.test") // the Go driver sends SNI; the mariadb client does not for an IP
 
+	// Another plugin, through the server's auth switch: more packets
+	// with shifted ids.
+	m.Exec(t, "INSTALL SONAME 'auth_ed25519'")
+	m.Exec(t, "CREATE USER 'ed'@'127.0.0.1' IDENTIFIED VIA ed25519 USING PASSWORD('ed-password')")
+	ed := *m
+	ed.User, ed.Password = "ed", "ed-password"
+	if out, err := runMariaDB(t, &ed, addr, "--ssl", "--ssl-ca="+f.caFile, "--ssl-verify-server-cert", "-e", "SELECT CURRENT_USER()"); err != nil || out != "ed@127.0.0.1" {
+		t.Errorf("mariadb as an ed25519 user: %q, %v", out, err)
+	}
+	if s, err := goMySQL(t, &ed, f, addr, "SELECT CURRENT_USER()"); err != nil || s != "ed@127.0.0.1" {
+		t.Errorf("go-sql-driver as an ed25519 user: %q, %v", s, err)
+	}
+
 	// A certificate that does not verify fails the client, not sluice.
 	other, err := mint.NewCA("another CA")
 	if err != nil {
