@@ -72,6 +72,10 @@ func TestScenarios(t *testing.T) {
 	defer be.Close()
 	bk := &backends{tcp: be}
 	defer bk.closeDBs()
+	if bk.tls, err = startTLSBench(e.dir); err != nil {
+		t.Fatal(err)
+	}
+	defer bk.tls.Close()
 	if err := bk.startDBs(t.Context(), set.tools, scenarios); err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,10 @@ type target struct {
 	// listener, or the backend itself for direct; h2Addr is the proxy's
 	// h2c listener (none for direct, whose backend speaks HTTP/1.1 only).
 	httpAddr, h2Addr string
+	// tlsECDSA and tlsRSA end TLS with either certificate and lead to
+	// the backend; sniAddr leads by SNI to the TLS backend (which it is,
+	// for direct). Empty without TLS scenarios.
+	tlsECDSA, tlsRSA, sniAddr string
 }
 
 // runOpts are the lengths of one scenario run.

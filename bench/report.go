@@ -76,7 +76,7 @@ func (r *report) markdown(chart string) string {
 	fmt.Fprintf(&b, "\n![sluice ratios](%s)\n", chart)
 	b.WriteString(r.method())
 	if t := r.targets(); t != "" {
-		b.WriteString("\n## Targets (issues 3, 5, 9 and 11)\n\n" + t)
+		b.WriteString("\n## Targets (issues 3, 5, 9, 11 and 12)\n\n" + t)
 	}
 	if len(r.res.failures) > 0 {
 		b.WriteString("\n## Failed runs\n\n")
@@ -104,10 +104,12 @@ Each timed window is cut into slices of %v; rates and latency percentiles are co
 - Real clients: each proxy has a listener for a PostgreSQL and a Redis server the bench starts (nothing synced to disk; trust authentication on loopback, so that connections cost what a proxy and a server do, not password hashing). pgbench -S (select only, scale %s, %d clients, 2 threads) on persistent connections and with -C (a connection per transaction); redis-benchmark GET with -k 1 (%d connections) and -k 0 (%d clients, a connection per request). Rates are the clients' own per-interval reports (pgbench -P 1 each second, redis-benchmark about every 250 ms), read as they come: the first report and those of the warm-up are skipped, the median report of the window is taken, and the proxy's CPU is read at the window's first and last report. A run in which a client reports an error or a failed transaction fails.
 - UDP at full rate: %d flows (client sockets), each keeping up to %d datagrams of %d bytes in flight, sent %d at a time (sendmmsg) whenever a batch has come back, to an echo backend that answers in batches (recvmmsg, sendmmsg); a closed loop keeps the system saturated without the senders starving the backend, which shares the CPUs. A batch not back within %v is given up on. Datagrams/s: echoes received, median slice. Loss: datagrams sent that never came back, over warm-up and window, after waiting %v for late echoes. Each proxy's UDP listening sockets ask for a 4 MiB receive buffer (nginx: rcvbuf=%s) and end a session after %s without a datagram. HAProxy has no UDP.
 - HTTP: each proxy has an HTTP/1.1 listener and an h2c one in front of the backend's HTTP/1.1 server (a %d-byte body per GET), with keep-alive connections to it: sluice's pool, HAProxy mode http with http-reuse always, nginx proxy_pass with upstream keepalive %d, proxy_http_version 1.1 and an empty Connection header; keepalive_requests raised to %d both sides; no access logs. Keep-alive: %d connections, one GET in flight on each. New connections: %d clients, each connecting, sending one GET with Connection: close, and reading the response and the proxy's close. Latency: the paced schedule above, with GETs. HTTP/2: h2load -c %d -m %d over h2c (prior knowledge), its own req/s over -D after --warm-up-time; direct has no h2c. Cached hits: the keep-alive load on /cached/small (%d B) or /cached/100k, which the backend alone marks max-age=3600 and each proxy caches in memory (sluice [caches] on a /cached route, HAProxy's cache section for path_beg /cached/, nginx proxy_cache in the run directory): every request after the first is a hit; direct's row is the backend answering.
+- TLS: %d clients, each connecting, running a full TLS 1.3 handshake (Go's client: no session cache, no certificate verification, the key exchanges of the row), writing %d bytes, reading the answer and the close; certificates made at start (ECDSA P-256, RSA 2048). Terminated: each proxy ends TLS (sluice [tls], HAProxy bind ssl crt, nginx stream listen ssl) and connects to the plain backend; bulk: one TLS stream, client to backend. SNI passthrough: each proxy routes by the hello's server name (sluice sni_routes, HAProxy req.ssl_sni after inspect-delay, nginx ssl_preread and a map) to a Go TLS backend in the bench process, which is direct's row.
 `, sliceLen, keepAliveConns, reqSize, newConnClients, reqSize, latencyConns, latencyRate, r.set.idleConns, r.set.settle,
 		pgbenchScale, pgbenchClients, redisKeepClients, redisNewConnClient,
 		udpFlows, udpWindow, udpSize, udpBatch, udpStall, udpTail, udpReadBuffer, udpSessionTimeout,
-		reqSize, httpIdleBackendConns, httpKeepAliveRequests, httpKeepAliveConns, httpNewConnClients, h2Clients, h2Streams, reqSize)
+		reqSize, httpIdleBackendConns, httpKeepAliveRequests, httpKeepAliveConns, httpNewConnClients, h2Clients, h2Streams, reqSize,
+		tlsClients, reqSize)
 }
 
 // setup says how the run was shaped.

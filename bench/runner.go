@@ -21,6 +21,12 @@ func measureAll(ctx context.Context, e *env, set settings, scens []*scenario) (*
 	defer be.Close()
 	bk := &backends{tcp: be}
 	defer bk.closeDBs()
+	if slices.ContainsFunc(scens, func(sc *scenario) bool { return sc.proto == "tls" || sc.proto == "sni" }) {
+		if bk.tls, err = startTLSBench(e.dir); err != nil {
+			return nil, nil, err
+		}
+		defer bk.tls.Close()
+	}
 	if err := bk.startDBs(ctx, set.tools, scens); err != nil {
 		return nil, nil, err
 	}
@@ -105,6 +111,7 @@ func measureRep(ctx context.Context, e *env, set *settings, bk *backends, scens 
 type backends struct {
 	tcp *backend
 	dbs []*dbServer
+	tls *tlsBench // nil without TLS scenarios
 }
 
 // startDBs starts each database server that one of scens needs.
@@ -140,6 +147,9 @@ func (bk *backends) closeDBs() {
 // direct is the target without a proxy.
 func (bk *backends) direct() target {
 	t := target{addr: bk.tcp.addr(), be: bk.tcp, relays: map[string]string{}, httpAddr: bk.tcp.addr()}
+	if bk.tls != nil {
+		t.sniAddr = bk.tls.backend.addr()
+	}
 	for _, db := range bk.dbs {
 		t.relays[db.name] = db.addr
 	}
@@ -173,6 +183,14 @@ func ensureRunning(ctx context.Context, e *env, set settings, bk *backends, sys 
 	if params.h2Listen, err = freePort(); err != nil {
 		return target{}, err
 	}
+	if bk.tls != nil {
+		params.tls = &tlsListens{tlsBench: bk.tls}
+		for _, a := range []*string{&params.tls.ecdsa, &params.tls.rsa, &params.tls.sni} {
+			if *a, err = freePort(); err != nil {
+				return target{}, err
+			}
+		}
+	}
 	for _, db := range bk.dbs {
 		l, err := freePort()
 		if err != nil {
@@ -193,6 +211,9 @@ func ensureRunning(ctx context.Context, e *env, set settings, bk *backends, sys 
 func (pp *proxyProc) target(bk *backends) target {
 	t := target{addr: pp.addr, proc: pp, be: bk.tcp, relays: map[string]string{},
 		httpAddr: pp.params.httpListen, h2Addr: pp.params.h2Listen}
+	if l := pp.params.tls; l != nil {
+		t.tlsECDSA, t.tlsRSA, t.sniAddr = l.ecdsa, l.rsa, l.sni
+	}
 	for _, r := range pp.relays {
 		t.relays[r.name] = r.listen
 	}

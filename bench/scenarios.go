@@ -39,7 +39,7 @@ type scenario struct {
 	key   string
 	short string // chart label
 	title func(s settings) string
-	proto string // "tcp", "udp", "http" (HTTP/1.1) or "h2" (h2c)
+	proto string // "tcp", "udp", "http" (HTTP/1.1), "h2" (h2c), "tls" (ended at the proxy) or "sni" (passed through)
 	// needs names the database server the scenario's clients talk to
 	// ("postgres", "redis"), reached through a relay of its own in each
 	// proxy, or the client program it runs ("h2load"); empty for the
@@ -159,7 +159,7 @@ func redisScenario(keep bool) *scenario {
 }
 
 // scenarios are run in this order in every repetition.
-var scenarios = []*scenario{
+var scenarios = append([]*scenario{
 	{
 		key:   "idle",
 		short: "idle",
@@ -291,7 +291,7 @@ var scenarios = []*scenario{
 		metrics: append(loadMetrics("dps", "datagrams echoed", "datagrams/s", "%.0f", "datagrams/core-s"),
 			metric{key: "loss", label: "loss", unit: "% of sent", format: "%.2f", lowerBetter: true}),
 	},
-}
+}, tlsScenarios...)
 
 // opts are the load lengths of the timed scenarios.
 func (s settings) opts() runOpts { return runOpts{warm: s.warm, dur: s.dur} }
@@ -304,6 +304,7 @@ var scenarioGroups = map[string][]string{
 	"redis":      {"redis-k1", "redis-k0"},
 	"http":       {"http-keepalive", "http-newconn", "http-latency", "http2"},
 	"cache":      {"http-cached", "http-cached-100k", "http-cached-latency"},
+	"tls":        {"tls-ecdsa", "tls-rsa", "tls-p256", "tls-pq", "tls-bulk", "sni"},
 }
 
 // pickScenarios returns the scenarios named in keys ("all" for every one,

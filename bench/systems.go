@@ -51,6 +51,8 @@ type proxyParams struct {
 	// HTTP mode, for the L7 scenarios. nginx cannot serve both on one
 	// port, so every proxy gets two.
 	httpListen, h2Listen string
+	// tls are the TLS scenarios' listeners; nil when none is run.
+	tls *tlsListens
 }
 
 // relay is a TCP listener of a proxy for one database server.
@@ -88,10 +90,12 @@ const (
 var (
 	// direct's backend speaks HTTP/1.1 only: h2 scenarios have no
 	// direct column.
-	directSystem = &system{key: "direct", name: "direct", protos: []string{"tcp", "udp", "http"}}
+	// The TLS backend of SNI passthrough terminates TLS itself: direct
+	// has that column, not the terminated ones.
+	directSystem = &system{key: "direct", name: "direct", protos: []string{"tcp", "udp", "http", "sni"}}
 
 	sluiceSystem = &system{
-		key: "sluice", name: "sluice", file: "sluice.toml", protos: []string{"tcp", "udp", "http", "h2"},
+		key: "sluice", name: "sluice", file: "sluice.toml", protos: []string{"tcp", "udp", "http", "h2", "tls", "sni"},
 		config: func(p proxyParams) string {
 			return fmt.Sprintf(`drain_timeout = "1s"
 
@@ -120,7 +124,7 @@ balance = "round_robin"
 
 [[pools.b.backends]]
 address = %q
-`, p.listen, p.cores, idleTimeout, p.listen, p.cores, udpSessionTimeout, p.backend) + sluiceHTTP(p) + p.each(func(r relay) string {
+`, p.listen, p.cores, idleTimeout, p.listen, p.cores, udpSessionTimeout, p.backend) + sluiceHTTP(p) + sluiceTLS(p) + p.each(func(r relay) string {
 				return fmt.Sprintf(`
 [listeners.%s]
 bind = %q
@@ -144,7 +148,7 @@ address = %q
 	}
 
 	haproxySystem = &system{
-		key: "haproxy", name: "HAProxy", file: "haproxy.cfg", protos: []string{"tcp", "http", "h2"}, // 2.6 has no UDP
+		key: "haproxy", name: "HAProxy", file: "haproxy.cfg", protos: []string{"tcp", "http", "h2", "tls", "sni"}, // 2.6 has no UDP
 		config: func(p proxyParams) string {
 			return fmt.Sprintf(`# HAProxy at its best on a TCP relay: forced splice both ways (splice-auto
 # hardly splices on loopback), one thread per core given to the proxy.
@@ -171,7 +175,7 @@ frontend bench
 
 backend b
     server s1 %s
-`, p.cores, connectTimeout, idleTimeout, idleTimeout, p.listen, p.backend) + haproxyHTTP(p) + p.each(func(r relay) string {
+`, p.cores, connectTimeout, idleTimeout, idleTimeout, p.listen, p.backend) + haproxyHTTP(p) + haproxyTLS(p) + p.each(func(r relay) string {
 				return fmt.Sprintf(`
 frontend %s
     bind %s
@@ -186,7 +190,7 @@ backend %s
 	}
 
 	nginxSystem = &system{
-		key: "nginx", name: "nginx", file: "nginx.conf", protos: []string{"tcp", "udp", "http", "h2"},
+		key: "nginx", name: "nginx", file: "nginx.conf", protos: []string{"tcp", "udp", "http", "h2", "tls", "sni"},
 		config: func(p proxyParams) string {
 			return fmt.Sprintf(`# nginx stream proxy: one worker per core given to the proxy, a
 # SO_REUSEPORT socket per worker so the kernel spreads connections.
@@ -240,7 +244,7 @@ stream {
         proxy_timeout %s;
     }
 `, r.name, r.backend, r.listen, r.name, connectTimeout, idleTimeout)
-				})) + nginxHTTP(p)
+				})+nginxTLS(p)) + nginxHTTP(p)
 		},
 		argv: func(bin, cfg string, p proxyParams) []string {
 			// -e: nginx opens its default error log before it reads the

@@ -55,6 +55,15 @@ func buildGoals() []goal {
 			goal{r.what + " per proxy core-second at least the best peer's and 1.2x HAProxy's", r.sc, "gbps_core",
 				maxOf(bestOf, times(haproxySystem, 1.2)), false})
 	}
+	// TLS (issue 12): handshakes per proxy core-second at least the best
+	// peer's with the same key exchange and certificate.
+	for _, r := range []struct{ sc, what string }{
+		{"tls-ecdsa", "TLS 1.3 full handshakes (ECDSA P-256, X25519)"},
+		{"tls-rsa", "TLS 1.3 full handshakes (RSA 2048, X25519)"},
+		{"tls-p256", "TLS 1.3 full handshakes (ECDSA P-256, P-256 key exchange)"},
+	} {
+		gs = append(gs, goal{r.what + " per proxy core-second at least the best peer's", r.sc, "hps_core", bestOf, false})
+	}
 	gs = append(gs,
 		goal{"HTTP/1.1 keep-alive requests per proxy core-second at least 0.45x nginx's (issue 11)", "http-keepalive", "rps_core",
 			times(nginxSystem, 0.45), false})
