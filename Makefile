@@ -70,6 +70,11 @@ test-deps:
 	@# h2spec checks the HTTP/2 listener; v2.2.1 is its only usable tag.
 	@command -v h2spec >/dev/null || test -x "$$($(GO) env GOPATH)/bin/h2spec" || \
 		$(GO) install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
+	@# pebble (Let's Encrypt's test CA) and its DNS for the ACME test.
+	@for p in pebble pebble-challtestsrv; do \
+		command -v $$p >/dev/null || test -x "$$($(GO) env GOPATH)/bin/$$p" || \
+			$(GO) install github.com/letsencrypt/pebble/v2/cmd/$$p@v2.10.3; \
+	done
 	@test -d $(BROWSER_TEST)/node_modules/puppeteer-core || \
 		(cd $(BROWSER_TEST) && npm ci --no-audit --no-fund)
 	@test -d $(CACHE_SUITE)/node_modules/http-cache-tests || \

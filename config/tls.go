@@ -14,9 +14,12 @@ import (
 // terminated on its sockets.
 type ListenerTLS struct {
 	// Certificates are the pairs served, chosen by SNI from the names in
-	// the certificates; the first is the default. There is at least one,
-	// and each loaded when the file was read.
+	// the certificates; the first is the default. There is at least one
+	// unless ACME is set, and each loaded when the file was read.
 	Certificates []certs.Pair
+	// ACME, if not nil, gets certificates for its names from an ACME CA;
+	// they take precedence over Certificates for those names.
+	ACME *ACME
 	// MinVersion is tls.VersionTLS12 (the default) or tls.VersionTLS13.
 	MinVersion uint16
 	// Curves are the key exchanges offered, in order; nil means Go's
@@ -56,7 +59,7 @@ type ListenerTLS struct {
 
 var listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "min_version", "curves",
 	"client_auth", "client_ca_file", "client_cert_header", "reload_interval", "expiry_warning",
-	"alpn", "starttls", "require_tls", "handshake_timeout"}
+	"alpn", "starttls", "require_tls", "handshake_timeout", "acme"}
 
 // curveNames are the names curves may be given by, lower case.
 var curveNames = map[string]tls.CurveID{
@@ -79,6 +82,7 @@ func (d *decoder) listenerTLS(lt *table, proto Protocol) *ListenerTLS {
 	t.allow(listenerTLSKeys...)
 	c := &ListenerTLS{MinVersion: tls.VersionTLS12, ReloadInterval: defaultTLSReload, ExpiryWarning: defaultExpiryWarning}
 	c.Certificates = d.certPairs(t)
+	c.ACME = d.acme(t)
 	if s, ok := t.str("min_version"); ok {
 		switch s {
 		case "1.2":
@@ -137,8 +141,8 @@ func (d *decoder) certPairs(t *table) []certs.Pair {
 			}
 		}
 	}
-	if len(pairs) == 0 && !t.has("cert_file") && !t.has("key_file") && !t.has("certificates") {
-		t.errorf("cert_file", "no certificate: add cert_file and key_file, or [[%s.certificates]]", t.path)
+	if len(pairs) == 0 && !t.has("cert_file") && !t.has("key_file") && !t.has("certificates") && !t.has("acme") {
+		t.errorf("cert_file", "no certificate: add cert_file and key_file, [[%s.certificates]] or acme", t.path)
 	}
 	for i := range pairs {
 		pairs[i].CertFile, pairs[i].KeyFile = d.path(pairs[i].CertFile), d.path(pairs[i].KeyFile)

@@ -16,10 +16,17 @@ type Hosts interface {
 }
 
 // tlsConfig returns the listener's TLS configuration as served: s.TLS
-// with HTTP/2 and HTTP/1.1 offered by ALPN (RFC 7301), h2 first.
+// with HTTP/2 and HTTP/1.1 offered by ALPN (RFC 7301), h2 first, then any
+// other protocol s.TLS offers (ACME's acme-tls/1, whose validations
+// GetCertificate answers and which close once the handshake is done).
 func (s *Server) tlsConfig() *tls.Config {
 	c := s.TLS.Clone()
 	c.NextProtos = []string{"h2", "http/1.1"}
+	for _, p := range s.TLS.NextProtos {
+		if !slices.Contains(c.NextProtos, p) {
+			c.NextProtos = append(c.NextProtos, p)
+		}
+	}
 	return c
 }
 

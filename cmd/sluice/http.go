@@ -7,7 +7,6 @@ import (
 	"net"
 
 	"sluice/config"
-	"sluice/internal/certs"
 	"sluice/internal/pool"
 	"sluice/l7"
 	"sluice/l7/cache"
@@ -19,7 +18,7 @@ import (
 // it changes anything, so that a missing file fails it whole.
 type httpTLS struct {
 	config *tls.Config
-	store  *certs.Store
+	store  *listenerCerts
 }
 
 // prepareHTTP reads lc's certificates and checks its pools' TLS files.
@@ -79,7 +78,7 @@ func openHTTP(cfg *config.Config, lc config.Listener, lns []*net.TCPListener, t 
 		}
 	}
 	return opened{srv: srv, serve: serve, close: func() { closeAll(lns) },
-		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns), tcp: lns, certs: certStore}, nil
+		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns), tcp: lns, certs: certStore.files()}, nil
 }
 
 // upstreams returns the pools an HTTP listener forwards to: its default

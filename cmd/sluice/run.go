@@ -122,7 +122,7 @@ func openTCP(lc config.Listener, lns []*net.TCPListener, pc *config.Pool, pools 
 		}
 	}
 	return opened{srv: srv, serve: serve, close: func() { closeAll(lns) },
-		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns), tcp: lns, certs: store}, nil
+		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns), tcp: lns, certs: store.files()}, nil
 }
 
 // openUDP opens a UDP listener's sockets and builds its proxy.

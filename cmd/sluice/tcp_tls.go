@@ -4,7 +4,6 @@ import (
 	"log/slog"
 
 	"sluice/config"
-	"sluice/internal/certs"
 	"sluice/internal/tlsterm"
 	"sluice/l4"
 )
@@ -14,15 +13,15 @@ import (
 // PostgreSQL SSLRequest first for starttls = "postgres", after MySQL's
 // greeting for "mysql"), TLS spoken to the backends. It returns the certificate store whose reload watcher the
 // listener runs, if any.
-func tcpTLS(srv *l4.Server, lc config.Listener, pc *config.Pool, log *slog.Logger) (*certs.Store, error) {
-	var store *certs.Store
+func tcpTLS(srv *l4.Server, lc config.Listener, pc *config.Pool, log *slog.Logger) (*listenerCerts, error) {
+	var store *listenerCerts
 	if lc.TLS != nil {
 		cfg, st, err := listenerTLS(lc, log)
 		if err != nil {
 			return nil, err
 		}
 		store = st
-		cfg.NextProtos = lc.TLS.ALPN
+		cfg.NextProtos = st.offerACME(lc.TLS.ALPN)
 		srv.HandshakeTimeout = lc.TLS.HandshakeTimeout
 		switch lc.TLS.StartTLS {
 		case config.StartTLSMySQL:

@@ -66,20 +66,19 @@ func poolTLS(c *config.PoolTLS) (*tls.Config, error) {
 }
 
 // listenerTLS builds a listener's TLS configuration and its certificate
-// store, whose reload watcher the listener's serve function runs; nil,
-// nil if the listener has no TLS.
-func listenerTLS(lc config.Listener, log *slog.Logger) (*tls.Config, *certs.Store, error) {
+// sources, whose reload watcher and ACME manager the listener's serve
+// function runs; nil, nil if the listener has no TLS.
+func listenerTLS(lc config.Listener, log *slog.Logger) (*tls.Config, *listenerCerts, error) {
 	c := lc.TLS
 	if c == nil {
 		return nil, nil, nil
 	}
-	store, err := certs.New(certs.Options{Pairs: c.Certificates, ReloadInterval: c.ReloadInterval,
-		ExpiryWarning: c.ExpiryWarning, Logger: log.With(slog.String("listener", lc.Name))})
+	lcerts, err := newListenerCerts(c, log.With(slog.String("listener", lc.Name)))
 	if err != nil {
 		return nil, nil, err
 	}
 	cfg := &tls.Config{
-		GetCertificate:   store.GetCertificate,
+		GetCertificate:   lcerts.getCertificate(),
 		MinVersion:       c.MinVersion,
 		CurvePreferences: c.Curves,
 		ClientAuth:       c.ClientAuth,
@@ -91,5 +90,6 @@ func listenerTLS(lc config.Listener, log *slog.Logger) (*tls.Config, *certs.Stor
 			return nil, nil, err
 		}
 	}
-	return cfg, store, nil
+	cfg.NextProtos = lcerts.offerACME(nil)
+	return cfg, lcerts, nil
 }

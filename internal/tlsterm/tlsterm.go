@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 
+	"sluice/internal/acmecert"
 	"sluice/l4"
 )
 
@@ -40,6 +41,11 @@ func handshake(c net.Conn, cfg *tls.Config, cl *l4.Client) (*tls.Conn, error) {
 		return nil, err
 	}
 	cl.ServerName = tc.ConnectionState().ServerName
+	if tc.ConnectionState().NegotiatedProtocol == acmecert.ALPNProto {
+		// An ACME CA checking the listener's name: the handshake
+		// was the answer, and there is nothing to proxy.
+		return nil, acmecert.ErrValidation
+	}
 	return tc, nil
 }
 

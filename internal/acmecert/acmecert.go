@@ -1,0 +1,192 @@
+// Package acmecert gets a listener's certificates from an ACME CA (Let's
+// Encrypt, or any RFC 8555 server) with golang.org/x/crypto/acme/autocert:
+// the TLS-ALPN-01 challenge is answered by the listener's own handshakes,
+// certificates and the account key are stored on disk, renewed before
+// they expire, and served from storage while the CA cannot be reached.
+//
+//	m := acmecert.New(acmecert.Options{Names: names, Storage: dir, ...})
+//	cfg.GetCertificate = m.Wrap(store.GetCertificate)   // names to ACME, others to files
+//	cfg.NextProtos = append(cfg.NextProtos, acmecert.ALPNProto); m.Start(); defer m.Stop()
+package acmecert
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
+)
+
+// ALPNProto is the protocol a TLS-ALPN-01 validation negotiates (RFC
+// 8737): a listener with ACME must offer it, and must not proxy a
+// connection that negotiated it.
+const ALPNProto = acme.ALPNProto
+
+// DefaultCA is Let's Encrypt's production directory.
+const DefaultCA = autocert.DefaultACMEDirectory
+
+// Options configure a Manager.
+type Options struct {
+	// Names are the host names certificates are asked for: exact names,
+	// since TLS-ALPN-01 cannot prove a wildcard.
+	Names []string
+	// Email is the account's contact, for the CA's expiry notices; ""
+	// registers none.
+	Email string
+	// CA is the ACME directory URL; "" means DefaultCA.
+	CA string
+	// Storage is the directory certificates and the account key are kept
+	// in (created 0700).
+	Storage string
+	// RenewBefore is how long before expiry a certificate is renewed;
+	// zero means the lesser of 30 days and a third of its lifetime.
+	RenewBefore time.Duration
+	// Logger receives the outcome of getting each name's certificate at
+	// Start; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Manager serves ACME certificates for its names.
+type Manager struct {
+	o     Options
+	m     *autocert.Manager
+	names map[string]bool
+
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// New returns a Manager for o. Nothing is asked of the CA until Start or
+// a handshake needs it.
+func New(o Options) *Manager {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	names := make(map[string]bool, len(o.Names))
+	for _, n := range o.Names {
+		names[strings.ToLower(n)] = true
+	}
+	m := &Manager{o: o, names: names, m: &autocert.Manager{
+		Prompt:      autocert.AcceptTOS,
+		Cache:       autocert.DirCache(o.Storage),
+		HostPolicy:  autocert.HostWhitelist(o.Names...),
+		RenewBefore: o.RenewBefore,
+		Email:       o.Email,
+		Client:      &acme.Client{DirectoryURL: cmpOr(o.CA, DefaultCA)},
+	}}
+	return m
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// Covers reports whether the handshake is the Manager's: a name it has,
+// or a CA's TLS-ALPN-01 validation.
+func (m *Manager) Covers(hello *tls.ClientHelloInfo) bool {
+	return m.names[strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))] ||
+		slices.Contains(hello.SupportedProtos, ALPNProto)
+}
+
+// GetCertificate is tls.Config.GetCertificate for the Manager's names: the
+// stored certificate (renewed in the background when due), or a new one
+// from the CA, or a validation's challenge certificate.
+func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return m.m.GetCertificate(hello)
+}
+
+// Wrap returns a GetCertificate that gives the Manager its handshakes and
+// the others to files (nil: none, an error).
+func (m *Manager) Wrap(files func(*tls.ClientHelloInfo) (*tls.Certificate, error)) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if m.Covers(hello) || files == nil {
+			return m.GetCertificate(hello)
+		}
+		return files(hello)
+	}
+}
+
+// Start gets (from storage, or from the CA) each name's certificate in the
+// background, so that the first client does not wait for an issuance and
+// renewals are scheduled from the start; each outcome is logged. Stop
+// ends it.
+func (m *Manager) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	for _, name := range m.o.Names {
+		m.wg.Go(func() { m.prefetch(ctx, name) })
+	}
+}
+
+// prefetch gets name's certificate as a client that takes ECDSA would:
+// autocert keeps ECDSA and RSA certificates apart, and modern clients ask
+// for ECDSA.
+func (m *Manager) prefetch(ctx context.Context, name string) {
+	hello := &tls.ClientHelloInfo{ServerName: name,
+		SignatureSchemes: []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
+		SupportedCurves:  []tls.CurveID{tls.CurveP256},
+		CipherSuites:     []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
+	}
+	done := make(chan error, 1)
+	go func() { // autocert bounds it (5 minutes); the channel's room lets it end unread
+		_, err := m.m.GetCertificate(hello)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			m.o.Logger.Error("getting ACME certificate failed; handshakes for the name will try again",
+				slog.String("name", name), slog.String("error", err.Error()))
+			return
+		}
+		m.o.Logger.Info("ACME certificate ready", slog.String("name", name))
+	case <-ctx.Done():
+	}
+}
+
+// Stop ends Start's work; it may be called more than once. A prefetch's
+// request to the CA is not cut short (autocert bounds it at 5 minutes and
+// offers no way to cancel it), but nothing waits for it. Nor can
+// autocert's renewal timers be stopped: a Manager replaced by a reload
+// still renews its certificates, into the same storage.
+func (m *Manager) Stop() {
+	m.stopOnce.Do(func() {
+		if m.cancel != nil {
+			m.cancel()
+		}
+		m.wg.Wait()
+	})
+}
+
+// ErrValidation is returned by a terminator for a connection that
+// negotiated ALPNProto: a CA's validation, answered by the handshake, not
+// a client to proxy.
+var ErrValidation = errors.New("acmecert: an ACME tls-alpn-01 validation, answered by the handshake")
+
+// CheckNames reports the first name ACME cannot get a certificate for
+// with TLS-ALPN-01: a wildcard, an IP address, a name without a dot.
+func CheckNames(names []string) error {
+	for _, n := range names {
+		switch _, err := netip.ParseAddr(n); {
+		case err == nil:
+			return fmt.Errorf("%q is an IP address: ACME certificates here are for host names", n)
+		case strings.Contains(n, "*"):
+			return fmt.Errorf("%q is a wildcard, which TLS-ALPN-01 cannot prove", n)
+		case !strings.Contains(strings.Trim(n, "."), "."):
+			return fmt.Errorf("%q is not a public host name", n)
+		}
+	}
+	return nil
+}
