@@ -55,6 +55,7 @@ test: test-deps vet
 	$(GO) run ./cmd/sluice check -c examples/l7.toml
 	$(GO) run ./cmd/sluice check -c examples/sni-passthrough.toml
 	$(GO) run ./cmd/sluice check -c examples/scale-out.toml
+	$(GO) run ./cmd/sluice check -c examples/acme.toml
 
 test-deps:
 	@missing=""; for p in $(TEST_PACKAGES); do \

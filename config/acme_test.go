@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -40,5 +41,17 @@ func TestListenerACME(t *testing.T) {
 				t.Errorf("error %v\nwant %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestACMEExample: examples/acme.toml is valid as it is (it names no file
+// that must exist).
+func TestACMEExample(t *testing.T) {
+	text, err := os.ReadFile("../examples/acme.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse("acme.toml", text); err != nil {
+		t.Fatal(err)
 	}
 }
