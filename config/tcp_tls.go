@@ -62,22 +62,11 @@ func (d *decoder) tcpTLS(t *table, c *ListenerTLS, proto Protocol) {
 	}
 }
 
-// tcpListenerTLS checks what a TCP listener's TLS (its own [tls], or its
-// pool's) cannot be combined with yet: these connections run on
-// goroutines, which read no PROXY header and route by no SNI.
+// tcpListenerTLS checks what a TCP listener's TLS cannot be combined
+// with yet: routing by SNI, which passes TLS through. (A PROXY header
+// before the ClientHello is read as on plain listeners.)
 func (d *decoder) tcpListenerTLS(t *table, l *Listener) {
 	l.TLS = d.listenerTLS(t, TCP)
-	p := d.parsedPool(l.Pool)
-	if l.TLS == nil && (p == nil || p.TLS == nil) {
-		return
-	}
-	what := "tls"
-	if l.TLS == nil {
-		what = "a pool with [tls]"
-	}
-	if l.ProxyProtocol != 0 {
-		t.errorf("proxy_protocol", "cannot be combined with %s yet", what)
-	}
 	if t.has("sni_routes") && l.TLS != nil {
 		t.errorf("sni_routes", "cannot be combined with tls yet: they pass TLS through")
 	}

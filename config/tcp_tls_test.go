@@ -40,6 +40,14 @@ func TestTCPListenerTLS(t *testing.T) {
 	if got.StartTLS != StartTLSMySQL || got.RequireTLS || got.ALPN != nil {
 		t.Errorf("mysql: got %+v", got)
 	}
+	// A PROXY header before the ClientHello, and before plain bytes to
+	// TLS backends.
+	for _, text := range []string{head + "proxy_protocol = \"v2\"\nproxy_protocol_from = [\"10.0.0.0/8\"]\n[listeners.t.tls]\n" + certs + poolDB,
+		head + "proxy_protocol = \"v2\"\nproxy_protocol_from = [\"10.0.0.0/8\"]\n" + tlsPool} {
+		if _, err := Parse("t.toml", []byte(text)); err != nil {
+			t.Errorf("proxy_protocol with TLS: %v", err)
+		}
+	}
 	// A plain listener in front of TLS backends.
 	if _, err := Parse("t.toml", []byte(head+tlsPool)); err != nil {
 		t.Errorf("pool with [tls] behind a TCP listener: %v", err)
@@ -59,10 +67,6 @@ func TestTCPListenerTLS(t *testing.T) {
 			[]string{"listeners.t.tls.alpn: is \"postgresql\" with starttls"}},
 		{"client_cert_header", head + "[listeners.t.tls]\n" + certs + "client_cert_header = \"X-A\"\n" + poolDB,
 			[]string{"listeners.t.tls.client_cert_header: applies only to HTTP listeners"}},
-		{"proxy_protocol", head + "proxy_protocol = \"v2\"\nproxy_protocol_from = [\"10.0.0.0/8\"]\n[listeners.t.tls]\n" + certs + poolDB,
-			[]string{"listeners.t.proxy_protocol: cannot be combined with tls yet"}},
-		{"proxy_protocol, pool tls", head + "proxy_protocol = \"v2\"\nproxy_protocol_from = [\"10.0.0.0/8\"]\n" + tlsPool,
-			[]string{"listeners.t.proxy_protocol: cannot be combined with a pool with [tls] yet"}},
 		{"http listener", strings.Replace(head, "pool", "protocol = \"http\"\npool", 1) + "[listeners.t.tls]\n" + certs + "starttls = \"postgres\"\n" + poolDB,
 			[]string{"listeners.t.tls.starttls: applies only to TCP listeners"}},
 	} {

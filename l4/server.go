@@ -96,7 +96,9 @@ type Server struct {
 	// Terminate, if not nil, ends TLS (or a database's negotiation and
 	// TLS) on every connection: they run on goroutines, not on the event
 	// loops, with the same slots, pool, Admit, BackendPreamble, timeouts,
-	// log line and drain; Preamble is not read for them.
+	// log line and drain; their Preamble (a PROXY header before the
+	// ClientHello) is read on the connection's goroutine, before
+	// Terminate.
 	Terminate Terminator
 	// HandshakeTimeout bounds Terminate. Zero means 10s.
 	HandshakeTimeout time.Duration

@@ -90,6 +90,9 @@ func (c *termConn) serve() {
 // backend; a non-None End says why it could not.
 func (c *termConn) open() (End, error) {
 	s := c.s
+	if e, err := c.preamble(); e != EndNone {
+		return e, err
+	}
 	if a := s.Admit; a != nil {
 		if err := a.Admit(&c.cl); err != nil {
 			return refusal(err), err
