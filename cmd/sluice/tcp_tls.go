@@ -11,8 +11,9 @@ import (
 // tcpTLS sets a TCP listener's Terminate and BackendStart hooks when it
 // has [tls] or its pool has: TLS ended at the listener (with a
 // PostgreSQL SSLRequest first for starttls = "postgres", after MySQL's
-// greeting for "mysql"), TLS spoken to the backends. It returns the certificate store whose reload watcher the
-// listener runs, if any.
+// greeting for "mysql"), TLS spoken to the backends. It returns the
+// certificate sources whose reload watcher and ACME manager the listener
+// runs, if any.
 func tcpTLS(srv *l4.Server, lc config.Listener, pc *config.Pool, log *slog.Logger) (*listenerCerts, error) {
 	var store *listenerCerts
 	if lc.TLS != nil {
