@@ -22,8 +22,9 @@ type ListenerTLS struct {
 	ACME *ACME
 	// MinVersion is tls.VersionTLS12 (the default) or tls.VersionTLS13.
 	MinVersion uint16
-	// Curves are the key exchanges offered, in order; nil means Go's
-	// default (X25519MLKEM768 first).
+	// Curves are the key exchanges accepted, in order of preference;
+	// nil means Go's default (X25519MLKEM768, SecP256r1MLKEM768,
+	// SecP384r1MLKEM1024, X25519, P-256, P-384, P-521 in Go 1.26).
 	Curves []tls.CurveID
 	// ClientAuth is tls.NoClientCert (the default),
 	// tls.VerifyClientCertIfGiven ("request") or
@@ -64,13 +65,16 @@ var listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "min_ver
 // curveNames are the names curves may be given by, lower case.
 var curveNames = map[string]tls.CurveID{
 	"x25519mlkem768": tls.X25519MLKEM768,
-	"x25519":         tls.X25519,
-	"p256":           tls.CurveP256,
-	"p-256":          tls.CurveP256,
-	"p384":           tls.CurveP384,
-	"p-384":          tls.CurveP384,
-	"p521":           tls.CurveP521,
-	"p-521":          tls.CurveP521,
+	// Go 1.26's other hybrids, on by default after X25519MLKEM768.
+	"secp256r1mlkem768":  tls.SecP256r1MLKEM768,
+	"secp384r1mlkem1024": tls.SecP384r1MLKEM1024,
+	"x25519":             tls.X25519,
+	"p256":               tls.CurveP256,
+	"p-256":              tls.CurveP256,
+	"p384":               tls.CurveP384,
+	"p-384":              tls.CurveP384,
+	"p521":               tls.CurveP521,
+	"p-521":              tls.CurveP521,
 }
 
 // listenerTLS reads a listener's tls table, nil if it has none.
@@ -97,7 +101,7 @@ func (d *decoder) listenerTLS(lt *table, proto Protocol) *ListenerTLS {
 		for _, s := range t.stringList("curves") {
 			id, ok := curveNames[strings.ToLower(s)]
 			if !ok {
-				t.errorf("curves", "unknown curve %s: want X25519MLKEM768, X25519, P256, P384 or P521", quote(s))
+				t.errorf("curves", "unknown curve %s: want X25519MLKEM768, SecP256r1MLKEM768, SecP384r1MLKEM1024, X25519, P256, P384 or P521", quote(s))
 				continue
 			}
 			c.Curves = append(c.Curves, id)

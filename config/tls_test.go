@@ -46,7 +46,7 @@ cert_file = "a.pem"
 key_file = "a.key"
 certificates = [{ cert_file = %q, key_file = %q }]
 min_version = "1.3"
-curves = ["X25519", "P-256"]
+curves = ["SecP256r1MLKEM768", "X25519", "P-256"]
 client_auth = "request"
 client_ca_file = %q
 client_cert_header = "X-Client-Subject"
@@ -60,7 +60,7 @@ reload_interval = "1m"
 	want := &ListenerTLS{
 		Certificates:     []certs.Pair{a, b},
 		MinVersion:       tls.VersionTLS13,
-		Curves:           []tls.CurveID{tls.X25519, tls.CurveP256},
+		Curves:           []tls.CurveID{tls.SecP256r1MLKEM768, tls.X25519, tls.CurveP256},
 		ClientAuth:       tls.VerifyClientCertIfGiven,
 		ClientCAFile:     caFile,
 		ClientCertHeader: "X-Client-Subject",
