@@ -292,3 +292,53 @@ func storedSerial(b []byte) *big.Int {
 		}
 	}
 }
+
+// TestACMEOnHTTPS: an HTTP listener with acme (and a certificate file for
+// other names) gets its certificate from pebble, its validation answered
+// beside h2 and http/1.1 on the same port, and curl speaks HTTP/2 to it,
+// verified against pebble's root; a name of the file's still gets the
+// file's certificate.
+func TestACMEOnHTTPS(t *testing.T) {
+	f := newTLSFixture(t)
+	addr := freeDualPort(t)
+	port, _ := strconv.Atoi(portString(addr))
+	pebble := startPebble(t, port, time.Hour)
+	cfg := fmt.Sprintf(`[listeners.web]
+bind = %q
+protocol = "http"
+pool = "web"
+[listeners.web.tls]
+cert_file = %q
+key_file = %q
+acme = { names = [%q], ca = %q, storage = %q }
+
+[pools.web]
+[[pools.web.backends]]
+address = "%s"
+`, addr, f.a.CertFile, f.a.KeyFile, acmeName, pebble.dir, t.TempDir(), startTLSWeb(t))
+	p := startSluiceEnv(t, []string{"SSL_CERT_FILE=" + pebble.caFile}, "-c", writeFile(t, cfg))
+	p.waitOutput(t, "ACME certificate ready")
+	rootFile := filepath.Join(t.TempDir(), "pebble-root.pem")
+	resp, err := pebble.client.Get(pebble.mgmt + "/roots/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err := os.WriteFile(rootFile, root, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	curl := need(t, "curl", "curl")
+	for _, tc := range []struct{ name, ca, want string }{
+		{acmeName, rootFile, "backend HTTP/1.1 /acme xfp=https"},
+		{"a.test", f.caFile, "backend HTTP/1.1 /acme xfp=https"},
+	} {
+		out, err := exec.Command(curl, "-sS", "--http2", "--cacert", tc.ca,
+			"--resolve", tc.name+":"+portString(addr)+":127.0.0.1",
+			"https://"+tc.name+":"+portString(addr)+"/acme").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("curl https://%s verified by its CA: %v\n%s", tc.name, err, out)
+		}
+		p.waitOutput(t, "host="+tc.name+":"+portString(addr)+" path=/acme proto=HTTP/2.0")
+	}
+}
