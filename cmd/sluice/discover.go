@@ -151,7 +151,8 @@ func newLaterCloses(log *slog.Logger) *laterCloses {
 }
 
 // after closes, after drain, the connections close finds on those of bs
-// for which still holds then, logging msg (pool names them in the log).
+// for which still holds then and that have not changed since (see
+// pool.Backend.Changes), logging msg (pool names them in the log).
 func (lc *laterCloses) after(drain time.Duration, pool string, bs []*pool.Backend, msg string,
 	still func(*pool.Backend) bool, close func(context.Context, *pool.Backend)) {
 	if len(bs) == 0 || close == nil {
@@ -162,6 +163,10 @@ func (lc *laterCloses) after(drain time.Duration, pool string, bs []*pool.Backen
 	if lc.stopped {
 		return
 	}
+	gens := make([]uint64, len(bs))
+	for i, b := range bs {
+		gens[i] = b.Changes()
+	}
 	lc.wg.Add(1)
 	var t *time.Timer
 	t = time.AfterFunc(drain, func() {
@@ -169,10 +174,11 @@ func (lc *laterCloses) after(drain time.Duration, pool string, bs []*pool.Backen
 		lc.mu.Lock()
 		delete(lc.timers, t)
 		lc.mu.Unlock()
-		for _, b := range bs {
+		for i, b := range bs {
 			// A backend added back (or enabled) since is no
-			// longer draining.
-			if !still(b) || b.Active() == 0 {
+			// longer draining; one removed or drained again since
+			// is in a later drain, which has its own timer.
+			if b.Changes() != gens[i] || !still(b) || b.Active() == 0 {
 				continue
 			}
 			lc.log.Info(msg, slog.String("pool", pool),

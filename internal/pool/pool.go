@@ -174,6 +174,7 @@ type Backend struct {
 	closing  atomic.Bool   // down in a CloseOnDown pool: its connections must go
 	failures atomic.Int64  // consecutive failed connections, for passive checks
 	removed  atomic.Bool   // st.removed, for Removed without the lock
+	changes  atomic.Uint64 // removals, revivals and admin changes, for Changes
 	p        *Pool
 	id       string // Addr.String(), the stable Maglev id, computed once
 

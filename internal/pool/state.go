@@ -136,6 +136,12 @@ func (b *Backend) Closing() bool { return b.closing.Load() }
 // closes them. It takes no lock.
 func (b *Backend) Removed() bool { return b.removed.Load() }
 
+// Changes counts b's removals, revivals and administrative changes. Work
+// scheduled for later on b's present state (closing what a drain left,
+// say) compares it then: a backend removed, added back and removed again
+// is in a new drain, whose timeout starts again. It takes no lock.
+func (b *Backend) Changes() uint64 { return b.changes.Load() }
+
 // mine panics unless b is one of p's backends, current or removed: a
 // foreign backend is a bug in the caller that would corrupt both pools'
 // selections.
@@ -246,6 +252,7 @@ func (p *Pool) SetAdmin(b *Backend, a Admin) {
 		return
 	}
 	b.st.admin = a
+	b.changes.Add(1)
 	p.cfg.log.Info("backend admin state", slog.String("pool", p.name), slog.String("backend", b.id),
 		slog.String("admin", a.String()))
 	p.apply(time.Now())

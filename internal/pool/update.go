@@ -93,6 +93,7 @@ func (p *Pool) adopt(opts []BackendOptions) ([]*Backend, Changes) {
 				// The configuration changed it: that wins over
 				// SetAdmin's earlier word.
 				b.st.admin = bo.Admin
+				b.changes.Add(1)
 			}
 			b.conf.Store(&bo)
 		case p.gone[bo.Addr] != nil:
@@ -126,6 +127,7 @@ func (p *Pool) revive(b *Backend, bo BackendOptions) {
 	b.failures.Store(0)
 	b.closing.Store(false)
 	b.removed.Store(false)
+	b.changes.Add(1)
 }
 
 // remove takes b out of the pool: it drains like a backend set to Drain,
@@ -135,6 +137,7 @@ func (p *Pool) remove(b *Backend) {
 	st.removed, st.state = true, StateDraining
 	st.rampStart, st.rampStep = time.Time{}, 0
 	b.removed.Store(true)
+	b.changes.Add(1)
 	b.up.Store(false)
 	b.state.Store(uint32(StateDraining))
 	p.gone[b.Addr] = b
