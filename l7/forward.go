@@ -3,10 +3,11 @@ package l7
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"strings"
+
+	"sluice/l7/route"
 )
 
 const requestIDHeader = "X-Request-Id"
@@ -55,7 +56,7 @@ func (s *Server) trusted(a netip.Addr) bool {
 // address that is not a trusted proxy is the client (the entries left of
 // it are whatever that client claimed). From any other peer, the peer is
 // the client.
-func (s *Server) realClient(peer netip.AddrPort, h http.Header) netip.AddrPort {
+func (s *Server) realClient(peer netip.AddrPort, h route.Header) netip.AddrPort {
 	if len(s.TrustedProxies) == 0 || !s.trusted(peer.Addr()) {
 		return peer
 	}

@@ -232,12 +232,17 @@ func (s *Server) count(rec *recorder) {
 
 // statusOf returns the status logged for rec's request.
 func statusOf(rec *recorder) int {
-	ex := rec.ex
 	status := rec.status
-	if status == 0 && ex.upgraded {
+	if status == 0 && rec.ex.upgraded {
 		status = http.StatusSwitchingProtocols
 	}
-	if ex.end == EndClientAborted && status == 0 {
+	return loggedStatus(status, rec.ex.end)
+}
+
+// loggedStatus is the status logged and counted for a request answered
+// with status (0: none) that ended with end.
+func loggedStatus(status int, end End) int {
+	if end == EndClientAborted && status == 0 {
 		// nginx's 499: the client closed before any answer.
 		status = 499
 	}
@@ -245,12 +250,31 @@ func statusOf(rec *recorder) int {
 }
 
 func (s *Server) logRequest(rec *recorder, r *http.Request) {
-	log := s.logger()
-	if !log.Enabled(context.Background(), slog.LevelInfo) {
+	if !s.logger().Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
 	ex := rec.ex
-	status := statusOf(rec)
+	e := logEntry{method: r.Method, host: r.Host, path: r.URL.Path, proto: r.Proto, status: statusOf(rec),
+		bytesIn: ex.bytesIn(), bytesOut: rec.bytes, clientCert: clientSubject(r)}
+	if s.LogRequestLine {
+		e.user, _, _ = r.BasicAuth()
+		e.uri, e.referer, e.agent = r.RequestURI, r.Referer(), r.UserAgent()
+	}
+	s.logExchange(ex, &e)
+}
+
+// logEntry is what a request's log line says beyond its exchange, from
+// net/http's request or the fast path's parsed head.
+type logEntry struct {
+	method, host, path, proto string
+	uri, user, referer, agent string // with LogRequestLine
+	clientCert                string
+	status                    int // as logged (loggedStatus)
+	bytesIn, bytesOut         int64
+}
+
+// logExchange writes one request's log line.
+func (s *Server) logExchange(ex *exchange, e *logEntry) {
 	attrs := make([]slog.Attr, 0, 22)
 	attrs = append(attrs,
 		slog.String("listener", s.Name),
@@ -260,19 +284,19 @@ func (s *Server) logRequest(rec *recorder, r *http.Request) {
 		attrs = append(attrs, slog.String("via", ex.peer.String()))
 	}
 	attrs = append(attrs,
-		slog.String("method", r.Method),
-		slog.String("host", r.Host),
-		slog.String("path", r.URL.Path),
-		slog.String("proto", r.Proto),
-		slog.Int("status", status),
-		slog.Int64("bytes_in", ex.bytesIn()),
-		slog.Int64("bytes_out", rec.bytes),
+		slog.String("method", e.method),
+		slog.String("host", e.host),
+		slog.String("path", e.path),
+		slog.String("proto", e.proto),
+		slog.Int("status", e.status),
+		slog.Int64("bytes_in", e.bytesIn),
+		slog.Int64("bytes_out", e.bytesOut),
 		slog.Duration("ttfb", ex.ttfb),
 		slog.Duration("duration", time.Since(ex.start)),
 		slog.String("route", ex.route),
 	)
-	if sub := clientSubject(r); sub != "" {
-		attrs = append(attrs, slog.String("client_cert", sub))
+	if e.clientCert != "" {
+		attrs = append(attrs, slog.String("client_cert", e.clientCert))
 	}
 	if ex.backend != nil {
 		attrs = append(attrs, slog.String("backend", ex.backend.String()))
@@ -285,12 +309,11 @@ func (s *Server) logRequest(rec *recorder, r *http.Request) {
 	}
 	attrs = append(attrs, slog.String("request_id", ex.id), slog.String("end", ex.end.String()))
 	if s.LogRequestLine {
-		user, _, _ := r.BasicAuth()
-		attrs = append(attrs, slog.String("uri", r.RequestURI), slog.String("user", user),
-			slog.String("referer", r.Referer()), slog.String("user_agent", r.UserAgent()))
+		attrs = append(attrs, slog.String("uri", e.uri), slog.String("user", e.user),
+			slog.String("referer", e.referer), slog.String("user_agent", e.agent))
 	}
 	if ex.err != nil {
 		attrs = append(attrs, slog.String("error", ex.err.Error()))
 	}
-	log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+	s.logger().LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 }

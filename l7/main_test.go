@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,6 +20,10 @@ import (
 	"sluice/internal/pool"
 	"sluice/l7/route"
 )
+
+// netHTTPOnly runs the package's tests against net/http alone, without
+// the HTTP/1.1 fast path: go test ./l7 -args -nethttp. CI runs both.
+var netHTTPOnly = flag.Bool("nethttp", false, "serve with net/http only (Server.NetHTTPOnly)")
 
 // TestMain fails the package if goroutines or fds outlive the tests:
 // every connection, handler and transport must be closed and joined.
@@ -197,6 +202,9 @@ func startProxy(t testing.TB, s *Server) *proxyUnderTest {
 	}
 	if s.Name == "" {
 		s.Name = "web"
+	}
+	if *netHTTPOnly {
+		s.NetHTTPOnly = true
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve([]*net.TCPListener{ln}) }()

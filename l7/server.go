@@ -140,7 +140,13 @@ type Server struct {
 	// its query (uri), the Basic auth user, Referer and User-Agent. Set it
 	// when Logger's handler is a NewCLFHandler.
 	LogRequestLine bool
+	// NetHTTPOnly serves every connection with net/http, as before the
+	// HTTP/1.1 fast path (fastserve.go): for comparison, and as a way
+	// out should the fast path misbehave. TLS listeners always use
+	// net/http.
+	NetHTTPOnly bool
 
+	fast      fastState
 	once      sync.Once
 	limit     *rateLimit                  // nil without RequestRate
 	routeLim  map[*route.Route]*rateLimit // routes with a RequestRate
@@ -186,6 +192,7 @@ func (s *Server) init() {
 		if s.TLS != nil {
 			s.srv.TLSConfig = s.tlsConfig()
 		}
+		s.fast.handoff = newHandoffListener()
 		s.proxies = make(map[string]*proxy, len(s.Upstreams))
 		for name, u := range s.Upstreams {
 			s.proxies[name] = s.newProxy(u)
@@ -215,6 +222,9 @@ func (s *Server) logger() *slog.Logger {
 // once each listener's loop has returned.
 func (s *Server) Serve(lns []*net.TCPListener) error {
 	s.init()
+	if s.fastPath() {
+		return s.serveFast(lns)
+	}
 	errs := make(chan error, len(lns))
 	var slots chan struct{}
 	if s.MaxConnections > 0 {
@@ -251,22 +261,30 @@ func (s *Server) Serve(lns []*net.TCPListener) error {
 // handlers. It returns ctx's error if the drain ran out.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
+	s.shutdownFast()
 	err := s.srv.Shutdown(ctx)
 	if err == nil {
 		// http.Server forgets hijacked (upgraded) connections: wait for
 		// their handlers too, within the same deadline.
 		err = waitCtx(ctx, &s.handlers)
 	}
+	if err == nil {
+		err = s.waitFast(ctx)
+	}
 	if err != nil {
 		s.srv.Close()
+		s.closeFast()
 		// Upgraded connections are no longer the server's to close;
 		// cancelling the requests' base context ends their tunnels.
 		s.cancel()
 	}
 	s.handlers.Wait()
+	s.fast.running.Wait()
 	s.closeOnce.Do(s.cancel)
+	s.fast.reaper.Wait()
 	for _, p := range s.proxies {
 		p.transport.CloseIdleConnections()
+		p.idle.reap(true)
 	}
 	return err
 }

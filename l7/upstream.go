@@ -25,6 +25,9 @@ type proxy struct {
 	rp        *httputil.ReverseProxy
 	transport *http.Transport
 	scheme    string // "https" for TLS backends
+	h2c       bool
+	dialer    net.Dialer // the fast path's
+	idle      *idlePool  // the fast path's kept backend connections
 }
 
 // bufferPool lends the reverse proxy its copy buffers: without it each
@@ -73,7 +76,8 @@ func (s *Server) newProxy(u Upstream) *proxy {
 		scheme = "https"
 		t.TLSClientConfig, t.Protocols = backendTLS(u.TLS)
 	}
-	p := &proxy{s: s, pool: u.Pool, transport: t, scheme: scheme}
+	p := &proxy{s: s, pool: u.Pool, transport: t, scheme: scheme, h2c: u.H2C, dialer: *d,
+		idle: &idlePool{max: t.MaxIdleConnsPerHost, timeout: t.IdleConnTimeout}}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:        s.rewrite,
 		Transport:      p,
