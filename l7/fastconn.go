@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"sluice/internal/pool"
 	"sluice/l7/route"
 )
 
@@ -62,6 +63,8 @@ type fastConn struct {
 	pathBuf []byte    // the unescaped path, when the target has escapes
 	vals    [8]string // Values' answer
 	bufs    *fastBufs // lent for a forwarded request
+	f       fwd
+	tried   [8]*pool.Backend // dial.TryIn's
 	date    dateCache
 }
 

@@ -73,12 +73,13 @@ func (fc *fastConn) forward(upstream string, rt *route.Route) bool {
 	}
 	fc.bufs = fastBufPool.Get().(*fastBufs)
 	defer fc.putScratch(fc.bufs.wr)
-	f := &fwd{p: p}
+	f := &fc.f
+	*f = fwd{p: p}
 	if err := fc.buildRequest(f); err != nil {
 		return fc.clientFailed(f, err)
 	}
 	ex.pool = p
-	b, retries, err := dial.Try(s.base, p.pool, ex.key, func(b *pool.Backend) error { return fc.attempt(f, b) })
+	b, retries, err := dial.TryIn(s.base, p.pool, ex.key, fc.tried[:0], func(b *pool.Backend) error { return fc.attempt(f, b) })
 	ex.retries = retries
 	if err != nil {
 		return fc.failed(f, err)

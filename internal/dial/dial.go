@@ -63,9 +63,17 @@ func Retry(err error) error { return &retryError{err} }
 // backend is returned still acquired: the caller releases it when done.
 // retries is how many backends failed before the last attempt.
 func Try(ctx context.Context, p Picker, client netip.AddrPort, attempt func(*pool.Backend) error) (b *pool.Backend, retries int, err error) {
-	// Most requests need no retry; eight tries fit without allocating.
+	// Most requests need no retry; eight tries fit without allocating
+	// more.
 	var buf [8]*pool.Backend
-	tried := buf[:0]
+	return TryIn(ctx, p, client, buf[:0], attempt)
+}
+
+// TryIn is Try keeping the backends it tried in tried's array, which
+// the caller may reuse from one call to the next: Pick, an interface
+// method here, makes Try's own array escape to the heap.
+func TryIn(ctx context.Context, p Picker, client netip.AddrPort, tried []*pool.Backend, attempt func(*pool.Backend) error) (b *pool.Backend, retries int, err error) {
+	tried = tried[:0]
 	var lastErr error
 	for range p.Retries() + 1 {
 		b := p.Pick(client, tried)
