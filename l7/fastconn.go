@@ -183,6 +183,7 @@ func (fc *fastConn) refuseHead(status int) {
 func (fc *fastConn) handOff() {
 	fc.c.SetReadDeadline(time.Time{})
 	fc.handed = true
+	fc.s.fast.handoffs.Add(1)
 	hc := &handoffConn{Conn: fc.c, pending: append([]byte(nil), fc.in[fc.start:fc.end]...), release: fc.release}
 	fc.s.fast.handoff.give(hc)
 }

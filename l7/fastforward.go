@@ -150,8 +150,12 @@ func (fc *fastConn) buildRequest(f *fwd) error {
 	for i := range h.n {
 		fd := &h.fields[i]
 		switch fd.kind {
-		case fieldConnection, fieldHopByHop, fieldForwarding, fieldRequestID:
+		case fieldConnection, fieldForwarding, fieldRequestID:
 			e.drop[i] = true
+		case fieldHopByHop:
+			// "TE: trailers" goes on, as httputil.ReverseProxy
+			// sends it: trailers of chunked responses pass through.
+			e.drop[i] = !(equalFold(fd.name, "te") && equalFold(fd.value, "trailers"))
 		case fieldUpgrade:
 			e.drop[i] = !h.upgrade
 		default:

@@ -27,6 +27,7 @@ type fastState struct {
 	conns     sync.Map    // *fastConn → struct{}: for the drain and the forced close
 	running   sync.WaitGroup
 	handoff   *handoffListener
+	handoffs  atomic.Int64 // connections given to net/http (tests read it)
 	reaper    sync.WaitGroup
 }
 
