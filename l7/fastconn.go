@@ -334,25 +334,32 @@ func (fc *fastConn) unescapedPath() (string, bool) {
 	if strings.IndexByte(str(p), '%') < 0 {
 		return str(p), true
 	}
-	fc.pathBuf = fc.pathBuf[:0]
+	var ok bool
+	fc.pathBuf, ok = unescapePath(fc.pathBuf[:0], p)
+	return str(fc.pathBuf), ok
+}
+
+// unescapePath appends p with its %XX escapes decoded to dst; false if an
+// escape is not two hex digits.
+func unescapePath(dst, p []byte) ([]byte, bool) {
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		if c != '%' {
-			fc.pathBuf = append(fc.pathBuf, c)
+			dst = append(dst, c)
 			continue
 		}
 		if i+2 >= len(p) {
-			return "", false
+			return dst, false
 		}
 		hi, ok1 := hexDigit(p[i+1])
 		lo, ok2 := hexDigit(p[i+2])
 		if !ok1 || !ok2 {
-			return "", false
+			return dst, false
 		}
-		fc.pathBuf = append(fc.pathBuf, hi<<4|lo)
+		dst = append(dst, hi<<4|lo)
 		i += 2
 	}
-	return str(fc.pathBuf), true
+	return dst, true
 }
 
 // Values gives routing and realClient the request's header values by

@@ -168,6 +168,9 @@ func (h *reqHead) requestLine(line []byte) headStatus {
 	if q := bytes.IndexByte(h.target, '?'); q >= 0 {
 		h.path, h.query = h.target[:q], h.target[q+1:]
 	}
+	if !validEscapes(h.path) {
+		return headHandOff // net/http answers 400
+	}
 	return headOK
 }
 
@@ -421,3 +424,20 @@ func validHost(h []byte) bool {
 // bytes are: for a head, until its request ends. Nothing that outlives the
 // request may keep one (the log copies).
 func str(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// validEscapes reports whether every % in p starts a %XX escape.
+func validEscapes(p []byte) bool {
+	for i := bytes.IndexByte(p, '%'); i >= 0; i = bytes.IndexByte(p, '%') {
+		if i+2 >= len(p) {
+			return false
+		}
+		if _, ok := hexDigit(p[i+1]); !ok {
+			return false
+		}
+		if _, ok := hexDigit(p[i+2]); !ok {
+			return false
+		}
+		p = p[i+3:]
+	}
+	return true
+}

@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 	base := runtime.NumGoroutine()
 	fds := countFDs()
 	code := m.Run()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		os.Exit(code) // the fuzzing engine leaves its signal goroutine running
+	}
 	if code == 0 {
 		if err := waitFor(10*time.Second, func() bool { return runtime.NumGoroutine() <= base }); err != nil {
 			buf := make([]byte, 1<<20)
