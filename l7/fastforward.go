@@ -373,7 +373,9 @@ func (fc *fastConn) readResponseHead(f *fwd) error {
 	r := &fc.bufs.resp
 	var deadline time.Time
 	if s.ResponseTimeout > 0 {
-		deadline = fc.ex.start.Add(s.ResponseTimeout)
+		// From the request's end, as http.Transport's
+		// ResponseHeaderTimeout.
+		deadline = time.Now().Add(s.ResponseTimeout)
 	}
 	for {
 		if f.got > 0 {
