@@ -127,5 +127,3 @@ func traceSplices(t *testing.T, strace string, f func()) int {
 	}
 	return len(regexp.MustCompile(`(?m)splice\(`).FindAll(b, -1))
 }
-
-
