@@ -68,15 +68,24 @@ type fastConn struct {
 	date    dateCache
 }
 
-// serveConn serves one client connection until it closes, or hands it to
-// net/http.
-func (s *Server) serveConn(c *net.TCPConn, release func()) {
-	fc := &fastConn{s: s, c: c, release: release}
-	fc.buf = inBufs.Get().(*[inBufSize]byte)
+// fastConns keeps connection states with their buffers and random
+// streams for the next connection: a new connection then costs no
+// allocation and no getrandom call of ours.
+var fastConns = sync.Pool{New: func() any {
+	fc := &fastConn{buf: new([inBufSize]byte)}
 	fc.in = fc.buf[:]
 	var seed [32]byte
 	crand.Read(seed[:])
 	fc.rng = rand.NewChaCha8(seed)
+	return fc
+}}
+
+// serveConn serves one client connection until it closes, or hands it to
+// net/http.
+func (s *Server) serveConn(c *net.TCPConn, release func()) {
+	fc := fastConns.Get().(*fastConn)
+	fc.s, fc.c, fc.release = s, c, release
+	fc.peer = netip.AddrPort{}
 	if ta, _ := c.RemoteAddr().(*net.TCPAddr); ta != nil {
 		ap := ta.AddrPort()
 		fc.peer = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
@@ -90,7 +99,20 @@ func (s *Server) serveConn(c *net.TCPConn, release func()) {
 			release()
 		}
 	}
-	inBufs.Put(fc.buf)
+	fc.reset()
+	fastConns.Put(fc)
+}
+
+// reset clears what a connection leaves in its state, keeping the
+// buffers and the random stream.
+func (fc *fastConn) reset() {
+	fc.s, fc.c, fc.release = nil, nil, nil
+	fc.start, fc.end, fc.served = 0, 0, 0
+	fc.handed, fc.close = false, false
+	fc.state.Store(connBusy)
+	fc.backend.Store(nil)
+	fc.aborted.Store(false)
+	fc.ex, fc.f, fc.tried = exchange{}, fwd{}, [8]*pool.Backend{}
 }
 
 // serve runs the request loop until the connection ends or goes to
@@ -547,6 +569,15 @@ func htmlEscape(s string) string {
 
 // headerSafe drops bytes a header value may not hold.
 func headerSafe(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c == 0x7f {
+			return dropControls(s)
+		}
+	}
+	return s
+}
+
+func dropControls(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r < ' ' || r == 0x7f {
 			return -1
