@@ -137,6 +137,7 @@ func TestFastPathPipelined(t *testing.T) {
 type rawBackend struct {
 	addr     netip.AddrPort
 	accepted atomic.Int64
+	closed   atomic.Int64
 }
 
 func startCannedBackend(t *testing.T, answers map[string]string) *rawBackend {
@@ -160,6 +161,7 @@ func startCannedBackend(t *testing.T, answers map[string]string) *rawBackend {
 			conns = append(conns, c)
 			mu.Unlock()
 			wg.Go(func() {
+				defer rb.closed.Add(1)
 				defer c.Close()
 				br := bufio.NewReader(c)
 				for {
@@ -330,5 +332,33 @@ func TestFastPathHeaderRules(t *testing.T) {
 	// TE: trailers says the client takes trailers, which pass through.
 	if h.Get("X-Forwarded-For") != "127.0.0.1" || h.Get("Te") != "trailers" || h.Get("X-Env") != "prod" || h.Get("X-Keep") != "yes" {
 		t.Errorf("backend saw %v", h)
+	}
+}
+
+// TestFastPathStaleConnectionChecked: a POST, which cannot be sent twice,
+// is not sent on a kept connection the backend closed while it sat idle:
+// one idle for staleAfter or longer is checked first.
+func TestFastPathStaleConnectionChecked(t *testing.T) {
+	fastOnly(t)
+	defer func(d time.Duration) { staleAfter = d }(staleAfter)
+	staleAfter = 0 // check every kept connection
+	rb := startCannedBackend(t, map[string]string{"/": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokCLOSE"})
+	p := newPool(t, pool.Options{PassiveFailures: 1}, rb.addr)
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p"})
+	c := client(t)
+	for i := range 3 {
+		resp, err := c.Post(px.url+"/", "text/plain", strings.NewReader("once"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("POST %d: %d %q", i, resp.StatusCode, body)
+		}
+		eventually(t, 5*time.Second, "the backend closed its connection", func() bool { return rb.closed.Load() == int64(i+1) })
+	}
+	if st := p.Backends()[0].State(); st != pool.StateUp {
+		t.Errorf("backend %v after its kept connections closed", st)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"sluice/internal/pool"
 )
 
@@ -40,12 +42,36 @@ func (p *idlePool) get(b *pool.Backend) *net.TCPConn {
 	for len(l.conns) > 0 {
 		ic := l.conns[len(l.conns)-1]
 		l.conns = l.conns[:len(l.conns)-1]
-		if time.Since(ic.since) < p.timeout {
+		idle := time.Since(ic.since)
+		if idle < p.timeout && (idle < staleAfter || open(ic.c)) {
 			return ic.c
 		}
 		ic.c.Close()
 	}
 	return nil
+}
+
+// staleAfter is how long a kept connection may sit idle before it is
+// checked before use: servers close idle connections after seconds
+// (nginx 75 s, Apache 5 s), and a request sent on one that is closed
+// can be sent again only if it is idempotent. A check is a system call;
+// under load connections are reused within milliseconds and skip it.
+var staleAfter = time.Second // a variable for tests
+
+// open reports whether the backend has not closed or reset c: a peek
+// that finds nothing to read.
+func open(c *net.TCPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok := false
+	var b [1]byte
+	rc.Control(func(fd uintptr) {
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		ok = err == unix.EAGAIN // data or EOF: not a connection to send a request on
+	})
+	return ok
 }
 
 // put keeps c for b's next request, or closes it when b has max idle.
