@@ -362,3 +362,22 @@ func TestFastPathStaleConnectionChecked(t *testing.T) {
 		t.Errorf("backend %v after its kept connections closed", st)
 	}
 }
+
+// TestFastPathSlowBody: a response body that comes slowly (a stream) is
+// passed on whole however long it takes: the wait for the head's
+// deadline must not cut it.
+func TestFastPathSlowBody(t *testing.T) {
+	defer func(d time.Duration) { abortPoll = d }(abortPoll)
+	abortPoll = 20 * time.Millisecond
+	be := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := range 3 {
+			fmt.Fprintf(w, "part%d;", i)
+			http.NewResponseController(w).Flush()
+			time.Sleep(60 * time.Millisecond) // a slow stream, three abortPolls a part
+		}
+	}))
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: newPool(t, pool.Options{}, be.addr)}}, Default: "p"})
+	if resp, body := get(t, client(t), "GET", px.url+"/stream", nil); resp.StatusCode != 200 || body != "part0;part1;part2;" {
+		t.Errorf("%d %q, want the whole stream", resp.StatusCode, body)
+	}
+}

@@ -42,7 +42,7 @@ var (
 // abortPoll is how often a request waiting for its response head looks
 // whether its client went away (net/http keeps a read going instead: a
 // goroutine's worth of work per request).
-const abortPoll = 500 * time.Millisecond
+var abortPoll = 500 * time.Millisecond // a variable for tests
 
 // fwd is one forwarded request's state.
 type fwd struct {

@@ -86,7 +86,8 @@ func (p *idlePool) put(b *pool.Backend, c *net.TCPConn) {
 	l := v.(*idleList)
 	l.mu.Lock()
 	if len(l.conns) < p.max {
-		c.SetReadDeadline(time.Time{})
+		// Its read deadline may be stale: the next request sets
+		// one before it reads.
 		l.conns = append(l.conns, idleConn{c: c, since: time.Now()})
 		c = nil
 	}

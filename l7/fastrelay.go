@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"sluice/internal/pool"
 )
@@ -91,6 +92,9 @@ func (fc *fastConn) relay(f *fwd, b *pool.Backend) bool {
 		return false
 	}
 	if !done {
+		// The head's wait left a deadline on the backend: a body
+		// may take as long as it takes.
+		f.bc.SetReadDeadline(time.Time{})
 		if err := fc.streamBody(f, mode, length, &chunks); err != nil {
 			return false
 		}
