@@ -129,3 +129,39 @@ func FuzzChunkScanner(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseResponse checks the backend response parser against
+// net/http's: a head it passes on, net/http reads with the same status
+// and framing.
+func FuzzParseResponse(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+		"HTTP/1.0 204 No Content\r\nConnection: keep-alive\r\n\r\n",
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+		"HTTP/1.1 404\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r respHead
+		st, err := parseResponse(b, &r)
+		if err != nil || st != headOK {
+			return
+		}
+		resp, rerr := http.ReadResponse(bufio.NewReader(bytes.NewReader(b[:r.size])), &http.Request{Method: "GET"})
+		if rerr != nil {
+			t.Fatalf("fast path passes on %q; net/http refuses it: %v", b[:r.size], rerr)
+		}
+		if resp.StatusCode != r.status {
+			t.Fatalf("status %d, net/http %d", r.status, resp.StatusCode)
+		}
+		if r.chunked != slices.Equal(resp.TransferEncoding, []string{"chunked"}) {
+			t.Fatalf("chunked %v, net/http %v", r.chunked, resp.TransferEncoding)
+		}
+		if !r.chunked && r.contentLength >= 0 && r.status >= 200 && r.status != 204 && r.status != 304 && resp.ContentLength != r.contentLength {
+			t.Fatalf("length %d, net/http %d", r.contentLength, resp.ContentLength)
+		}
+	})
+}
