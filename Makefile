@@ -49,6 +49,8 @@ run:
 # runs the whole suite with the race detector.
 test: test-deps vet
 	$(GO) test -race -timeout 12m ./...
+	@# l7's tests again with the HTTP/1.1 fast path off: net/http alone.
+	$(GO) test -race -timeout 5m ./l7 -args -nethttp
 	$(GO) run ./cmd/sluice check -c examples/sluice.toml
 	$(GO) run ./cmd/sluice check -c examples/two-tier-edge.toml
 	$(GO) run ./cmd/sluice check -c examples/two-tier-app.toml
@@ -113,6 +115,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAppend -fuzztime 60s ./internal/proxyheader
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/discover
 	$(GO) test -run '^$$' -fuzz FuzzCovers -fuzztime 60s ./l7/route
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHead$$' -fuzztime 60s ./l7
+	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime 60s ./l7
+	$(GO) test -run '^$$' -fuzz '^FuzzChunkScanner$$' -fuzztime 60s ./l7
 	$(GO) test -run '^$$' -fuzz FuzzServerName -fuzztime 60s ./internal/clienthello
 	$(GO) test -run '^$$' -fuzz FuzzPgFirst -fuzztime 60s ./internal/tlsterm
 
