@@ -50,6 +50,7 @@ type fastConn struct {
 	backend atomic.Pointer[net.TCPConn] // in use, for abort
 	aborted atomic.Bool
 	rng     *rand.ChaCha8 // request IDs without a system call each
+	rdl     time.Time     // c's read deadline, as armRead set it
 	served  int           // requests answered
 	handed  bool          // the connection went to net/http
 
@@ -108,6 +109,7 @@ func (s *Server) serveConn(c *net.TCPConn, release func()) {
 func (fc *fastConn) reset() {
 	fc.s, fc.c, fc.release = nil, nil, nil
 	fc.start, fc.end, fc.served = 0, 0, 0
+	fc.rdl = time.Time{}
 	fc.handed, fc.close = false, false
 	fc.state.Store(connBusy)
 	fc.backend.Store(nil)
@@ -172,12 +174,12 @@ func (fc *fastConn) readHead() headStatus {
 				return headNeedMore
 			}
 			if d := orDefault(s.IdleTimeout, DefaultIdleTimeout); d > 0 {
-				fc.c.SetReadDeadline(time.Now().Add(d))
+				armRead(fc.c, &fc.rdl, time.Now().Add(d), min(d/8, time.Second))
 			}
 		} else if headStart.IsZero() {
 			headStart = time.Now()
 			if d := orDefault(s.ReadHeaderTimeout, DefaultReadHeaderTimeout); d > 0 {
-				fc.c.SetReadDeadline(headStart.Add(d))
+				armRead(fc.c, &fc.rdl, headStart.Add(d), 0)
 			}
 		}
 		n, err := fc.c.Read(fc.in[fc.end:])
@@ -604,3 +606,22 @@ func (d *dateCache) append(b []byte) []byte {
 }
 
 var errClientGone = errors.New("l7: client closed the connection")
+
+// armRead sets c's read deadline to at, unless the one set already (*cur)
+// falls within slack before it: re-arming a timer for every request costs
+// more than a deadline a little early, the trade l4's loop timers make.
+func armRead(c *net.TCPConn, cur *time.Time, at time.Time, slack time.Duration) {
+	if !cur.IsZero() && !cur.After(at) && !cur.Before(at.Add(-slack)) {
+		return
+	}
+	*cur = at
+	c.SetReadDeadline(at)
+}
+
+// clearRead removes c's read deadline.
+func clearRead(c *net.TCPConn, cur *time.Time) {
+	if !cur.IsZero() {
+		*cur = time.Time{}
+		c.SetReadDeadline(time.Time{})
+	}
+}

@@ -51,6 +51,7 @@ type fwd struct {
 	inBody   int    // body bytes of in[] sent with the head
 	streamed bool   // more body was read from the client: no retry
 	bc       *net.TCPConn
+	bdl      time.Time // bc's read deadline (armRead)
 	reused   bool
 	got      int // response bytes read into bk
 	chunks   chunkScanner
@@ -95,9 +96,9 @@ func (fc *fastConn) forward(upstream string, rt *route.Route) bool {
 // if the request can be sent again.
 func (fc *fastConn) attempt(f *fwd, b *pool.Backend) error {
 	for fresh := false; ; fresh = true {
-		f.bc, f.reused, f.got = nil, false, 0
+		f.bc, f.bdl, f.reused, f.got = nil, time.Time{}, false, 0
 		if !fresh {
-			f.bc = f.p.idle.get(b)
+			f.bc, f.bdl = f.p.idle.get(b)
 			f.reused = f.bc != nil
 		}
 		if f.bc == nil {
@@ -289,7 +290,7 @@ func (fc *fastConn) send(f *fwd) error {
 		return fc.sendChunks(f)
 	case h.contentLength > int64(f.inBody):
 		f.streamed = true
-		fc.c.SetReadDeadline(time.Time{})
+		clearRead(fc.c, &fc.rdl)
 		rest := h.contentLength - int64(f.inBody)
 		n, err := io.CopyN(f.bc, fc.c, rest) // spliced
 		fc.bytesIn += n
@@ -334,7 +335,7 @@ func sockErr(c *net.TCPConn) error {
 // request) are not kept: the connection closes after the response.
 func (fc *fastConn) sendChunks(f *fwd) error {
 	f.streamed = true
-	fc.c.SetReadDeadline(time.Time{})
+	clearRead(fc.c, &fc.rdl)
 	buf := fc.bufs.bk[:]
 	for {
 		n, err := fc.c.Read(buf)
@@ -398,11 +399,14 @@ func (fc *fastConn) readResponseHead(f *fwd) error {
 				return fmt.Errorf("%w: head over %d bytes", errBadResponse, len(bk))
 			}
 		}
-		wait := time.Now().Add(abortPoll)
+		// Without a response timeout the wake-up only polls the
+		// client: one left from the connection's last request will
+		// do if it is not too near.
+		wait, slack := time.Now().Add(abortPoll), abortPoll/2
 		if !deadline.IsZero() && deadline.Before(wait) {
-			wait = deadline
+			wait, slack = deadline, 0
 		}
-		f.bc.SetReadDeadline(wait)
+		armRead(f.bc, &f.bdl, wait, slack)
 		n, err := f.bc.Read(bk[f.got:])
 		f.got += n
 		if err == nil || n > 0 {
@@ -411,6 +415,7 @@ func (fc *fastConn) readResponseHead(f *fwd) error {
 		if !isTimeout(err) {
 			return err
 		}
+		f.bdl = time.Time{} // passed: re-arm
 		if !deadline.IsZero() && !time.Now().Before(deadline) {
 			return errRespTimeout
 		}

@@ -28,13 +28,14 @@ type idleList struct {
 type idleConn struct {
 	c     *net.TCPConn
 	since time.Time
+	dl    time.Time // its read deadline, left from its last request
 }
 
 // get returns an idle connection to b, or nil.
-func (p *idlePool) get(b *pool.Backend) *net.TCPConn {
+func (p *idlePool) get(b *pool.Backend) (*net.TCPConn, time.Time) {
 	v, ok := p.lists.Load(b)
 	if !ok {
-		return nil
+		return nil, time.Time{}
 	}
 	l := v.(*idleList)
 	l.mu.Lock()
@@ -44,11 +45,11 @@ func (p *idlePool) get(b *pool.Backend) *net.TCPConn {
 		l.conns = l.conns[:len(l.conns)-1]
 		idle := time.Since(ic.since)
 		if idle < p.timeout && (idle < staleAfter || open(ic.c)) {
-			return ic.c
+			return ic.c, ic.dl
 		}
 		ic.c.Close()
 	}
-	return nil
+	return nil, time.Time{}
 }
 
 // staleAfter is how long a kept connection may sit idle before it is
@@ -75,7 +76,7 @@ func open(c *net.TCPConn) bool {
 }
 
 // put keeps c for b's next request, or closes it when b has max idle.
-func (p *idlePool) put(b *pool.Backend, c *net.TCPConn) {
+func (p *idlePool) put(b *pool.Backend, c *net.TCPConn, dl time.Time) {
 	if c == nil {
 		return
 	}
@@ -88,7 +89,7 @@ func (p *idlePool) put(b *pool.Backend, c *net.TCPConn) {
 	if len(l.conns) < p.max {
 		// Its read deadline may be stale: the next request sets
 		// one before it reads.
-		l.conns = append(l.conns, idleConn{c: c, since: time.Now()})
+		l.conns = append(l.conns, idleConn{c: c, since: time.Now(), dl: dl})
 		c = nil
 	}
 	l.mu.Unlock()

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"time"
 
 	"sluice/internal/pool"
 )
@@ -94,13 +93,13 @@ func (fc *fastConn) relay(f *fwd, b *pool.Backend) bool {
 	if !done {
 		// The head's wait left a deadline on the backend: a body
 		// may take as long as it takes.
-		f.bc.SetReadDeadline(time.Time{})
+		clearRead(f.bc, &f.bdl)
 		if err := fc.streamBody(f, mode, length, &chunks); err != nil {
 			return false
 		}
 	}
 	if len(extra) == 0 && !r.close && mode != bodyClose {
-		f.p.idle.put(b, f.bc)
+		f.p.idle.put(b, f.bc, f.bdl)
 	} else {
 		f.bc.Close()
 	}

@@ -14,8 +14,8 @@ import (
 func (fc *fastConn) tunnel(f *fwd) {
 	fc.ex.upgraded = true
 	fc.close = true
-	fc.c.SetReadDeadline(time.Time{})
-	f.bc.SetReadDeadline(time.Time{})
+	clearRead(fc.c, &fc.rdl)
+	clearRead(f.bc, &f.bdl)
 	if early := fc.in[fc.start:fc.end]; len(early) > 0 {
 		n, err := f.bc.Write(early)
 		fc.bytesIn += int64(n)
