@@ -2,8 +2,10 @@ package l7
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -379,5 +381,70 @@ func TestFastPathSlowBody(t *testing.T) {
 	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: newPool(t, pool.Options{}, be.addr)}}, Default: "p"})
 	if resp, body := get(t, client(t), "GET", px.url+"/stream", nil); resp.StatusCode != 200 || body != "part0;part1;part2;" {
 		t.Errorf("%d %q, want the whole stream", resp.StatusCode, body)
+	}
+}
+
+// TestFastPathShutdownClosesIdle: at Shutdown an idle keep-alive
+// connection is closed at once, not at the drain's deadline, and one with
+// a request in flight gets its answer with Connection: close.
+func TestFastPathShutdownClosesIdle(t *testing.T) {
+	release := make(chan struct{})
+	be := startBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		w.Write([]byte("done"))
+	}))
+	p := newPool(t, pool.Options{}, be.addr)
+	s := &Server{Upstreams: map[string]Upstream{"p": {Pool: p}}, Default: "p", Logger: slog.New(slog.DiscardHandler)}
+	if *netHTTPOnly {
+		s.NetHTTPOnly = true
+	}
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve([]*net.TCPListener{ln}) }()
+	idle, ibr := rawConn(t, ln.Addr().String())
+	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	readResp(t, ibr, "GET")
+	busy, bbr := rawConn(t, ln.Addr().String())
+	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	eventually(t, 10*time.Second, "a request in flight", func() bool { return p.Backends()[0].Active() == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(ctx) }()
+	if _, err := ibr.ReadByte(); err != io.EOF {
+		t.Errorf("idle connection at Shutdown: %v, want it closed", err)
+	}
+	close(release)
+	if resp, body := readResp(t, bbr, "GET"); body != "done" || !resp.Close {
+		t.Errorf("request in flight at Shutdown: %q close=%v, want its answer and Connection: close", body, resp.Close)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v, want the drain to end before its deadline", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+}
+
+// TestFastPathHandOffKeepsSlot: a connection handed to net/http holds its
+// max_connections slot until it closes, and gives it back then.
+func TestFastPathHandOffKeepsSlot(t *testing.T) {
+	be := startBackend(t, named("a"))
+	px := startProxy(t, &Server{Upstreams: map[string]Upstream{"p": {Pool: newPool(t, pool.Options{}, be.addr)}},
+		Default: "p", MaxConnections: 1})
+	first, fbr := rawConn(t, px.addr)
+	io.WriteString(first, "GET /old HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n") // handed off
+	readResp(t, fbr, "GET")
+	first.Close()
+	second, sbr := rawConn(t, px.addr)
+	io.WriteString(second, "GET /new HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, body := readResp(t, sbr, "GET"); !strings.HasPrefix(body, "a GET /new") {
+		t.Errorf("second connection after the handed-off one closed: %q", body)
 	}
 }
