@@ -2,6 +2,9 @@
 // or HTTPS with HTTP/2 by ALPN, on a listener's sockets, routes each request (package route), and forwards
 // it to a backend picked per request from the shared pools, with retries,
 // passive checks, forwarding headers and one access log line per request.
+// On plain listeners HTTP/1.1 takes a fast path of its own (fastserve.go:
+// heads parsed in place, kept backend connections, upgrades spliced);
+// what it does not serve goes to net/http with the bytes already read.
 //
 //	s := &l7.Server{Name: "web", Routes: routes, Upstreams: ups, Default: "web"}
 //	go s.Serve(lns)          // lns from internal/listen
