@@ -247,10 +247,15 @@ func (fc *fastConn) serveRequest() bool {
 	if !ok {
 		return fc.handOffRequest()
 	}
+	s.Counters.started()
 	keep := fc.route(path)
 	if fc.status == -1 {
+		if s.Counters != nil {
+			s.Counters.current.Add(-1) // net/http counts it
+		}
 		return fc.handOffRequest()
 	}
+	fc.count()
 	fc.logRequest(path)
 	fc.backend.Store(nil)
 	return keep && !fc.close
@@ -530,6 +535,20 @@ func (fc *fastConn) putScratch(b []byte) {
 	}
 }
 
+// count adds the request to the listener's Counters, as Server.count.
+func (fc *fastConn) count() {
+	c := fc.s.Counters
+	if c == nil {
+		return
+	}
+	ex := &fc.ex
+	k := RequestKey{Route: ex.route, Status: loggedStatus(fc.status, ex.end), End: ex.end}
+	if ex.backend != nil {
+		k.Backend = ex.backend.Addr
+	}
+	c.ended(k, fc.bytesIn, fc.out, ex.retries, time.Since(ex.start))
+}
+
 // logRequest writes the request's log line.
 func (fc *fastConn) logRequest(path string) {
 	s := fc.s
@@ -545,7 +564,8 @@ func (fc *fastConn) logRequest(path string) {
 	p, rest := cut(rest, len(path))
 	id, uri := cut(rest, len(fc.ex.id))
 	fc.ex.id = id
-	e := logEntry{method: m, host: host, path: p, proto: "HTTP/1.1", status: fc.status, bytesIn: fc.bytesIn, bytesOut: fc.out}
+	e := logEntry{method: m, host: host, path: p, proto: "HTTP/1.1", status: loggedStatus(fc.status, fc.ex.end),
+		bytesIn: fc.bytesIn, bytesOut: fc.out}
 	if s.LogRequestLine {
 		e.uri = uri
 		if v, ok := h.header("referer"); ok {

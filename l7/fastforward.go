@@ -49,6 +49,7 @@ type fwd struct {
 	p        *proxy
 	wr       []byte // the request head, and the body bytes read with it
 	inBody   int    // body bytes of in[] sent with the head
+	more     bool   // a chunked body goes on past them
 	streamed bool   // more body was read from the client: no retry
 	bc       *net.TCPConn
 	bdl      time.Time // bc's read deadline (armRead)
@@ -229,10 +230,7 @@ func (fc *fastConn) buildRequest(f *fwd) error {
 			return errBodyTooBig
 		}
 		b = append(b, avail[:n]...)
-		f.inBody = n
-		if !done {
-			f.inBody = -n // more to read
-		}
+		f.inBody, f.more = n, !done
 		fc.bytesIn = f.chunks.data
 	case h.contentLength > 0:
 		n := int(min(int64(len(avail)), h.contentLength))
@@ -286,8 +284,9 @@ func (fc *fastConn) send(f *fwd) error {
 	}
 	h := &fc.h
 	switch {
-	case h.chunked && f.inBody < 0:
+	case h.chunked && f.more:
 		return fc.sendChunks(f)
+	case h.chunked:
 	case h.contentLength > int64(f.inBody):
 		f.streamed = true
 		clearRead(fc.c, &fc.rdl)

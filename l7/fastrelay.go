@@ -80,7 +80,7 @@ func (fc *fastConn) relay(f *fwd, b *pool.Backend) bool {
 	fc.bufs.wr = w
 	n, err := fc.c.Write(w)
 	fc.out = int64(max(0, n-headLen))
-	fc.consume(h.size + max(f.inBody, -f.inBody))
+	fc.consume(h.size + f.inBody)
 	if err != nil {
 		f.bc.Close()
 		ex.end = EndClientAborted
