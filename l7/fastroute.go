@@ -66,8 +66,10 @@ func (fc *fastConn) route(path string) bool {
 }
 
 // fastRoute reports whether the fast path serves a forwarding route:
-// compression is net/http's (package compress works on its writer).
-func fastRoute(rt *route.Route) bool { return !rt.Compress }
+// compression (which works on net/http's writer) and caching (in the
+// reverse proxy's transport, on net/http's requests and responses) are
+// net/http's.
+func fastRoute(rt *route.Route) bool { return !rt.Compress && rt.Cache == "" }
 
 // refuseFast answers 429 if the client is over l's rate.
 func (s *Server) refuseFast(fc *fastConn, l *rateLimit) bool {
