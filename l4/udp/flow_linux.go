@@ -169,6 +169,19 @@ func (l *loop) open(k flowKey, ifindex uint32, i int) (*session, error) {
 		s.pre = bp.AppendBackendPreamble(nil, &c)
 	}
 	s.setSource(l.family, k.local, ifindex)
+	if err := l.place(s); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	l.idle.pushBack(s)
+	be.Acquire()
+	s.bc = l.s.Counters.opened(be.Addr)
+	return s, nil
+}
+
+// place gives s a slot and watches its socket, and makes it its flow's
+// session; the caller puts it in the idle list.
+func (l *loop) place(s *session) error {
 	if len(l.free) > 0 {
 		s.slot, l.free = l.free[len(l.free)-1], l.free[:len(l.free)-1]
 	} else {
@@ -177,17 +190,13 @@ func (l *loop) open(k flowKey, ifindex uint32, i int) (*session, error) {
 	}
 	l.gens[s.slot]++
 	s.gen = l.gens[s.slot]
-	if err := l.watch(fd, s.slot, s.gen); err != nil {
-		unix.Close(fd)
+	if err := l.watch(s.fd, s.slot, s.gen); err != nil {
 		l.free = append(l.free, s.slot)
-		return nil, err
+		return err
 	}
 	l.slots[s.slot] = s
-	l.flows[k] = s
-	l.idle.pushBack(s)
-	be.Acquire()
-	s.bc = l.s.Counters.opened(be.Addr)
-	return s, nil
+	l.flows[s.key] = s
+	return nil
 }
 
 // forward sends the first n headers of l.fwd to s's backend: runs that

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -39,6 +40,14 @@ type loop struct {
 	park    epollpark.Set // ep parked in Go's poller (see wait)
 	efd     int           // eventfd the Server wakes the loop with
 	closed  bool          // efd is closed; guarded by s.mu
+	index   int           // the socket's index in the Server's
+	reading bool          // fd is in the epoll set (see Server.Held, Export)
+	stopped bool          // run has returned: tasks find nothing to do
+
+	// Work for the loop's goroutine (Export, Import, Resume): tasks is
+	// guarded by s.mu, asked says it is not empty, read once per wake-up.
+	tasks []func(*loop)
+	asked atomic.Bool
 
 	events  []unix.EpollEvent
 	in      *batch                    // datagrams from clients
@@ -99,6 +108,8 @@ func newLoop(s *Server, conn *net.UDPConn) (*loop, error) {
 		return nil, fmt.Errorf("reading the socket's family: %w", err)
 	}
 	l.pktinfo = conn.LocalAddr().(*net.UDPAddr).IP.IsUnspecified()
+	// Serve holds s.mu.
+	l.reading = !s.Held || s.resumed
 	if err := l.openEpoll(); err != nil {
 		l.closeFDs()
 		return nil, err
@@ -123,6 +134,9 @@ func (l *loop) openEpoll() error {
 	}
 	if err := l.watch(l.efd, slotWake, 0); err != nil {
 		return err
+	}
+	if !l.reading {
+		return nil
 	}
 	// Level-triggered: a batch leaves the rest of the queue for the next
 	// round, after the other sockets have had their turn.
@@ -172,6 +186,9 @@ func (l *loop) run() {
 			}
 		}
 		l.flush()
+		if l.asked.Load() {
+			l.runTasks()
+		}
 		l.expire()
 		if l.s.wants.Load() != 0 && !l.draining {
 			l.lend()
@@ -210,10 +227,17 @@ func (l *loop) endAll(e End) {
 func (l *loop) close() {
 	l.endAll(EndDrain)
 	l.conn.Close()
-	// Under s.mu, so that wake never writes to a closed (or reused) fd.
+	l.stopped = true
+	// Under s.mu, so that wake never writes to a closed (or reused) fd,
+	// and no task is posted that would not run.
 	l.s.mu.Lock()
 	l.closeFDs()
+	tasks := l.tasks
+	l.tasks = nil
 	l.s.mu.Unlock()
+	for _, f := range tasks {
+		f(l)
+	}
 }
 
 // discard releases a loop that never ran and that the server does not

@@ -91,6 +91,13 @@ type Server struct {
 	// to a backend.
 	BackendPreamble BackendPreamble
 
+	// Held, if true, makes Serve start without reading its sockets:
+	// their datagrams wait in the kernel's queues until Resume. A process
+	// started by a binary upgrade holds the sockets it inherited while
+	// the old one still reads them, so that no flow opens a second
+	// session here before its own is imported (see Import).
+	Held bool
+
 	// conf is the settings in force: the fields above until
 	// Reconfigure replaces them. Loops load it once per wake-up.
 	conf atomic.Pointer[Settings]
@@ -106,9 +113,16 @@ type Server struct {
 	// places given up by evictions that a new flow has not taken yet.
 	wants, lent atomic.Int64
 
-	mu    sync.Mutex
-	loops []*loop
-	wg    sync.WaitGroup // loop goroutines
+	mu      sync.Mutex
+	loops   []*loop
+	resumed bool           // Resume was called: no loop starts held
+	wg      sync.WaitGroup // loop goroutines
+
+	// started is closed once Serve has set its loops up, or failed to,
+	// for Import.
+	started   chan struct{}
+	once      sync.Once
+	startOnce sync.Once
 }
 
 const (
@@ -195,6 +209,7 @@ func (s *Server) logger() *slog.Logger {
 // and returns ErrServerClosed once every loop has stopped, or at once if a
 // loop could not be set up.
 func (s *Server) Serve(conns []*net.UDPConn) error {
+	defer s.markStarted()
 	s.mu.Lock()
 	if s.state.Load() != running {
 		s.mu.Unlock()
@@ -213,6 +228,7 @@ func (s *Server) Serve(conns []*net.UDPConn) error {
 			closeConns(conns[i:])
 			return fmt.Errorf("serving udp %s: %w", c.LocalAddr(), err)
 		}
+		l.index = len(s.loops) + i
 		loops = append(loops, l)
 	}
 	s.loops = append(s.loops, loops...)
@@ -220,6 +236,7 @@ func (s *Server) Serve(conns []*net.UDPConn) error {
 		s.wg.Go(l.run)
 	}
 	s.mu.Unlock()
+	s.markStarted()
 	s.wg.Wait()
 	return ErrServerClosed
 }

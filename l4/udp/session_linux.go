@@ -213,6 +213,33 @@ func (l *idleList) pushBack(s *session) {
 	l.n++
 }
 
+// insert puts s in its place by s.last, from the back: a session adopted
+// from another process (see Import) may have been idle for a while.
+func (l *idleList) insert(s *session) {
+	p := l.back
+	for p != nil && p.last > s.last {
+		p = p.prev
+	}
+	if p == nil {
+		s.prev, s.next = nil, l.front
+		if l.front != nil {
+			l.front.prev = s
+		} else {
+			l.back = s
+		}
+		l.front = s
+	} else {
+		s.prev, s.next = p, p.next
+		if p.next != nil {
+			p.next.prev = s
+		} else {
+			l.back = s
+		}
+		p.next = s
+	}
+	l.n++
+}
+
 // remove takes s out of the list; s must be in it.
 func (l *idleList) remove(s *session) {
 	if s.prev != nil {
