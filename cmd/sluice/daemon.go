@@ -365,6 +365,7 @@ func (d *daemon) build(cfg *config.Config, lc config.Listener, socks *sockets, l
 	switch lc.Protocol {
 	case config.UDP:
 		l.opened = openUDP(lc, socks.udp[key], pc, p, log)
+		l.srv.(*udp.Server).Held = socks.held[key]
 	case config.HTTP:
 		l.opened, err = openHTTP(cfg, lc, socks.tcp[key], socks.tls[key], d.pools, d.caches.byName, log)
 	default:
@@ -505,6 +506,7 @@ type sockets struct {
 	udp    map[listenerKey][]*net.UDPConn
 	tls    map[listenerKey]httpTLS // HTTP listeners' files, read before anything changes
 	retune map[listenerKey]bool    // kept UDP proxies whose settings change
+	held   map[listenerKey]bool    // UDP listeners on an upgrade's sockets, held until it hands over
 	opened []func()                // closes what was opened or shared, if the reload fails
 	inh    *inherited              // an upgrade's sockets, taken before new ones are opened
 }
@@ -523,7 +525,7 @@ func (s *sockets) close() {
 func (d *daemon) sockets(cfg *config.Config, prev *instance, log *slog.Logger) (*sockets, error) {
 	s := &sockets{kept: map[listenerKey]*live{}, tcp: map[listenerKey][]*net.TCPListener{},
 		udp: map[listenerKey][]*net.UDPConn{}, tls: map[listenerKey]httpTLS{}, retune: map[listenerKey]bool{},
-		inh: d.up.inherit}
+		held: map[listenerKey]bool{}, inh: d.up.inherit}
 	for _, lc := range cfg.Listeners {
 		key := keyOf(lc)
 		var old *live
@@ -573,11 +575,12 @@ func (s *sockets) get(cfg *config.Config, lc config.Listener, old *live, pools m
 		s.kept[key] = old
 		s.retune[key] = true
 	case lc.Protocol == config.UDP:
-		conns, err := s.inh.listenUDP(lc)
+		conns, inherited, err := s.inh.listenUDP(lc)
 		if err != nil {
 			return err
 		}
 		s.udp[key] = conns
+		s.held[key] = inherited
 		s.opened = append(s.opened, func() { closeAll(conns) })
 	case old != nil && len(old.tcp) == lc.Sockets:
 		lns, err := share(old.tcp)

@@ -21,6 +21,7 @@ import (
 //
 //	new → old   readyMsg      after its configuration started, or it exits
 //	old → new   handoffMsg    one per connection, its two sockets attached
+//	old → new   handoffMsg    UDP sessions in batches, a socket each attached
 //	old → new   (length 0)    the end of the connections
 //	new → old   adoptedMsg    once it has adopted them
 
@@ -33,11 +34,15 @@ type readyMsg struct {
 	PID int `json:"pid"`
 	// TCP names the TCP listeners it serves, which adopt connections.
 	TCP []string `json:"tcp"`
+	// UDP names the UDP listeners it serves on the sockets it inherited,
+	// which adopt sessions.
+	UDP []string `json:"udp,omitempty"`
 }
 
 // adoptedMsg is the new process's answer to the connections.
 type adoptedMsg struct {
 	Adopted int      `json:"adopted"`
+	UDP     int      `json:"udp,omitempty"` // sessions adopted
 	Errors  []string `json:"errors,omitempty"`
 }
 
@@ -81,7 +86,7 @@ var errEnd = errors.New("end of frames")
 // with it (the caller owns them, even with an error).
 func readFrame(c *net.UnixConn, v any) ([]int, error) {
 	var hdr [4]byte
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, unix.CmsgSpace(4*udpBatch))
 	n, oobn, _, _, err := c.ReadMsgUnix(hdr[:], oob)
 	var fds []int
 	if oobn > 0 {

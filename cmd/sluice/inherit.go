@@ -18,6 +18,7 @@ import (
 	"sluice/internal/listen"
 	"sluice/internal/pool"
 	"sluice/l4"
+	"sluice/l4/udp"
 )
 
 // upgradeEnv names, in the environment of a process started by an
@@ -126,9 +127,9 @@ func (in *inherited) listenTCP(lc config.Listener) ([]*net.TCPListener, error) {
 	return lns, nil
 }
 
-// listenUDP is listenTCP for a UDP listener.
-func (in *inherited) listenUDP(lc config.Listener) ([]*net.UDPConn, error) {
-	var conns []*net.UDPConn
+// listenUDP is listenTCP for a UDP listener; inherited says whether it
+// took over the old process's sockets (with their sessions to come).
+func (in *inherited) listenUDP(lc config.Listener) (conns []*net.UDPConn, inherited bool, err error) {
 	bind := lc.Bind
 	for i := range max(lc.Sockets, 1) {
 		f := in.take(socketKey(lc, i))
@@ -143,20 +144,21 @@ func (in *inherited) listenUDP(lc config.Listener) ([]*net.UDPConn, error) {
 			if pc != nil {
 				pc.Close()
 			}
-			return nil, fmt.Errorf("taking over socket %d of %s: %v", i, lc.Bind, err)
+			return nil, false, fmt.Errorf("taking over socket %d of %s: %v", i, lc.Bind, err)
 		}
 		conns = append(conns, uc)
 		bind = uc.LocalAddr().(*net.UDPAddr).AddrPort()
 	}
+	inherited = len(conns) > 0
 	if rest := max(lc.Sockets, 1) - len(conns); rest > 0 {
 		more, err := listen.UDP(context.Background(), bind, rest)
 		if err != nil {
 			closeAll(conns)
-			return nil, err
+			return nil, false, err
 		}
 		conns = append(conns, more...)
 	}
-	return conns, nil
+	return conns, inherited, nil
 }
 
 // adminListener returns the inherited admin socket, if its address is
@@ -217,14 +219,26 @@ func (d *daemon) takeOver(inh *inherited) {
 			r.TCP = append(r.TCP, l.name)
 		}
 	}
+	held := d.heldUDP()
+	for name := range held {
+		r.UDP = append(r.UDP, name)
+	}
 	backend := backendFinder(d.pools)
 	d.mu.Unlock()
+	// Its UDP sockets are read from now on, whatever came of the
+	// hand-over (see handover_udp.go).
+	defer func() {
+		for _, l := range held {
+			l.srv.(*udp.Server).Resume()
+		}
+	}()
 	if err := writeFrame(inh.ctl, r); err != nil {
 		d.base.Error("upgrade: telling the old process", slog.String("error", err.Error()))
 		return
 	}
 	inh.ctl.SetReadDeadline(time.Now().Add(adoptTimeout))
 	byListener := map[string][]l4.Handoff{}
+	udpBy := map[string][]udp.Handoff{}
 	var ack adoptedMsg
 	for {
 		var m handoffMsg
@@ -237,6 +251,19 @@ func (d *daemon) takeOver(inh *inherited) {
 			closeFDs(fds)
 			ack.Errors = append(ack.Errors, err.Error())
 			break
+		}
+		if len(m.UDP) > 0 {
+			if len(fds) != len(m.UDP) || held[m.Listener] == nil {
+				closeFDs(fds)
+				ack.Errors = append(ack.Errors, fmt.Sprintf("%d udp sessions of listener %q with %d sockets",
+					len(m.UDP), m.Listener, len(fds)))
+				continue
+			}
+			for i := range m.UDP {
+				m.UDP[i].FD = fds[i]
+			}
+			udpBy[m.Listener] = append(udpBy[m.Listener], m.UDP...)
+			continue
 		}
 		if len(fds) != 2 || servers[m.Listener] == nil {
 			closeFDs(fds)
@@ -256,10 +283,13 @@ func (d *daemon) takeOver(inh *inherited) {
 			ack.Errors = append(ack.Errors, err.Error())
 		}
 	}
+	n, errs := adoptUDP(ctx, held, udpBy, backend)
+	ack.UDP, ack.Errors = n, append(ack.Errors, errs...)
 	if err := writeFrame(inh.ctl, ack); err != nil {
 		d.base.Warn("upgrade: answering the old process", slog.String("error", err.Error()))
 	}
-	d.base.Info("upgrade: took over", slog.Int("connections", ack.Adopted), slog.Int("errors", len(ack.Errors)))
+	d.base.Info("upgrade: took over", slog.Int("connections", ack.Adopted), slog.Int("udp_sessions", ack.UDP),
+		slog.Int("errors", len(ack.Errors)))
 }
 
 // backendFinder returns, for a listener's pool, a lookup of backends by

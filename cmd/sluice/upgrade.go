@@ -30,9 +30,10 @@ import (
 //	     "ready" on the control socket; or exit, and the old one goes on
 //	old: each TCP proxy stops accepting (its sockets stay open) and its
 //	     established connections are exported and sent with their
-//	     sockets (SCM_RIGHTS)
-//	new: adopts them into its loops, answers how many, writes the pid
-//	     file
+//	     sockets (SCM_RIGHTS); then each UDP proxy stops reading and its
+//	     sessions go the same way (see handover_udp.go)
+//	new: adopts them into its loops, reads its UDP sockets, answers how
+//	     many, writes the pid file
 //	old: closes its copies; MAINPID=<new> to systemd; UDP proxies closed
 //	     (the new process reads their sockets alone); drains what it
 //	     kept (connecting, TLS, HTTP, on a listener the new
@@ -54,7 +55,9 @@ type upgrader struct {
 	inherit *inherited // the old process's sockets, while start applies the first configuration
 	done    chan struct{}
 	accept  []string // the TCP listeners the new process adopts connections for
-	to      int      // the new process's pid, once handed over
+	// acceptUDP are the UDP listeners it adopts sessions for.
+	acceptUDP []string
+	to        int // the new process's pid, once handed over
 }
 
 // errUpgraded refuses reloads and upgrades once another process serves.
@@ -103,22 +106,23 @@ func (d *daemon) upgrade(binary string) (int, error) {
 	if err != nil {
 		return 0, d.upgradeFailed(binary, err)
 	}
-	hs := d.exportAll()
-	adopted, problems, err := sendHandoffs(ctl, hs)
+	hs, us := d.exportAll(), d.exportUDP()
+	ack, err := sendHandoffs(ctl, hs, us)
 	ctl.Close()
-	for _, p := range problems {
+	for _, p := range ack.Errors {
 		d.base.Warn("the new process could not adopt a connection", slog.String("error", p))
 	}
 	if err != nil {
 		// It said it serves, then failed: it is stopped for good,
 		// and this process takes its connections back.
 		proc.Kill()
-		d.takeBack(hs)
+		d.takeBack(hs, us)
 		return 0, d.upgradeFailed(binary, fmt.Errorf("upgrading: the new process (pid %d) failed taking over: %w", proc.Pid, err))
 	}
+	releaseUDP(us)
 	d.handedOverTo(pid, hs)
 	d.base.Info("upgraded: the new process serves; draining what is left here", slog.Int("pid", pid),
-		slog.Int("handed_over", adopted))
+		slog.Int("handed_over", ack.Adopted), slog.Int("udp_sessions", ack.UDP))
 	return pid, nil
 }
 
@@ -223,7 +227,7 @@ func (d *daemon) startNew(binary string) (int, *os.Process, *net.UnixConn, error
 		proc.Kill()
 		return 0, nil, nil, fmt.Errorf("upgrading: the new process (pid %d): %w", pid, err)
 	}
-	d.up.accept = r.TCP
+	d.up.accept, d.up.acceptUDP = r.TCP, r.UDP
 	if r.PID <= 1 {
 		r.PID = pid
 	}
@@ -298,40 +302,42 @@ func (d *daemon) exportAll() []exported {
 	return out
 }
 
-// sendHandoffs sends the connections of hs over ctl, then waits for the
-// new process's answer: how many it adopted, and why not the others
-// (those it has reset). An error means the new process failed.
-func sendHandoffs(ctl *net.UnixConn, hs []exported) (int, []string, error) {
+// sendHandoffs sends the connections of hs and the sessions of us over
+// ctl, then waits for the new process's answer: how many it adopted, and
+// why not the others (those it has reset). An error means the new process
+// failed.
+func sendHandoffs(ctl *net.UnixConn, hs []exported, us []exportedUDP) (adoptedMsg, error) {
+	var ack adoptedMsg
 	for i := range hs {
 		e := &hs[i]
 		for _, h := range e.hs {
 			if err := writeFrame(ctl, handoffMsg{Listener: e.s.Name, Handoff: h}, h.ClientFD, h.BackendFD); err != nil {
-				return 0, nil, err
+				return ack, err
 			}
 			e.sent++
 		}
 	}
+	if err := sendUDP(ctl, us); err != nil {
+		return ack, err
+	}
 	if err := writeRaw(ctl, nil); err != nil {
-		return 0, nil, err
+		return ack, err
 	}
 	ctl.SetReadDeadline(time.Now().Add(adoptTimeout))
-	var ack adoptedMsg
 	fds, err := readFrame(ctl, &ack)
 	closeFDs(fds)
-	if err != nil {
-		return 0, nil, err
-	}
-	return ack.Adopted, ack.Errors, nil
+	return ack, err
 }
 
 // takeBack undoes exportAll after the new process failed: the connections
 // it was not sent go back to their proxies, which accept again; those it
 // was sent are reset, since it may have moved some of their bytes before
 // it failed.
-func (d *daemon) takeBack(hs []exported) {
+func (d *daemon) takeBack(hs []exported, us []exportedUDP) {
 	backend := backendFinder(d.pools)(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), adoptTimeout)
 	defer cancel()
+	defer d.takeBackUDP(ctx, us)
 	for _, e := range hs {
 		for _, h := range e.hs[:e.sent] {
 			resetHandoff(h)
@@ -354,10 +360,14 @@ func resetHandoff(h l4.Handoff) {
 	}
 }
 
-// handoffMsg is one connection on its way to the new process.
+// handoffMsg is one connection on its way to the new process, or a batch
+// of UDP sessions.
 type handoffMsg struct {
 	Listener string `json:"listener"`
 	l4.Handoff
+	// UDP, if not empty, makes the frame a batch of the listener's UDP
+	// sessions, with their sockets attached in order, and no connection.
+	UDP []udp.Handoff `json:"udp,omitempty"`
 }
 
 // upgradeFDs returns copies (close-on-exec) of in's listening sockets and
