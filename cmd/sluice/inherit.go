@@ -225,13 +225,14 @@ func (d *daemon) takeOver(inh *inherited) {
 	}
 	backend := backendFinder(d.pools)
 	d.mu.Unlock()
-	// Its UDP sockets are read from now on, whatever came of the
-	// hand-over (see handover_udp.go).
-	defer func() {
+	// Its UDP sockets are read once the sessions are adopted, or
+	// whatever came of the hand-over (see handover_udp.go).
+	resume := func() {
 		for _, l := range held {
 			l.srv.(*udp.Server).Resume()
 		}
-	}()
+	}
+	defer resume()
 	if err := writeFrame(inh.ctl, r); err != nil {
 		d.base.Error("upgrade: telling the old process", slog.String("error", err.Error()))
 		return
@@ -275,6 +276,11 @@ func (d *daemon) takeOver(inh *inherited) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), adoptTimeout)
 	defer cancel()
+	// UDP first: datagrams wait in the sockets' queues until they are
+	// read again.
+	n, errs := adoptUDP(ctx, held, udpBy, backend)
+	ack.UDP, ack.Errors = n, append(ack.Errors, errs...)
+	resume()
 	for name, hs := range byListener {
 		l := servers[name]
 		n, err := l.srv.(*l4.Server).Import(ctx, hs, backend(l.pool))
@@ -283,8 +289,6 @@ func (d *daemon) takeOver(inh *inherited) {
 			ack.Errors = append(ack.Errors, err.Error())
 		}
 	}
-	n, errs := adoptUDP(ctx, held, udpBy, backend)
-	ack.UDP, ack.Errors = n, append(ack.Errors, errs...)
 	if err := writeFrame(inh.ctl, ack); err != nil {
 		d.base.Warn("upgrade: answering the old process", slog.String("error", err.Error()))
 	}

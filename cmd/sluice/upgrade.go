@@ -106,8 +106,8 @@ func (d *daemon) upgrade(binary string) (int, error) {
 	if err != nil {
 		return 0, d.upgradeFailed(binary, err)
 	}
-	hs, us := d.exportAll(), d.exportUDP()
-	ack, err := sendHandoffs(ctl, hs, us)
+	hs := d.exportAll()
+	us, ack, err := sendHandoffs(ctl, hs, d.exportUDP)
 	ctl.Close()
 	for _, p := range ack.Errors {
 		d.base.Warn("the new process could not adopt a connection", slog.String("error", p))
@@ -302,31 +302,35 @@ func (d *daemon) exportAll() []exported {
 	return out
 }
 
-// sendHandoffs sends the connections of hs and the sessions of us over
-// ctl, then waits for the new process's answer: how many it adopted, and
-// why not the others (those it has reset). An error means the new process
+// sendHandoffs sends the connections of hs over ctl, then the UDP
+// sessions exportUDP gives up, and waits for the new process's answer:
+// how many it adopted, and why not the others (those it has reset). It
+// returns the sessions with the answer. An error means the new process
 // failed.
-func sendHandoffs(ctl *net.UnixConn, hs []exported, us []exportedUDP) (adoptedMsg, error) {
+func sendHandoffs(ctl *net.UnixConn, hs []exported, exportUDP func() []exportedUDP) ([]exportedUDP, adoptedMsg, error) {
 	var ack adoptedMsg
 	for i := range hs {
 		e := &hs[i]
 		for _, h := range e.hs {
 			if err := writeFrame(ctl, handoffMsg{Listener: e.s.Name, Handoff: h}, h.ClientFD, h.BackendFD); err != nil {
-				return ack, err
+				return nil, ack, err
 			}
 			e.sent++
 		}
 	}
+	// Exported only now: from here until the new process reads the
+	// UDP sockets, their datagrams wait in the queues.
+	us := exportUDP()
 	if err := sendUDP(ctl, us); err != nil {
-		return ack, err
+		return us, ack, err
 	}
 	if err := writeRaw(ctl, nil); err != nil {
-		return ack, err
+		return us, ack, err
 	}
 	ctl.SetReadDeadline(time.Now().Add(adoptTimeout))
 	fds, err := readFrame(ctl, &ack)
 	closeFDs(fds)
-	return ack, err
+	return us, ack, err
 }
 
 // takeBack undoes exportAll after the new process failed: the connections
