@@ -151,7 +151,12 @@ func (s *Server) Import(ctx context.Context, hs []Handoff, backend func(netip.Ad
 		})
 		if !posted {
 			wg.Done()
-			errs = append(errs, s.refuse(batch, fmt.Errorf("importing %d connections: %w", len(batch), ErrNotServing)))
+			err := s.refuse(batch, fmt.Errorf("importing %d connections: %w", len(batch), ErrNotServing))
+			// Under mu: the batches posted to other loops append to
+			// errs on those loops' goroutines meanwhile.
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
 		}
 	}
 	wg.Wait()
