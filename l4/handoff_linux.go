@@ -138,6 +138,13 @@ func (l *loop) adopt(h Handoff, b *pool.Backend) error {
 		closeHandoff(h)
 		return fmt.Errorf("adopting %s: %w", h.Addr, ErrServerClosed)
 	}
+	if l.closed {
+		// Posted as the loop closed, and run by close after finishAll:
+		// added now, the sockets would outlive the epoll set and never
+		// be closed. (closed is written on this goroutine only.)
+		closeHandoff(h)
+		return fmt.Errorf("adopting %s: %w", h.Addr, ErrNotServing)
+	}
 	c := l.alloc()
 	c.fd = [2]int{h.ClientFD, h.BackendFD}
 	c.phase = phaseProxying

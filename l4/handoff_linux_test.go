@@ -3,6 +3,7 @@ package l4
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -70,5 +71,47 @@ func TestImportWithOneLoopClosed(t *testing.T) {
 	moved.Write([]byte("still\n"))
 	if got := readLine(t, moved); got != "still" {
 		t.Fatalf("echo after the move %q", got)
+	}
+}
+
+// A batch posted to a loop just as it closes runs on the closed loop
+// (close runs what was posted, so that no poster waits forever): the
+// connections are refused and their sockets closed, not added to an epoll
+// set about to be closed, where nothing would ever close them.
+func TestAdoptOnClosedLoopClosesSockets(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Name: "a"}
+	s.init()
+	l, err := newLoop(s, ln)
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	var h Handoff
+	var peers [2]int
+	for i, fd := range []*int{&h.ClientFD, &h.BackendFD} {
+		p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*fd, peers[i] = p[0], p[1]
+		t.Cleanup(func() { unix.Close(p[1]) })
+	}
+	var n int
+	var aerr error
+	if !l.post(func(l *loop) { n, aerr = l.adoptAll([]Handoff{h}, nil) }) {
+		t.Fatal("post refused on an open loop")
+	}
+	l.close() // as run does when it returns, on this goroutine instead
+	if n != 0 || !errors.Is(aerr, ErrNotServing) {
+		t.Errorf("adopted %d on a closed loop, %v; want 0 and ErrNotServing", n, aerr)
+	}
+	for _, fd := range peers {
+		if _, err := unix.Read(fd, make([]byte, 1)); err == unix.EAGAIN {
+			t.Errorf("the handed-off socket is still open after its loop closed")
+		}
 	}
 }
