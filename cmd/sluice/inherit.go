@@ -106,12 +106,13 @@ func (in *inherited) listenTCP(lc config.Listener) ([]*net.TCPListener, error) {
 		ln, err := net.FileListener(f)
 		f.Close()
 		tl, ok := ln.(*net.TCPListener)
-		if err != nil || !ok {
+		if err == nil && !ok {
+			ln.Close()
+			err = fmt.Errorf("a %T, not a TCP listener", ln)
+		}
+		if err != nil {
 			closeAll(lns)
-			if ln != nil {
-				ln.Close()
-			}
-			return nil, fmt.Errorf("taking over socket %d of %s: %v", i, lc.Bind, err)
+			return nil, fmt.Errorf("taking over socket %d of %s: %w", i, lc.Bind, err)
 		}
 		lns = append(lns, tl)
 		bind = tl.Addr().(*net.TCPAddr).AddrPort()
@@ -139,12 +140,13 @@ func (in *inherited) listenUDP(lc config.Listener) (conns []*net.UDPConn, inheri
 		pc, err := net.FilePacketConn(f)
 		f.Close()
 		uc, ok := pc.(*net.UDPConn)
-		if err != nil || !ok {
+		if err == nil && !ok {
+			pc.Close()
+			err = fmt.Errorf("a %T, not a UDP socket", pc)
+		}
+		if err != nil {
 			closeAll(conns)
-			if pc != nil {
-				pc.Close()
-			}
-			return nil, false, fmt.Errorf("taking over socket %d of %s: %v", i, lc.Bind, err)
+			return nil, false, fmt.Errorf("taking over socket %d of %s: %w", i, lc.Bind, err)
 		}
 		conns = append(conns, uc)
 		bind = uc.LocalAddr().(*net.UDPAddr).AddrPort()
