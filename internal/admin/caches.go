@@ -3,6 +3,7 @@ package admin
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -43,7 +44,7 @@ type CacheJSON struct {
 // caches lists every cache with its counters.
 func (s *Server) caches(w http.ResponseWriter, r *http.Request) {
 	out := []CacheJSON{}
-	for _, name := range slices.Sorted(mapKeys(s.o.Caches)) {
+	for _, name := range slices.Sorted(maps.Keys(s.o.Caches)) {
 		out = append(out, CacheJSON{Name: name, Stats: s.o.Caches[name].Stats()})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -67,16 +68,6 @@ func (s *Server) purge(w http.ResponseWriter, r *http.Request) {
 	n := c.Purge(req.URL, req.Prefix)
 	s.o.Logger.Info("cache purged", "cache", r.PathValue("cache"), "url", req.URL, "prefix", req.Prefix, "purged", n)
 	writeJSON(w, http.StatusOK, PurgeJSON{Purged: n})
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 var (
