@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"sluice/config"
 	"sluice/internal/pool"
 )
 
@@ -154,24 +152,7 @@ func TestReloadRemovedBackendAtDrainRate(t *testing.T) {
 		return text
 	}
 	path := writeFile(t, conf(b1, b2))
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := &lockedBuffer{}
-	d, err := start(cfg, newLogger(cfg.Log, log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.load = func() (*config.Config, error) { return config.Load(path) }
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		d.shutdown(ctx)
-		if t.Failed() {
-			t.Logf("sluice log:\n%s", log)
-		}
-	})
+	d, log := inProcessReload(t, path)
 	openLines(t, addr, 2*n)
 	var gone *pool.Backend
 	for _, b := range d.pools["p"].Backends() {

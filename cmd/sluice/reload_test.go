@@ -328,8 +328,9 @@ func TestReloadWithErrorsKeepsRunning(t *testing.T) {
 }
 
 // inProcessReload runs the file at path in the test process, reloadable,
-// until the test ends.
-func inProcessReload(t *testing.T, path string) *daemon {
+// until the test ends, and returns it with its log (printed if the test
+// fails).
+func inProcessReload(t *testing.T, path string) (*daemon, *lockedBuffer) {
 	t.Helper()
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -351,7 +352,7 @@ func inProcessReload(t *testing.T, path string) *daemon {
 			t.Logf("sluice log:\n%s", log)
 		}
 	})
-	return d
+	return d, log
 }
 
 // greetingsOf opens n connections to addr and counts the backends that
@@ -400,7 +401,7 @@ address = %q
 	second := reloadConfig(t1, "least_conn", "9m", common, a, b) + fmt.Sprintf("[listeners.t2]\nbind = %q\npool = \"p\"\n", t2)
 	third := reloadConfig(t1, "round_robin", "9m", common, b)
 	path := writeFile(t, first)
-	d := inProcessReload(t, path)
+	d, _ := inProcessReload(t, path)
 	api := adminClient{t: t, base: "http://" + adm}
 	udpc := dialUDP(t, uaddr)
 	if got := exchange(t, udpc, "one"); got != "one" {

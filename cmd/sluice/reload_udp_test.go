@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"sluice/config"
 )
 
 // A reload applies a UDP listener's own settings to its running proxy:
@@ -31,24 +28,7 @@ address = %q
 `, uaddr, extra, echo)
 	}
 	path := writeFile(t, conf(`session_timeout = "1m"`))
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := &lockedBuffer{}
-	d, err := start(cfg, newLogger(cfg.Log, log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.load = func() (*config.Config, error) { return config.Load(path) }
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		d.shutdown(ctx)
-		if t.Failed() {
-			t.Logf("sluice log:\n%s", log)
-		}
-	})
+	d, log := inProcessReload(t, path)
 	live := dialUDP(t, uaddr)
 	if got := exchange(t, live, "one"); got != "one" {
 		t.Fatalf("udp reply %q", got)
