@@ -38,9 +38,6 @@ const (
 	DefaultInterval = 200 * time.Millisecond
 )
 
-// ErrStopped is returned by calls on a Speaker after Stop.
-var ErrStopped = errors.New("bgp: speaker stopped")
-
 // Options configure a Speaker. The zero value of each optional field is
 // documented.
 type Options struct {
