@@ -230,7 +230,9 @@ func (c *ctlClient) show(path string, asJSON bool, stdout io.Writer, text func([
 // errAPI marks an error the admin API answered with.
 var errAPI = errors.New("admin API")
 
-func (c *ctlClient) do(method, path string, body []byte) ([]byte, error) {
+// send makes a request of the admin API; the caller closes the answer's
+// body.
+func (c *ctlClient) send(method, path string, body []byte) (*http.Response, error) {
 	req, err := http.NewRequest(method, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -244,6 +246,30 @@ func (c *ctlClient) do(method, path string, body []byte) ([]byte, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("calling the admin API: %w", err)
+	}
+	return resp, nil
+}
+
+// result POSTs to path and decodes the answer into out, whatever its
+// status: reload and upgrade answer a failure (422) with a result of
+// their own kind, not an admin.ErrorJSON. It returns the status line, for
+// an answer without a result.
+func (c *ctlClient) result(path string, body []byte, out any) (string, error) {
+	resp, err := c.send(http.MethodPost, path, body)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
+		return "", fmt.Errorf("%w: %s", errAPI, resp.Status)
+	}
+	return resp.Status, nil
+}
+
+func (c *ctlClient) do(method, path string, body []byte) ([]byte, error) {
+	resp, err := c.send(method, path, body)
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))

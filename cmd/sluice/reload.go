@@ -1,11 +1,9 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -52,21 +50,13 @@ func reloadThroughAPI(cfg *config.Config, path string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequest(http.MethodPost, c.base+"/api/v1/reload", nil)
+	var r admin.ReloadJSON
+	status, err := c.result("/api/v1/reload", nil, &r)
 	if err != nil {
 		return err
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("calling the admin API: %w", err)
-	}
-	defer resp.Body.Close()
-	var r admin.ReloadJSON
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&r); err != nil || r.Result == "" {
-		return fmt.Errorf("%w: %s", errAPI, resp.Status)
+	if r.Result == "" {
+		return fmt.Errorf("%w: %s", errAPI, status)
 	}
 	if r.Result == "ok" {
 		fmt.Fprintf(stdout, "%s: reloaded\n", path)

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"syscall"
 	"time"
@@ -57,21 +55,13 @@ func upgradeThroughAPI(cfg *config.Config, binary string, stdout io.Writer) erro
 	}
 	c.http.Timeout = upgradeTimeout + adoptTimeout
 	body, _ := json.Marshal(admin.UpgradeRequest{Binary: binary})
-	req, err := http.NewRequest(http.MethodPost, c.base+"/api/v1/upgrade", bytes.NewReader(body))
+	var r admin.UpgradeJSON
+	status, err := c.result("/api/v1/upgrade", body, &r)
 	if err != nil {
 		return err
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("calling the admin API: %w", err)
-	}
-	defer resp.Body.Close()
-	var r admin.UpgradeJSON
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&r); err != nil || r.Result == "" {
-		return fmt.Errorf("%w: %s", errAPI, resp.Status)
+	if r.Result == "" {
+		return fmt.Errorf("%w: %s", errAPI, status)
 	}
 	if r.Result != "ok" {
 		return fmt.Errorf("upgrade failed, the running sluice serves on: %s", r.Error)
