@@ -15,6 +15,7 @@ import (
 
 	"sluice/internal/listen"
 	"sluice/internal/pool"
+	"sluice/internal/testutil"
 	"sluice/l4"
 )
 
@@ -52,13 +53,7 @@ func proxyOnce(t *testing.T, s *l4.Server) {
 	t.Helper()
 	c := proxyHeld(t, s)
 	c.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Counters.Live() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the connection never ended")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "the connection to end", func() bool { return s.Counters.Live() == 0 })
 }
 
 // proxyHeld serves s on loopback and returns one connection through it

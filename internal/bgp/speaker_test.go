@@ -16,6 +16,8 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"sluice/internal/testutil"
 )
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -99,17 +101,6 @@ func (r *router) learntIn(t *testing.T, f *api.Family) map[netip.Prefix]string {
 	return out
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestSpeakerAnnouncesAndWithdraws(t *testing.T) {
 	r := startRouter(t, 65001)
 	c := uint32(65001<<16 | 42) // 65001:42
@@ -131,7 +122,7 @@ func TestSpeakerAnnouncesAndWithdraws(t *testing.T) {
 		{Listener: "tls", Prefix: vip, Ready: func() bool { return true }},
 		{Listener: "db", Prefix: other, Ready: dbUp.Load},
 	})
-	eventually(t, "session established", func() bool { return s.Status().Peers[0].State == "established" })
+	testutil.Eventually(t, 15*time.Second, "session established", func() bool { return s.Status().Peers[0].State == "established" })
 	has := func(want ...netip.Prefix) func() bool {
 		return func() bool {
 			got := r.learnt(t)
@@ -146,27 +137,27 @@ func TestSpeakerAnnouncesAndWithdraws(t *testing.T) {
 			return true
 		}
 	}
-	eventually(t, "the ready prefix announced, the other not", has(vip))
+	testutil.Eventually(t, 15*time.Second, "the ready prefix announced, the other not", has(vip))
 	if got := r.learnt(t)[vip]; got != " med=7 community=65001:42" {
 		t.Errorf("attributes at the router: %q, want med 7 and community 65001:42", got)
 	}
 	dbUp.Store(true)
-	eventually(t, "the second prefix once its pool has a backend", has(vip, other))
+	testutil.Eventually(t, 15*time.Second, "the second prefix once its pool has a backend", has(vip, other))
 	webUp.Store(false)
-	eventually(t, "a prefix withdrawn when one of its listeners is not ready", has(other))
+	testutil.Eventually(t, 15*time.Second, "a prefix withdrawn when one of its listeners is not ready", has(other))
 	webUp.Store(true)
-	eventually(t, "announced again", has(vip, other))
+	testutil.Eventually(t, 15*time.Second, "announced again", has(vip, other))
 
 	s.SetDrained(true)
-	eventually(t, "everything withdrawn while drained", has())
+	testutil.Eventually(t, 15*time.Second, "everything withdrawn while drained", has())
 	st := s.Status()
 	if !st.Drained || slices.ContainsFunc(st.Routes, func(r RouteStatus) bool { return r.Announced }) {
 		t.Errorf("status while drained: %+v", st)
 	}
 	s.SetDrained(false)
-	eventually(t, "announced again after the drain", has(vip, other))
+	testutil.Eventually(t, 15*time.Second, "announced again after the drain", has(vip, other))
 	s.WithdrawAll()
-	eventually(t, "everything withdrawn at shutdown", has())
+	testutil.Eventually(t, 15*time.Second, "everything withdrawn at shutdown", has())
 	if st := s.Status(); st.Peers[0].State != "established" || !st.Withdrawn {
 		t.Errorf("after WithdrawAll the session should stay up (the router must hear the withdraws): %+v", st)
 	}
@@ -194,10 +185,10 @@ func TestSpeakerAnnouncesIPv6(t *testing.T) {
 	vip := netip.MustParsePrefix("2001:db8::10/128")
 	s.SetRoutes([]Route{{Listener: "web", Prefix: vip}})
 	v6 := family(vip)
-	eventually(t, "the IPv6 prefix at the router", func() bool { return r.learntIn(t, v6)[vip] != "" })
+	testutil.Eventually(t, 15*time.Second, "the IPv6 prefix at the router", func() bool { return r.learntIn(t, v6)[vip] != "" })
 	if got := r.learntIn(t, v6)[vip]; got != " nexthop=::1" {
 		t.Errorf("IPv6 route's attributes at the router: %q, want next hop ::1", got)
 	}
 	s.WithdrawAll()
-	eventually(t, "the IPv6 prefix withdrawn", func() bool { return len(r.learntIn(t, v6)) == 0 })
+	testutil.Eventually(t, 15*time.Second, "the IPv6 prefix withdrawn", func() bool { return len(r.learntIn(t, v6)) == 0 })
 }
