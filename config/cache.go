@@ -70,6 +70,11 @@ func (d *decoder) cache(t *table) Cache {
 	t.duration("stale_while_revalidate", &o.StaleWhileRevalidate, false)
 	t.duration("stale_if_error", &o.StaleIfError, false)
 	t.duration("coalesce_timeout", &o.CoalesceTimeout, false)
+	if t.has("coalesce_timeout") && o.CoalesceTimeout == 0 {
+		// "0s" is no waiting: cache.Options' zero would be its
+		// default, 10s, the opposite of what was written.
+		o.CoalesceTimeout = -1
+	}
 	t.keyQuery(o)
 	return c
 }

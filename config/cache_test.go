@@ -98,3 +98,26 @@ func TestParseBadCaches(t *testing.T) {
 		})
 	}
 }
+
+// coalesce_timeout = "0s" turns waiting off; absent, the cache's default
+// applies.
+func TestParseCoalesceTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name, line string
+		want       time.Duration
+	}{
+		{"absent", "", 0},
+		{"zero is no waiting", `coalesce_timeout = "0s"`, -1},
+		{"set", `coalesce_timeout = "2s"`, 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseFake("[caches.c]\n" + tc.line + "\n" + httpHead + "[[listeners.web.routes]]\npool = \"db\"\ncache = \"c\"\n" + poolDB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Caches[0].Options.CoalesceTimeout; got != tc.want {
+				t.Errorf("CoalesceTimeout %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
