@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"sluice/config"
@@ -33,6 +34,7 @@ type adminSide struct {
 	ln      net.Listener
 	done    chan error
 	log     *slog.Logger
+	stop    sync.Once // shutdown's work, done once however often it is called
 }
 
 // newAdmin builds the metrics of cfg, if it has an [admin] table, and
@@ -222,12 +224,14 @@ func (a *adminSide) shutdown() {
 	if a == nil || a.done == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	a.srv.Shutdown(ctx)
-	if err := <-a.done; err != nil && !errors.Is(err, net.ErrClosed) {
-		a.log.Warn("admin server", slog.String("error", err.Error()))
-	}
+	a.stop.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		a.srv.Shutdown(ctx)
+		if err := <-a.done; err != nil && !errors.Is(err, net.ErrClosed) {
+			a.log.Warn("admin server", slog.String("error", err.Error()))
+		}
+	})
 }
 
 // logWarnings logs the configuration's warnings at start.

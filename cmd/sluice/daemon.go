@@ -470,6 +470,14 @@ func (d *daemon) shutdown(ctx context.Context) error {
 		d.notify("STOPPING=1")
 	}
 	in := d.in
+	if d.up.to != 0 {
+		// Handed over: the new process accepts on this same admin
+		// socket. Accepting here too through the drain would send
+		// part of the API calls and scrapes to a process that no
+		// longer serves (and refuses reloads). Not waited for: the
+		// upgrade may be one of its requests, finishing its answer.
+		d.serving.Go(in.admin.shutdown)
+	}
 	// The backend sets stay as they are through the drain.
 	in.disc.stop()
 	d.later.stop()

@@ -35,11 +35,11 @@ import (
 //	new: adopts them into its loops, reads its UDP sockets, answers how
 //	     many, writes the pid file
 //	old: closes its copies; MAINPID=<new> to systemd; UDP proxies closed
-//	     (the new process reads their sockets alone); drains what it
-//	     kept (connecting, TLS, HTTP, on a listener the new
-//	     configuration lacks) and exits. If the new process fails before
-//	     it answers: killed, connections taken back (takeBack), and the
-//	     proxies accept again
+//	     (the new process reads their sockets alone); admin server shut
+//	     down; drains what it kept (connecting, TLS, HTTP, on a
+//	     listener the new configuration lacks) and exits. If the new
+//	     process fails before it answers: killed, connections taken back
+//	     (takeBack), and the proxies accept again
 
 // upgradeTimeout bounds the new process's start: reading its file, its
 // first health checks (5 s at most), opening its listeners.
