@@ -54,7 +54,7 @@ func TestInheritedSocketOfWrongKind(t *testing.T) {
 			if tc.proto == config.TCP {
 				_, err = in.listenTCP(lc)
 			} else {
-				_, err = in.listenUDP(lc)
+				_, _, err = in.listenUDP(lc)
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "<nil>") {
 				t.Fatalf("error %v, want one saying %q", err, tc.want)

@@ -107,7 +107,7 @@ func (d *daemon) upgrade(binary string) (int, error) {
 		return 0, d.upgradeFailed(binary, err)
 	}
 	hs := d.exportAll()
-	us, ack, err := sendHandoffs(ctl, hs, d.exportUDP)
+	us, ack, err := sendHandoffs(ctl, hs, d.exportUDP, time.Now().Add(adoptTimeout))
 	ctl.Close()
 	for _, p := range ack.Errors {
 		d.base.Warn("the new process could not adopt a connection", slog.String("error", p))
@@ -306,9 +306,12 @@ func (d *daemon) exportAll() []exported {
 // sessions exportUDP gives up, and waits for the new process's answer:
 // how many it adopted, and why not the others (those it has reset). It
 // returns the sessions with the answer. An error means the new process
-// failed.
-func sendHandoffs(ctl *net.UnixConn, hs []exported, exportUDP func() []exportedUDP) ([]exportedUDP, adoptedMsg, error) {
+// failed. The writes end by writeBy: a new process that stopped reading
+// would otherwise block them for good, with daemon.mu held, and this
+// process could not even shut down.
+func sendHandoffs(ctl *net.UnixConn, hs []exported, exportUDP func() []exportedUDP, writeBy time.Time) ([]exportedUDP, adoptedMsg, error) {
 	var ack adoptedMsg
+	ctl.SetWriteDeadline(writeBy)
 	for i := range hs {
 		e := &hs[i]
 		for _, h := range e.hs {
@@ -327,6 +330,7 @@ func sendHandoffs(ctl *net.UnixConn, hs []exported, exportUDP func() []exportedU
 	if err := writeRaw(ctl, nil); err != nil {
 		return us, ack, err
 	}
+	// Its import has adoptTimeout of its own from now.
 	ctl.SetReadDeadline(time.Now().Add(adoptTimeout))
 	fds, err := readFrame(ctl, &ack)
 	closeFDs(fds)
