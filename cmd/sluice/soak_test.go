@@ -70,9 +70,8 @@ address = %q
 		streams = append(streams, s)
 		wg.Go(func() { s.run(addr, stop) })
 	}
-	var tcpOK, tcpRefused, tcpFailed atomic.Int64
-	var firstErr atomic.Value
-	wg.Go(func() { paced(addr, 200, stop, &tcpOK, &tcpRefused, &tcpFailed, &firstErr) })
+	var tcp pacedLoad
+	wg.Go(func() { paced(addr, 200, stop, &tcp) })
 	var udpOK, udpLost, httpOK, httpFailed atomic.Int64
 	for i := range 10 {
 		wg.Go(func() { soakUDP(uaddr, i, stop, &udpOK, &udpLost) })
@@ -101,7 +100,7 @@ address = %q
 			goroutines: scrape(t, adm, "go_goroutines"), rss: scrape(t, adm, "process_resident_memory_bytes")}
 		samples = append(samples, s)
 		t.Logf("%8v %7d %6.0f %10.0f %8.1f %12s %12s %12s", s.at, s.pid, s.fds, s.goroutines, s.rss/(1<<20),
-			fmt.Sprintf("%d/%d", tcpOK.Load(), tcpRefused.Load()+tcpFailed.Load()),
+			fmt.Sprintf("%d/%d", tcp.ok.Load(), tcp.refused.Load()+tcp.failed.Load()),
 			fmt.Sprintf("%d/%d", udpOK.Load(), udpLost.Load()), fmt.Sprintf("%d/%d", httpOK.Load(), httpFailed.Load()))
 	}
 	close(stop)
@@ -111,8 +110,8 @@ address = %q
 			t.Errorf("stream: sent %d, got %d: %v", s.sent.Load(), s.got.Load(), s.err)
 		}
 	}
-	if n := tcpRefused.Load() + tcpFailed.Load(); n > 0 {
-		t.Errorf("%d TCP connections refused or failed; first: %v", n, firstErr.Load())
+	if n := tcp.refused.Load() + tcp.failed.Load(); n > 0 {
+		t.Errorf("%d TCP connections refused or failed; first: %v", n, tcp.firstErr.Load())
 	}
 	flat(t, samples)
 }

@@ -148,10 +148,17 @@ func scrape(t *testing.T, addr, name string) float64 {
 	return metric(b, name)
 }
 
+// pacedLoad counts the new connections paced opens: those served, those
+// refused (the connect failed) and those that failed otherwise, with the
+// first error.
+type pacedLoad struct {
+	ok, refused, failed atomic.Int64
+	firstErr            atomic.Value
+}
+
 // paced opens about rate new connections a second, each with one echoed
-// line, until stop closes; it counts those refused (the connect failed)
-// and those that failed otherwise.
-func paced(addr string, rate int, stop <-chan struct{}, ok, refusedN, failed *atomic.Int64, firstErr *atomic.Value) {
+// line, until stop closes, and counts them in load.
+func paced(addr string, rate int, stop <-chan struct{}, load *pacedLoad) {
 	const workers = 10
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -168,13 +175,13 @@ func paced(addr string, rate int, stop <-chan struct{}, ok, refusedN, failed *at
 				var op *net.OpError
 				switch {
 				case err == nil:
-					ok.Add(1)
+					load.ok.Add(1)
 				case errors.As(err, &op) && op.Op == "dial":
-					refusedN.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
+					load.refused.Add(1)
+					load.firstErr.CompareAndSwap(nil, err.Error())
 				default:
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
+					load.failed.Add(1)
+					load.firstErr.CompareAndSwap(nil, err.Error())
 				}
 			}
 		})
@@ -205,9 +212,8 @@ func TestUpgradesUnderLoadKeepEveryConnection(t *testing.T) {
 		streams = append(streams, s)
 		wg.Go(func() { s.run(addr, stop) })
 	}
-	var ok, refusedN, failed atomic.Int64
-	var firstErr atomic.Value
-	wg.Go(func() { paced(addr, 500, stop, &ok, &refusedN, &failed, &firstErr) })
+	var load pacedLoad
+	wg.Go(func() { paced(addr, 500, stop, &load) })
 
 	const upgrades = 20
 	pid := l.pidOr0()
@@ -221,8 +227,8 @@ func TestUpgradesUnderLoadKeepEveryConnection(t *testing.T) {
 	for i := 1; i <= upgrades; i++ {
 		// Each process serves some of the load before the next
 		// upgrade, and every stream moves on through it.
-		served, before := ok.Load(), progress()
-		waitFor(t, 20*time.Second, "new connections before the upgrade", func() bool { return ok.Load() >= served+50 })
+		served, before := load.ok.Load(), progress()
+		waitFor(t, 20*time.Second, "new connections before the upgrade", func() bool { return load.ok.Load() >= served+50 })
 		if i%2 == 1 {
 			syscall.Kill(pid, syscall.SIGUSR2)
 		} else if out, code := runSluice(t, "upgrade", "-c", cfgPath); code != 0 || !strings.Contains(out, "upgraded") {
@@ -259,12 +265,12 @@ func TestUpgradesUnderLoadKeepEveryConnection(t *testing.T) {
 		streamed += s.got.Load()
 	}
 	t.Logf("%d upgrades: %d new connections (%d refused, %d failed), %d streams carried %d bytes",
-		upgrades, ok.Load(), refusedN.Load(), failed.Load(), len(streams), streamed)
-	if refusedN.Load()+failed.Load() > 0 {
-		t.Errorf("%d refused and %d failed of %d new connections; first: %v", refusedN.Load(), failed.Load(),
-			ok.Load()+refusedN.Load()+failed.Load(), firstErr.Load())
+		upgrades, load.ok.Load(), load.refused.Load(), load.failed.Load(), len(streams), streamed)
+	if load.refused.Load()+load.failed.Load() > 0 {
+		t.Errorf("%d refused and %d failed of %d new connections; first: %v", load.refused.Load(), load.failed.Load(),
+			load.ok.Load()+load.refused.Load()+load.failed.Load(), load.firstErr.Load())
 	}
-	if ok.Load() == 0 || streamed == 0 {
+	if load.ok.Load() == 0 || streamed == 0 {
 		t.Errorf("no traffic moved")
 	}
 	// Every upgrade handed the six streams over (and whatever else was
@@ -319,12 +325,11 @@ func TestFailedUpgradeKeepsTheOldProcessServing(t *testing.T) {
 	held, hr, _ := dialLine(t, addr)
 
 	stop := make(chan struct{})
-	var ok, refusedN, failed atomic.Int64
-	var firstErr atomic.Value
+	var load pacedLoad
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		paced(addr, 200, stop, &ok, &refusedN, &failed, &firstErr)
+		paced(addr, 200, stop, &load)
 	}()
 
 	// A binary that exits at once.
@@ -370,8 +375,8 @@ func TestFailedUpgradeKeepsTheOldProcessServing(t *testing.T) {
 	if line, err := hr.ReadString('\n'); err != nil || line != "moved\n" {
 		t.Fatalf("the established connection after the upgrade: %q, %v", line, err)
 	}
-	if refusedN.Load()+failed.Load() > 0 || ok.Load() == 0 {
-		t.Fatalf("%d new connections, %d refused, %d failed; first: %v", ok.Load(), refusedN.Load(), failed.Load(), firstErr.Load())
+	if load.refused.Load()+load.failed.Load() > 0 || load.ok.Load() == 0 {
+		t.Fatalf("%d new connections, %d refused, %d failed; first: %v", load.ok.Load(), load.refused.Load(), load.failed.Load(), load.firstErr.Load())
 	}
 }
 
@@ -505,12 +510,11 @@ func TestUpgradeFailingAfterReadyTakesConnectionsBack(t *testing.T) {
 	held, hr, _ := dialLine(t, addr)
 
 	stop := make(chan struct{})
-	var ok, refusedN, failed atomic.Int64
-	var firstErr atomic.Value
+	var load pacedLoad
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		paced(addr, 200, stop, &ok, &refusedN, &failed, &firstErr)
+		paced(addr, 200, stop, &load)
 	}()
 
 	// Ready for no listener: nothing but the end marker is sent. A
@@ -523,7 +527,7 @@ func TestUpgradeFailingAfterReadyTakesConnectionsBack(t *testing.T) {
 		os.WriteFile(path, []byte(script), 0o755)
 		l.install(path)
 	}
-	waitFor(t, 20*time.Second, "some load", func() bool { return ok.Load() >= 20 })
+	waitFor(t, 20*time.Second, "some load", func() bool { return load.ok.Load() >= 20 })
 	fake(`{"pid":1,"tcp":[]}`)
 	syscall.Kill(pid, syscall.SIGUSR2)
 	waitFor(t, 60*time.Second, "the failure logged", func() bool {
@@ -534,8 +538,8 @@ func TestUpgradeFailingAfterReadyTakesConnectionsBack(t *testing.T) {
 		t.Fatalf("the connection not sent over: %q, %v", line, err)
 	}
 
-	if n := failed.Load() + refusedN.Load(); n > 0 {
-		t.Fatalf("%d new connections failed around an upgrade that sent nothing; first: %v", n, firstErr.Load())
+	if n := load.failed.Load() + load.refused.Load(); n > 0 {
+		t.Fatalf("%d new connections failed around an upgrade that sent nothing; first: %v", n, load.firstErr.Load())
 	}
 
 	// Ready for listener t: the held connection is sent (with the new
@@ -551,12 +555,12 @@ func TestUpgradeFailingAfterReadyTakesConnectionsBack(t *testing.T) {
 	if line, err := hr.ReadString('\n'); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("the connection sent to the failed process: %q, %v; want it reset", line, err)
 	}
-	served, resetN := ok.Load(), failed.Load()
-	waitFor(t, 20*time.Second, "load after the failures", func() bool { return ok.Load() >= served+20 })
+	served, resetN := load.ok.Load(), load.failed.Load()
+	waitFor(t, 20*time.Second, "load after the failures", func() bool { return load.ok.Load() >= served+20 })
 	close(stop)
 	<-done
-	if failed.Load() != resetN {
-		t.Fatalf("%d new connections failed after the failed upgrades", failed.Load()-resetN)
+	if load.failed.Load() != resetN {
+		t.Fatalf("%d new connections failed after the failed upgrades", load.failed.Load()-resetN)
 	}
 	if l.pidOr0() != pid || gone(pid) {
 		t.Fatalf("the old process (%d) is not serving; pid file %d", pid, l.pidOr0())
@@ -564,8 +568,8 @@ func TestUpgradeFailingAfterReadyTakesConnectionsBack(t *testing.T) {
 	if _, _, g := dialLine(t, addr); g != "a" {
 		t.Fatalf("a new connection after the failures reached %q", g)
 	}
-	if refusedN.Load() > 0 {
-		t.Fatalf("%d new connections refused; first: %v", refusedN.Load(), firstErr.Load())
+	if load.refused.Load() > 0 {
+		t.Fatalf("%d new connections refused; first: %v", load.refused.Load(), load.firstErr.Load())
 	}
 	if log := l.output(); strings.Contains(log, "upgraded: the new process serves") {
 		t.Fatalf("an upgrade that failed was taken for done:\n%s", log)
