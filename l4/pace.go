@@ -62,7 +62,7 @@ func (p *Pacer) wait(ctx context.Context, stop <-chan struct{}) bool {
 	}
 	p.mu.Lock()
 	now := time.Now()
-	at := now
+	prev, at := p.last, now
 	if p.every > 0 && !p.last.IsZero() {
 		at = later(now, p.last.Add(p.every))
 	}
@@ -80,6 +80,14 @@ func (p *Pacer) wait(ctx context.Context, stop <-chan struct{}) bool {
 	case <-ctx.Done():
 	case <-stop:
 	}
+	// No close comes of the reservation: give it back (unless a later
+	// one was made after it), or the next drain would wait for a close
+	// that never happened.
+	p.mu.Lock()
+	if p.last.Equal(at) {
+		p.last = prev
+	}
+	p.mu.Unlock()
 	return false
 }
 

@@ -227,6 +227,30 @@ func TestPacerSpacing(t *testing.T) {
 	}
 }
 
+// A wait given up (its drain stopped) gives its reservation back: the
+// next close is due one interval after the last close that happened, not
+// after the one that did not.
+func TestPacerWaitGivenUpKeepsNoReservation(t *testing.T) {
+	p := NewPacer(1, time.Second)
+	if !p.wait(context.Background(), nil) {
+		t.Fatal("first wait reported false")
+	}
+	p.done()
+	last := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if p.wait(ctx, nil) {
+		t.Fatal("a wait whose context ended reported true")
+	}
+	if !p.wait(context.Background(), nil) {
+		t.Fatal("third wait reported false")
+	}
+	// Due at last+1s; a kept reservation would make it last+2s.
+	if d := time.Since(last); d > 1800*time.Millisecond {
+		t.Errorf("the close after a given-up wait came %v after the last, want about 1s", d)
+	}
+}
+
 // Connections that end TLS (run on goroutines) are paced too, one at a
 // time: 6 at 20/s take at least 250ms.
 func TestTLSPacedDrain(t *testing.T) {
