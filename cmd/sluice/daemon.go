@@ -92,13 +92,16 @@ type live struct {
 // start builds the pools, opens every listener, and only then starts
 // serving, so a bind failure leaves nothing half-started.
 func start(cfg *config.Config, log *slog.Logger) (*daemon, error) {
-	return startOn(cfg, log, nil)
+	return startOn(cfg, log, nil, nil)
 }
 
 // startOn is start on the sockets an upgrade's old process passed, if
 // inh is not nil: the listeners and the admin listener take those of
-// their keys, and open new ones only for the rest.
-func startOn(cfg *config.Config, log *slog.Logger, inh *inherited) (*daemon, error) {
+// their keys, and open new ones only for the rest. setup, if not nil,
+// fills in the daemon's fields (how to reload, systemd, the binary)
+// before the configuration is applied: the admin API may call on them as
+// soon as it serves.
+func startOn(cfg *config.Config, log *slog.Logger, inh *inherited, setup func(*daemon)) (*daemon, error) {
 	fdCap, fdLimit, err := fdLimiter(cfg)
 	if err != nil {
 		return nil, err
@@ -113,8 +116,15 @@ func startOn(cfg *config.Config, log *slog.Logger, inh *inherited) (*daemon, err
 	d.checks = newChecks(log, (*adminSide)(nil))
 	d.retire, d.stopRetire = context.WithCancel(context.Background())
 	d.up = upgrader{inherit: inh, done: make(chan struct{})}
+	if setup != nil {
+		setup(d)
+	}
+	// Under the lock a reload or upgrade through the admin API takes: it
+	// may come as soon as the admin listener serves, before apply returns.
+	d.mu.Lock()
 	err = d.apply(cfg)
 	d.up.inherit = nil
+	d.mu.Unlock()
 	if err != nil {
 		d.stopRetire()
 		d.checks.stop()

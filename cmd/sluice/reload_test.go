@@ -337,11 +337,12 @@ func inProcessReload(t *testing.T, path string) (*daemon, *lockedBuffer) {
 		t.Fatal(err)
 	}
 	log := &lockedBuffer{}
-	d, err := start(cfg, newLogger(cfg.Log, log))
+	d, err := startOn(cfg, newLogger(cfg.Log, log), nil, func(d *daemon) {
+		d.load = func() (*config.Config, error) { return config.Load(path) }
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.load = func() (*config.Config, error) { return config.Load(path) }
 	t.Cleanup(func() {
 		// Short: a UDP session would keep the drain going for its
 		// whole timeout.

@@ -183,14 +183,15 @@ func serve(cfg *config.Config, log *slog.Logger, ready func(), load func() (*con
 	if err != nil {
 		return err
 	}
-	d, err := startOn(cfg, log, inh)
+	d, err := startOn(cfg, log, inh, func(d *daemon) {
+		d.load = load
+		d.sd = newNotifier()
+		d.up.exe, d.up.args = executable(), os.Args[1:]
+	})
 	inh.closeUnused()
 	if err != nil {
 		return err
 	}
-	d.load = load
-	d.sd = newNotifier()
-	d.up.exe, d.up.args = executable(), os.Args[1:]
 	if inh != nil {
 		// systemd hears of this process from the old one (MAINPID=)
 		// once the connections are over here; so does the pid file.
