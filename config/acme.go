@@ -2,13 +2,15 @@ package config
 
 import (
 	"net/url"
+	"slices"
 	"time"
 
 	"sluice/internal/acmecert"
 )
 
 // ACME is a TLS listener's acme table: certificates for its names from an
-// ACME CA, proved by TLS-ALPN-01 on the listener itself.
+// ACME CA, proved by TLS-ALPN-01 on the listener itself, or by HTTP-01 on
+// the file's plain http listeners (HTTP01).
 type ACME struct {
 	// Names are the host names certificates are asked for; at least one,
 	// none a wildcard or an IP address.
@@ -24,6 +26,23 @@ type ACME struct {
 	// RenewBefore is how long before expiry certificates are renewed;
 	// zero: the lesser of 30 days and a third of the lifetime.
 	RenewBefore time.Duration
+	// HTTP01 is set when the file has a plain HTTP listener, which
+	// answers the names' HTTP-01 validations: the CA may then prove a
+	// name by HTTP-01 when TLS-ALPN-01 fails.
+	HTTP01 bool
+}
+
+// acmeHTTP01 sets HTTP01 on every acme table when a listener can answer
+// HTTP-01 validations: an http listener without TLS.
+func acmeHTTP01(ls []Listener) {
+	if !slices.ContainsFunc(ls, func(l Listener) bool { return l.Protocol == HTTP && l.TLS == nil }) {
+		return
+	}
+	for _, l := range ls {
+		if l.TLS != nil && l.TLS.ACME != nil {
+			l.TLS.ACME.HTTP01 = true
+		}
+	}
 }
 
 // acme reads the tls table's acme key, nil if it has none.

@@ -55,3 +55,30 @@ func TestACMEExample(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestACMEHTTP01: acme tables may use HTTP-01 when the file has a plain
+// http listener to answer it, and only then.
+func TestACMEHTTP01(t *testing.T) {
+	tls := "[listeners.t]\nbind = \"127.0.0.1:8443\"\npool = \"db\"\n[listeners.t.tls]\n" +
+		"acme = { names = [\"a.example.com\"], storage = \"acme\" }\n"
+	for _, tc := range []struct {
+		name, more string
+		http01     bool
+	}{
+		{"no http listener", "", false},
+		{"a plain http listener", "[listeners.h]\nbind = \"127.0.0.1:8080\"\nprotocol = \"http\"\npool = \"db\"\n", true},
+		{"a tcp listener", "[listeners.h]\nbind = \"127.0.0.1:8080\"\npool = \"db\"\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse("t.toml", []byte(tls+tc.more+poolDB))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range cfg.Listeners {
+				if l.TLS != nil && l.TLS.ACME.HTTP01 != tc.http01 {
+					t.Errorf("HTTP01 %v, want %v", l.TLS.ACME.HTTP01, tc.http01)
+				}
+			}
+		})
+	}
+}

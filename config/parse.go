@@ -133,6 +133,7 @@ func (d *decoder) config() *Config {
 		pools, _ = v.(map[string]any)
 	}
 	cfg.Listeners = d.listeners(t, sortedKeys(pools))
+	acmeHTTP01(cfg.Listeners)
 	d.unpacedDrainRates(cfg.Listeners)
 	d.bgpWarnings(t, cfg)
 	return cfg

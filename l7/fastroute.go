@@ -30,6 +30,10 @@ func (fc *fastConn) route(path string) bool {
 		Header: fc,
 		Client: ex.client.Addr(),
 	}
+	if s.ACME != nil && strings.HasPrefix(path, acmeChallengePath) && s.ACME.Handler(req.Host) != nil {
+		fc.status = -1 // answered by net/http's path (acmeChallenge)
+		return false
+	}
 	rt := s.table.Find(&req)
 	if rt == nil {
 		if s.Default == "" {

@@ -42,6 +42,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.countRequest(rec, r)
+	if s.acmeChallenge(rec, r) {
+		return
+	}
 	s.route(rec, r)
 }
 

@@ -127,6 +127,10 @@ type Server struct {
 	// whose Host the certificate served for the connection does not
 	// cover. Nil checks nothing.
 	Hosts Hosts
+	// ACME, if not nil, answers ACME HTTP-01 validations (requests under
+	// /.well-known/acme-challenge/) for the names it has, before the
+	// routes; requests for other names go on to the routes.
+	ACME Challenges
 	// ClientCertHeader, with TLS, names a request header set to the
 	// subject of the client's verified certificate, and removed from
 	// requests without one so that no client can forge it; "" sets none.

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"net/http"
 	"slices"
+	"strings"
 
 	"sluice/l7/route"
 )
@@ -13,6 +14,33 @@ import (
 // name covers; *certs.Store satisfies it.
 type Hosts interface {
 	Covers(serverName, host string) bool
+}
+
+// Challenges answers ACME HTTP-01 validations (RFC 8555 8.3), which a CA
+// makes to port 80 of the names it is asked to certify, whichever listener
+// the certificates are for; *acmecert.HTTP01 satisfies it.
+type Challenges interface {
+	// Handler returns the handler of a validation for host (canonical,
+	// without port), or nil if it has no certificate to get for host.
+	Handler(host string) http.Handler
+}
+
+// acmeChallengePath is where HTTP-01 validations ask for their tokens.
+const acmeChallengePath = "/.well-known/acme-challenge/"
+
+// acmeChallenge answers r if it is an HTTP-01 validation that s.ACME
+// takes, and reports whether it did.
+func (s *Server) acmeChallenge(rec *recorder, r *http.Request) bool {
+	if s.ACME == nil || !strings.HasPrefix(r.URL.Path, acmeChallengePath) {
+		return false
+	}
+	h := s.ACME.Handler(route.CanonicalHost(r.Host))
+	if h == nil {
+		return false
+	}
+	rec.ex.route, rec.ex.end = "acme", EndResponded
+	h.ServeHTTP(rec, r)
+	return true
 }
 
 // tlsConfig returns the listener's TLS configuration as served: s.TLS

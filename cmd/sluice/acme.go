@@ -11,6 +11,11 @@ import (
 	"sluice/internal/certs"
 )
 
+// http01 answers HTTP-01 validations on the plain HTTP listeners for the
+// ACME managers of every TLS listener serving at the time: the CA asks
+// port 80, whichever listener the certificate is for.
+var http01 acmecert.HTTP01
+
 // listenerCerts are a TLS listener's certificate sources: files (a store
 // with its reload watcher) and ACME; either may be nil, not both. A nil
 // *listenerCerts is a listener without TLS.
@@ -32,7 +37,7 @@ func newListenerCerts(c *config.ListenerTLS, log *slog.Logger) (*listenerCerts, 
 	}
 	if a := c.ACME; a != nil {
 		lc.acme = acmecert.New(acmecert.Options{Names: a.Names, Email: a.Email, CA: a.CA,
-			Storage: a.Storage, RenewBefore: a.RenewBefore, Logger: log})
+			Storage: a.Storage, RenewBefore: a.RenewBefore, Logger: log, HTTP01: a.HTTP01})
 	}
 	return lc, nil
 }
@@ -77,6 +82,7 @@ func (lc *listenerCerts) Start() {
 		lc.store.Start()
 	}
 	if lc.acme != nil {
+		http01.Add(lc.acme)
 		lc.acme.Start()
 	}
 }
@@ -90,6 +96,7 @@ func (lc *listenerCerts) Stop() {
 	}
 	if lc.acme != nil {
 		lc.acme.Stop()
+		http01.Remove(lc.acme)
 	}
 }
 

@@ -62,6 +62,12 @@ func goBin(t *testing.T, name string) string {
 // certificates valid for validity.
 func startPebble(t *testing.T, tlsPort int, validity time.Duration) *pebbleCA {
 	t.Helper()
+	return startPebbleHTTP(t, tlsPort, 1, validity)
+}
+
+// startPebbleHTTP is startPebble validating HTTP-01 on httpPort too.
+func startPebbleHTTP(t *testing.T, tlsPort, httpPort int, validity time.Duration) *pebbleCA {
+	t.Helper()
 	dir := t.TempDir()
 	ca, err := mint.NewCA("pebble's HTTPS CA")
 	if err != nil {
@@ -83,7 +89,7 @@ func startPebble(t *testing.T, tlsPort int, validity time.Duration) *pebbleCA {
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress": listen, "managementListenAddress": mgmt,
 		"certificate": pair.CertFile, "privateKey": pair.KeyFile,
-		"httpPort": 1, "tlsPort": tlsPort, "ocspResponderURL": "", "keyAlgorithm": "ecdsa",
+		"httpPort": httpPort, "tlsPort": tlsPort, "ocspResponderURL": "", "keyAlgorithm": "ecdsa",
 		"externalAccountBindingRequired": false,
 		"profiles":                       map[string]any{"default": map[string]any{"description": "short", "validityPeriod": int(validity.Seconds())}},
 	}}
@@ -340,5 +346,50 @@ address = "%s"
 			t.Errorf("curl https://%s verified by its CA: %v\n%s", tc.name, err, out)
 		}
 		p.waitOutput(t, "host="+tc.name+":"+portString(addr)+" path=/acme proto=HTTP/2.0")
+	}
+}
+
+// TestACMEHTTP01: with TLS-ALPN-01 unusable (pebble validates it on a
+// port nothing listens on), a TLS listener's ACME certificate comes by
+// HTTP-01, answered by the file's plain HTTP listener ahead of its
+// redirect-everything route, on its fast path.
+func TestACMEHTTP01(t *testing.T) {
+	addr, web := freeDualPort(t), freeDualPort(t)
+	webPort, _ := strconv.Atoi(portString(web))
+	deadTLS, _ := strconv.Atoi(portString(freePort(t)))
+	pebble := startPebbleHTTP(t, deadTLS, webPort, time.Hour)
+	cfg := fmt.Sprintf(`[listeners.t]
+bind = %q
+pool = "echo"
+[listeners.t.tls]
+acme = { names = [%q], ca = %q, storage = %q }
+
+[listeners.web]
+bind = %q
+protocol = "http"
+[[listeners.web.routes]]
+redirect_https = true
+
+[pools.echo]
+[[pools.echo.backends]]
+address = %q
+`, addr, acmeName, pebble.dir, t.TempDir(), web, echoBackend(t))
+	p := startSluiceEnv(t, []string{"SSL_CERT_FILE=" + pebble.caFile}, "-c", writeFile(t, cfg))
+	p.waitOutput(t, "ACME certificate ready")
+	c, err := acmeServed(addr, pebble.roots(t))
+	if err != nil || c.DNSNames[0] != acmeName {
+		t.Fatalf("the ACME certificate: %v", err)
+	}
+	p.waitOutput(t, "path=/.well-known/acme-challenge/")
+	p.waitOutput(t, "route=acme")
+	// Other requests still take the route.
+	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).
+		Get("http://" + web + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMovedPermanently {
+		t.Errorf("GET /x: %d, want the redirect", resp.StatusCode)
 	}
 }

@@ -68,6 +68,9 @@ func openHTTP(cfg *config.Config, lc config.Listener, lns []*net.TCPListener, t 
 		LogRequestLine:           cfg.Log.HTTPFormat != config.HTTPLogRecord, // see newLogger
 	}
 	serve := func() error { return srv.Serve(lns) }
+	if tlsConfig == nil {
+		srv.ACME = &http01
+	}
 	if tlsConfig != nil {
 		srv.TLS, srv.Hosts, srv.ClientCertHeader = tlsConfig, certStore, lc.TLS.ClientCertHeader
 		serve = func() error {

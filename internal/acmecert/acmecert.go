@@ -1,7 +1,8 @@
 // Package acmecert gets a listener's certificates from an ACME CA (Let's
 // Encrypt, or any RFC 8555 server) with golang.org/x/crypto/acme/autocert:
 // the TLS-ALPN-01 challenge is answered by the listener's own handshakes,
-// certificates and the account key are stored on disk, renewed before
+// HTTP-01 (when Options.HTTP01 is set) by plain HTTP listeners through an
+// HTTP01 set, certificates and the account key are stored on disk, renewed before
 // they expire, and served from storage while the CA cannot be reached.
 //
 //	m := acmecert.New(acmecert.Options{Names: names, Storage: dir, ...})
@@ -15,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -52,6 +54,11 @@ type Options struct {
 	// Logger receives the outcome of getting each name's certificate at
 	// Start; nil means slog.Default().
 	Logger *slog.Logger
+	// HTTP01 lets the CA prove the names by HTTP-01 too (RFC 8555 8.3),
+	// when TLS-ALPN-01 fails: set it only when a plain HTTP listener
+	// answers the Manager's validations (HTTP01.Add), or each failure
+	// costs one more failed validation, which CAs limit.
+	HTTP01 bool
 }
 
 // Manager serves ACME certificates for its names.
@@ -59,6 +66,7 @@ type Manager struct {
 	o     Options
 	m     *autocert.Manager
 	names map[string]bool
+	http  http.Handler // HTTP-01 validations; nil without Options.HTTP01
 
 	stopOnce sync.Once
 	cancel   context.CancelFunc
@@ -83,6 +91,12 @@ func New(o Options) *Manager {
 		Email:       o.Email,
 		Client:      &acme.Client{DirectoryURL: cmpOr(o.CA, DefaultCA)},
 	}}
+	if o.HTTP01 {
+		// Asking autocert for its handler is what turns HTTP-01 on; it
+		// is tried after TLS-ALPN-01. The fallback is never reached:
+		// HTTP01.Handler hands over only the challenge path.
+		m.http = m.m.HTTPHandler(http.NotFoundHandler())
+	}
 	return m
 }
 
@@ -174,6 +188,63 @@ func (m *Manager) Stop() {
 // negotiated ALPNProto: a CA's validation, answered by the handshake, not
 // a client to proxy.
 var ErrValidation = errors.New("acmecert: an ACME tls-alpn-01 validation, answered by the handshake")
+
+// ChallengePath is where an HTTP-01 validation asks for its token:
+// http://NAME/.well-known/acme-challenge/TOKEN (RFC 8555 8.3).
+const ChallengePath = "/.well-known/acme-challenge/"
+
+// HTTP01 is the set of Managers whose HTTP-01 validations plain HTTP
+// listeners answer, whichever listener the Managers belong to: the CA
+// connects to port 80 of the name, not to the TLS listener. Its zero
+// value is empty and ready; it is safe for concurrent use.
+type HTTP01 struct {
+	mu sync.RWMutex
+	ms []*Manager // latest last: a reload adds the new before removing the old
+}
+
+// Add makes h answer m's validations; a Manager without Options.HTTP01 is
+// ignored.
+func (h *HTTP01) Add(m *Manager) {
+	if m.http == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ms = append(h.ms, m)
+}
+
+// Remove undoes Add.
+func (h *HTTP01) Remove(m *Manager) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ms = slices.DeleteFunc(h.ms, func(x *Manager) bool { return x == m })
+}
+
+// Handler returns the handler of a validation request (a path under
+// ChallengePath) for host, a name without port; nil when no Manager has
+// the name, so that the request goes on to the listener's routes (a
+// backend may run its own ACME client).
+func (h *HTTP01) Handler(host string) http.Handler {
+	if h == nil {
+		return nil
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, m := range slices.Backward(h.ms) {
+		if m.names[host] {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				// autocert checks r.Host against its names as it
+				// is: without the port a CA may add (RFC 8555 8.3
+				// says port 80, test CAs use others).
+				r = r.WithContext(r.Context())
+				r.Host = host
+				m.http.ServeHTTP(w, r)
+			})
+		}
+	}
+	return nil
+}
 
 // CheckNames reports the first name ACME cannot get a certificate for
 // with TLS-ALPN-01: a wildcard, an IP address, a name without a dot.

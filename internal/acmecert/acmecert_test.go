@@ -3,6 +3,9 @@ package acmecert
 import (
 	"crypto/tls"
 	"errors"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -49,5 +52,49 @@ func TestCheckNames(t *testing.T) {
 		if err := CheckNames([]string{tc.name}); (err == nil) != tc.ok {
 			t.Errorf("%s: %v", tc.name, err)
 		}
+	}
+}
+
+// HTTP01 answers a validation with the token its Manager stored, for the
+// Manager's names only, whatever port the CA asked on; a Manager without
+// Options.HTTP01, or removed, answers none.
+func TestHTTP01(t *testing.T) {
+	storage := t.TempDir()
+	// Where autocert keeps an HTTP-01 token while the CA validates it.
+	if err := os.WriteFile(filepath.Join(storage, "tok+http-01"), []byte("tok.keyauth"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	on := New(Options{Names: []string{"a.example.com"}, Storage: storage, CA: "https://127.0.0.1:1/dir", HTTP01: true})
+	off := New(Options{Names: []string{"b.example.com"}, Storage: storage, CA: "https://127.0.0.1:1/dir"})
+	var h HTTP01
+	h.Add(on)
+	h.Add(off)
+	for _, tc := range []struct {
+		name, host string
+		handled    bool
+	}{
+		{"its name", "a.example.com", true},
+		{"its name, other case and a dot", "A.example.com.", true},
+		{"a name without HTTP-01", "b.example.com", false},
+		{"another name", "c.example.com", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hd := h.Handler(tc.host)
+			if (hd != nil) != tc.handled {
+				t.Fatalf("handled %v, want %v", hd != nil, tc.handled)
+			}
+			if hd == nil {
+				return
+			}
+			w := httptest.NewRecorder()
+			hd.ServeHTTP(w, httptest.NewRequest("GET", "http://"+tc.host+":5002"+ChallengePath+"tok", nil))
+			if w.Code != 200 || w.Body.String() != "tok.keyauth" {
+				t.Errorf("answered %d %q, want the token", w.Code, w.Body)
+			}
+		})
+	}
+	h.Remove(on)
+	if h.Handler("a.example.com") != nil {
+		t.Error("a removed Manager still answers")
 	}
 }
