@@ -8,6 +8,7 @@ import (
 
 	"sluice/health"
 	"sluice/internal/certs"
+	"sluice/internal/ticketkeys"
 )
 
 // ListenerTLS is a listener's [listeners.NAME.tls] table: TLS is
@@ -42,6 +43,13 @@ type ListenerTLS struct {
 	// ExpiryWarning is how long before expiry a certificate is warned
 	// about in the log; > 0.
 	ExpiryWarning time.Duration
+	// TicketKeyFile, if set, holds the session ticket keys (see
+	// ticketkeys.Options.File), read when the file was read and again
+	// when it changes (checked every ReloadInterval).
+	TicketKeyFile string
+	// TicketRotation, without TicketKeyFile, rotates in-memory session
+	// ticket keys this often; zero leaves the keys to crypto/tls.
+	TicketRotation time.Duration
 
 	// ALPN (TCP) are the protocols offered to clients, in order; nil
 	// negotiates none. StartTLS "postgres" sets ["postgresql"].
@@ -60,7 +68,8 @@ type ListenerTLS struct {
 
 var listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "min_version", "curves",
 	"client_auth", "client_ca_file", "client_cert_header", "reload_interval", "expiry_warning",
-	"alpn", "starttls", "require_tls", "handshake_timeout", "acme"}
+	"alpn", "starttls", "require_tls", "handshake_timeout", "acme",
+	"ticket_key_file", "ticket_rotation"}
 
 // curveNames are the names curves may be given by, lower case.
 var curveNames = map[string]tls.CurveID{
@@ -110,6 +119,7 @@ func (d *decoder) listenerTLS(lt *table, proto Protocol) *ListenerTLS {
 	d.clientAuth(t, c)
 	t.duration("reload_interval", &c.ReloadInterval, true)
 	t.duration("expiry_warning", &c.ExpiryWarning, true)
+	d.ticketKeys(t, c)
 	d.tcpTLS(t, c, proto)
 	return c
 }
@@ -197,5 +207,20 @@ func (d *decoder) clientAuth(t *table, c *ListenerTLS) {
 		if !t.has("client_auth") {
 			t.errorf("client_cert_header", "is used only with client_auth = \"request\" or \"require\"")
 		}
+	}
+}
+
+// ticketKeys reads ticket_key_file, which is loaded now so that sluice
+// check reports a bad one, and ticket_rotation.
+func (d *decoder) ticketKeys(t *table, c *ListenerTLS) {
+	if t.str2("ticket_key_file", &c.TicketKeyFile) {
+		c.TicketKeyFile = d.path(c.TicketKeyFile)
+		if _, err := ticketkeys.Load(c.TicketKeyFile); err != nil {
+			t.errorf("ticket_key_file", "%v", err)
+		}
+	}
+	t.duration("ticket_rotation", &c.TicketRotation, true)
+	if c.TicketKeyFile != "" && t.has("ticket_rotation") {
+		t.errorf("ticket_rotation", "is for keys made in memory: with ticket_key_file, keys rotate when the file changes")
 	}
 }

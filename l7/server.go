@@ -120,8 +120,8 @@ type Server struct {
 	// TLS, if not nil, terminates TLS on every socket: certificates (by
 	// GetCertificate, so they can be reloaded), versions, curves and
 	// client certificates come from it; Serve offers h2 and http/1.1 by
-	// ALPN. Its session ticket keys are left to crypto/tls, which makes
-	// them itself and rotates them daily.
+	// ALPN. Its session tickets are its own: crypto/tls's keys unless
+	// its WrapSession and UnwrapSession say otherwise.
 	TLS *tls.Config
 	// Hosts, with TLS, decides which requests are misdirected (421): those
 	// whose Host the certificate served for the connection does not

@@ -9,6 +9,7 @@ import (
 	"sluice/config"
 	"sluice/internal/acmecert"
 	"sluice/internal/certs"
+	"sluice/internal/ticketkeys"
 )
 
 // http01 answers HTTP-01 validations on the plain HTTP listeners for the
@@ -20,8 +21,9 @@ var http01 acmecert.HTTP01
 // with its reload watcher) and ACME; either may be nil, not both. A nil
 // *listenerCerts is a listener without TLS.
 type listenerCerts struct {
-	store *certs.Store
-	acme  *acmecert.Manager
+	store   *certs.Store
+	acme    *acmecert.Manager
+	tickets *ticketkeys.Keys // nil: crypto/tls's own keys
 }
 
 // newListenerCerts loads c's files and sets up its ACME manager.
@@ -34,6 +36,14 @@ func newListenerCerts(c *config.ListenerTLS, log *slog.Logger) (*listenerCerts, 
 			return nil, err
 		}
 		lc.store = store
+	}
+	if c.TicketKeyFile != "" || c.TicketRotation > 0 {
+		k, err := ticketkeys.New(ticketkeys.Options{File: c.TicketKeyFile, ReloadInterval: c.ReloadInterval,
+			Rotation: c.TicketRotation, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		lc.tickets = k
 	}
 	if a := c.ACME; a != nil {
 		lc.acme = acmecert.New(acmecert.Options{Names: a.Names, Email: a.Email, CA: a.CA,
@@ -72,7 +82,8 @@ func (lc *listenerCerts) Covers(serverName, host string) bool {
 	return lc.store == nil || lc.store.Covers(serverName, host)
 }
 
-// Start starts the files' reload watcher and ACME's first fetches; Stop
+// Start starts the files' reload watcher, the session ticket keys'
+// watcher or rotation, and ACME's first fetches; Stop
 // stops them. Both take a nil receiver.
 func (lc *listenerCerts) Start() {
 	if lc == nil {
@@ -80,6 +91,9 @@ func (lc *listenerCerts) Start() {
 	}
 	if lc.store != nil {
 		lc.store.Start()
+	}
+	if lc.tickets != nil {
+		lc.tickets.Start()
 	}
 	if lc.acme != nil {
 		http01.Add(lc.acme)
@@ -93,6 +107,9 @@ func (lc *listenerCerts) Stop() {
 	}
 	if lc.store != nil {
 		lc.store.Stop()
+	}
+	if lc.tickets != nil {
+		lc.tickets.Stop()
 	}
 	if lc.acme != nil {
 		lc.acme.Stop()

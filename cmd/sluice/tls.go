@@ -82,8 +82,12 @@ func listenerTLS(lc config.Listener, log *slog.Logger) (*tls.Config, *listenerCe
 		MinVersion:       c.MinVersion,
 		CurvePreferences: c.Curves,
 		ClientAuth:       c.ClientAuth,
-		// Session tickets are on, with keys crypto/tls makes and
-		// rotates itself (a new one daily, each valid a week).
+	}
+	// Session tickets are on, with the keys of ticket_key_file or
+	// ticket_rotation, else with keys crypto/tls makes and rotates
+	// itself (a new one daily, each valid a week).
+	if lcerts.tickets != nil {
+		lcerts.tickets.Apply(cfg)
 	}
 	if c.ClientCAFile != "" {
 		if cfg.ClientCAs, err = health.LoadCAFile(c.ClientCAFile); err != nil {
