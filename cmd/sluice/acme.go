@@ -8,6 +8,7 @@ import (
 
 	"sluice/config"
 	"sluice/internal/acmecert"
+	"sluice/internal/admin"
 	"sluice/internal/certs"
 	"sluice/internal/ticketkeys"
 )
@@ -117,11 +118,20 @@ func (lc *listenerCerts) Stop() {
 	}
 }
 
-// files is the store of certificate files, for the admin metrics' expiry
-// gauge; nil without.
-func (lc *listenerCerts) files() *certs.Store {
-	if lc == nil {
-		return nil
+// expiries are the listener's certificates for the admin metrics'
+// expiry gauge, read at each scrape so that a renewal shows at once: the
+// files', and ACME's from its storage.
+func (lc *listenerCerts) expiries() []admin.Certificate {
+	var out []admin.Certificate
+	if lc.store != nil {
+		for _, e := range lc.store.Expiries() {
+			out = append(out, admin.Certificate{File: e.CertFile, NotAfter: e.NotAfter})
+		}
 	}
-	return lc.store
+	if lc.acme != nil {
+		for _, e := range lc.acme.Expiries() {
+			out = append(out, admin.Certificate{File: e.File, NotAfter: e.NotAfter})
+		}
+	}
+	return out
 }

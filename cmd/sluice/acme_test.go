@@ -309,7 +309,11 @@ func TestACMEOnHTTPS(t *testing.T) {
 	addr := freeDualPort(t)
 	port, _ := strconv.Atoi(portString(addr))
 	pebble := startPebble(t, port, time.Hour)
-	cfg := fmt.Sprintf(`[listeners.web]
+	storage, adminAddr := t.TempDir(), freePort(t)
+	cfg := fmt.Sprintf(`[admin]
+bind = %q
+
+[listeners.web]
 bind = %q
 protocol = "http"
 pool = "web"
@@ -321,7 +325,7 @@ acme = { names = [%q], ca = %q, storage = %q }
 [pools.web]
 [[pools.web.backends]]
 address = "%s"
-`, addr, f.a.CertFile, f.a.KeyFile, acmeName, pebble.dir, t.TempDir(), startTLSWeb(t))
+`, adminAddr, addr, f.a.CertFile, f.a.KeyFile, acmeName, pebble.dir, storage, startTLSWeb(t))
 	p := startSluiceEnv(t, []string{"SSL_CERT_FILE=" + pebble.caFile}, "-c", writeFile(t, cfg))
 	p.waitOutput(t, "ACME certificate ready")
 	rootFile := filepath.Join(t.TempDir(), "pebble-root.pem")
@@ -347,6 +351,34 @@ address = "%s"
 		}
 		p.waitOutput(t, "host="+tc.name+":"+portString(addr)+" path=/acme proto=HTTP/2.0")
 	}
+	// Both certificates' expiries are in /metrics, the ACME one's
+	// under its file in storage.
+	served, err := acmeServedHTTP(addr, pebble.roots(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := string(adminClient{t: t, base: "http://" + adminAddr}.get("/metrics", nil))
+	for _, want := range []string{
+		fmt.Sprintf(`sluice_certificate_expiry_timestamp_seconds{cert_file=%q,listener="web"} %s`, f.a.CertFile, expiryOf(t, f.a.CertFile)),
+		fmt.Sprintf(`sluice_certificate_expiry_timestamp_seconds{cert_file=%q,listener="web"} %s`, filepath.Join(storage, acmeName),
+			strconv.FormatFloat(float64(served.NotAfter.Unix()), 'g', -1, 64)),
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("no %s in /metrics:\n%s", want, grepLines(body, "sluice_certificate"))
+		}
+	}
+}
+
+// acmeServedHTTP returns the certificate sluice serves for acmeName at
+// addr, verified against roots.
+func acmeServedHTTP(addr string, roots *x509.CertPool) (*x509.Certificate, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: acmeName, RootCAs: roots})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0], nil
 }
 
 // TestACMEHTTP01: with TLS-ALPN-01 unusable (pebble validates it on a

@@ -14,7 +14,6 @@ import (
 	"sluice/config"
 	"sluice/health"
 	"sluice/internal/admin"
-	"sluice/internal/certs"
 	"sluice/internal/pool"
 	"sluice/l4"
 	"sluice/l4/udp"
@@ -152,7 +151,7 @@ func (a *adminSide) open(cfg *config.Config, pools map[string]*pool.Pool, all []
 			l.UDP = s.Stats
 		}
 		if o.certs != nil {
-			l.Certificates = certificatesOf(o.certs)
+			l.Certificates = o.certs.expiries
 		}
 		ls = append(ls, l)
 	}
@@ -238,18 +237,5 @@ func (a *adminSide) shutdown() {
 func logWarnings(cfg *config.Config, log *slog.Logger) {
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration warning", slog.String("warning", w.Error()))
-	}
-}
-
-// certificatesOf reads store's certificates for the admin metrics, at each
-// scrape, so that a renewal shows at once.
-func certificatesOf(store *certs.Store) func() []admin.Certificate {
-	return func() []admin.Certificate {
-		es := store.Expiries()
-		out := make([]admin.Certificate, len(es))
-		for i, e := range es {
-			out[i] = admin.Certificate{File: e.CertFile, NotAfter: e.NotAfter}
-		}
-		return out
 	}
 }

@@ -81,7 +81,7 @@ func openHTTP(cfg *config.Config, lc config.Listener, lns []*net.TCPListener, t 
 		}
 	}
 	return opened{srv: srv, serve: serve, close: func() { closeAll(lns) },
-		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns), tcp: lns, certs: certStore.files()}, nil
+		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns), tcp: lns, certs: certStore}, nil
 }
 
 // upstreams returns the pools an HTTP listener forwards to: its default

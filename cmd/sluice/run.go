@@ -12,7 +12,6 @@ import (
 	"syscall"
 
 	"sluice/config"
-	"sluice/internal/certs"
 	"sluice/internal/pool"
 	"sluice/l4"
 	"sluice/l4/udp"
@@ -83,9 +82,9 @@ type opened struct {
 	// proxy of the same listener (one of the two is nil).
 	tcp []*net.TCPListener
 	udp []*net.UDPConn
-	// certs is the listener's certificate store, nil without TLS, for
-	// the admin metrics' expiry gauge.
-	certs *certs.Store
+	// certs are the listener's certificate sources, nil without TLS,
+	// for the admin metrics' expiry gauge.
+	certs *listenerCerts
 }
 
 // openTCP builds a TCP listener's proxy on lns.
@@ -122,7 +121,7 @@ func openTCP(lc config.Listener, lns []*net.TCPListener, pc *config.Pool, pools 
 		}
 	}
 	return opened{srv: srv, serve: serve, close: func() { closeAll(lns) },
-		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns), tcp: lns, certs: store.files()}, nil
+		name: lc.Name, proto: lc.Protocol, bind: lns[0].Addr().String(), sockets: len(lns), tcp: lns, certs: store}, nil
 }
 
 // openUDP opens a UDP listener's sockets and builds its proxy.

@@ -13,11 +13,14 @@ package acmecert
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -182,6 +185,55 @@ func (m *Manager) Stop() {
 		}
 		m.wg.Wait()
 	})
+}
+
+// Expiry is when one of a Manager's certificates expires.
+type Expiry struct {
+	// Name is the host name the certificate is for.
+	Name string
+	// File is where it is stored (Options.Storage, then the name, with
+	// "+rsa" for the RSA certificate of clients that take no ECDSA).
+	File string
+	// NotAfter is when its leaf expires.
+	NotAfter time.Time
+}
+
+// Expiries reads the certificates the Manager has in storage, which are
+// those it serves (autocert stores a renewal before serving it): one per
+// name, and one more for a name that clients without ECDSA asked for.
+// Names not yet issued are left out.
+func (m *Manager) Expiries() []Expiry {
+	var out []Expiry
+	for _, name := range m.o.Names {
+		for _, key := range []string{name, name + "+rsa"} {
+			b, err := m.m.Cache.Get(context.Background(), key)
+			if err != nil {
+				continue // autocert.ErrCacheMiss: none yet
+			}
+			if na, ok := notAfter(b); ok {
+				out = append(out, Expiry{Name: name, File: filepath.Join(m.o.Storage, key), NotAfter: na})
+			}
+		}
+	}
+	return out
+}
+
+// notAfter is the expiry of the first certificate in autocert's stored
+// form: the private key, then the chain, in PEM.
+func notAfter(b []byte) (time.Time, bool) {
+	for {
+		var block *pem.Block
+		if block, b = pem.Decode(b); block == nil {
+			return time.Time{}, false
+		}
+		if block.Type == "CERTIFICATE" {
+			c, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return time.Time{}, false
+			}
+			return c.NotAfter, true
+		}
+	}
 }
 
 // ErrValidation is returned by a terminator for a connection that

@@ -7,6 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"sluice/internal/certs/mint"
 )
 
 // Wrap gives the Manager its names and the CA's validations, the files
@@ -96,5 +99,37 @@ func TestHTTP01(t *testing.T) {
 	h.Remove(on)
 	if h.Handler("a.example.com") != nil {
 		t.Error("a removed Manager still answers")
+	}
+}
+
+// Expiries reads the certificates in storage, in autocert's form (the key,
+// then the chain), ECDSA and RSA, and leaves out names not yet issued.
+func TestExpiries(t *testing.T) {
+	storage := t.TempDir()
+	ca, err := mint.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key string
+		kt  mint.KeyType
+	}{{"a.example.com", mint.ECDSA}, {"a.example.com+rsa", mint.RSA}} {
+		pair, err := ca.Issue(t.TempDir(), "a", tc.kt, "a.example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, _ := os.ReadFile(pair.KeyFile)
+		cert, _ := os.ReadFile(pair.CertFile)
+		os.WriteFile(filepath.Join(storage, tc.key), append(key, cert...), 0o600)
+	}
+	m := New(Options{Names: []string{"a.example.com", "b.example.com"}, Storage: storage, CA: "https://127.0.0.1:1/dir"})
+	es := m.Expiries()
+	if len(es) != 2 {
+		t.Fatalf("%d expiries, want 2: %+v", len(es), es)
+	}
+	for i, file := range []string{"a.example.com", "a.example.com+rsa"} {
+		if es[i].Name != "a.example.com" || es[i].File != filepath.Join(storage, file) || es[i].NotAfter.Before(time.Now()) {
+			t.Errorf("expiry %d: %+v", i, es[i])
+		}
 	}
 }
