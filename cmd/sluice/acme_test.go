@@ -106,7 +106,7 @@ func startPebbleHTTP(t *testing.T, tlsPort, httpPort int, validity time.Duration
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
 	p.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
-	eventuallyT(t, 20*time.Second, "pebble answers", func() bool {
+	waitFor(t, 20*time.Second, "pebble answers", func() bool {
 		resp, err := p.client.Get(p.dir)
 		if err == nil {
 			resp.Body.Close()
@@ -159,18 +159,6 @@ func runBackground(t *testing.T, bin string, env []string, args ...string) (*exe
 		}
 	})
 	return cmd, done
-}
-
-// eventuallyT polls cond until it holds or d passes.
-func eventuallyT(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // startSluiceEnv is startSluice with more environment.
@@ -255,7 +243,7 @@ address = %q
 
 	// Renewed before it expires: new handshakes get a new certificate.
 	var renewed *x509.Certificate
-	eventuallyT(t, 90*time.Second, "a renewed certificate", func() bool {
+	waitFor(t, 90*time.Second, "a renewed certificate", func() bool {
 		c, err := acmeServed(addr, roots)
 		if err == nil && c.SerialNumber.Cmp(first.SerialNumber) != 0 {
 			renewed = c
@@ -267,7 +255,7 @@ address = %q
 	}
 	// The CA goes away, and sluice restarts: the stored certificate is
 	// served.
-	eventuallyT(t, 10*time.Second, "the renewal stored", func() bool {
+	waitFor(t, 10*time.Second, "the renewal stored", func() bool {
 		b, _ := os.ReadFile(filepath.Join(storage, acmeName))
 		return storedSerial(b).Cmp(renewed.SerialNumber) == 0
 	})

@@ -112,7 +112,7 @@ func TestSharedTicketKeys(t *testing.T) {
 		t.Helper()
 		before := strings.Count(p.out.String(), "session ticket keys reloaded")
 		writeTicketKeys(t, keys, keyLines...)
-		eventuallyT(t, 10*time.Second, "both listeners reload the keys", func() bool {
+		waitFor(t, 10*time.Second, "both listeners reload the keys", func() bool {
 			return strings.Count(p.out.String(), "session ticket keys reloaded") >= before+2
 		})
 	}
